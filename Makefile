@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/decode.py
 
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/dhan/test_protocol_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/dhan/test_decoding.py -k garbage
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -13,3 +13,11 @@ app = typer.Typer(help="tickgate: DhanHQ live-feed subscription gateway.", no_ar
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+@app.command()
+def demo() -> None:
+    """Run tickgate on its embedded defaults (offline: no credentials, no network)."""
+    from tickgate.demo import main
+
+    main()
