@@ -26,6 +26,20 @@ class FeedLimits(BaseModel, frozen=True):
         return self.sockets_per_account * self.instruments_per_socket
 
 
+class MasterSettings(BaseModel, frozen=True):
+    """Where the scrip master comes from and how strict loading it is (tickgate.instruments)."""
+
+    url: str = Field(
+        "https://images.dhan.co/api-data/api-scrip-master-detailed.csv",
+        description="Dhan's detailed instrument master (refreshed daily).",
+    )
+    max_bad_row_fraction: float = Field(
+        0.01, ge=0, le=1, description="Above this share of unreadable rows the whole file is rejected."
+    )
+    fetch_timeout_s: float = Field(60.0, gt=0, description="Per-read timeout of the master download.")
+    keep_copies: int = Field(5, ge=1, description="Cached daily masters kept in <data_dir>/masters.")
+
+
 class Settings(BaseSettings):
     """Everything tunable about a tickgate process."""
 
@@ -34,6 +48,7 @@ class Settings(BaseSettings):
     )
 
     limits: FeedLimits = FeedLimits()
+    master: MasterSettings = MasterSettings()
 
     feed_url: str = "wss://api-feed.dhan.co"
     dhan_client_id: SecretStr | None = Field(
