@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,59 @@ class MasterSettings(BaseModel, frozen=True):
     keep_copies: int = Field(5, ge=1, description="Cached daily masters kept in <data_dir>/masters.")
 
 
+class FeedClientSettings(BaseModel, frozen=True):
+    """How the feed client connects, retries and watches its sockets (tickgate.dhan.client / tickgate.feed)."""
+
+    open_interval_s: float = Field(
+        0.25, ge=0, description="Minimum gap between two socket opens of one account (no connect storms)."
+    )
+    backoff_initial_s: float = Field(2.0, gt=0, description="First reconnect delay (before jitter).")
+    backoff_cap_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
+    backoff_stable_s: float = Field(
+        60.0, gt=0, description="A socket up this long resets its backoff (overnight drops never add up)."
+    )
+    backoff_805_s: float = Field(
+        90.0, gt=0, description="Delay after Dhan's 805 (too many connections): never reconnect-storm."
+    )
+    fatal_recheck_s: float = Field(
+        30.0, gt=0, description="After a fatal reason (bad/expired token…), how often the token is re-read."
+    )
+    connect_timeout_s: float = Field(10.0, gt=0)
+    ping_interval_s: float = Field(10.0, gt=0, description="Client-side keepalive pings.")
+    ping_timeout_s: float = Field(30.0, gt=0, description="A socket that stops answering pings is dead.")
+    stale_after_s: float = Field(
+        30.0, gt=0, description="No data for this long while the market is open and instruments are subscribed:"
+        " the socket is stale and is recycled."
+    )
+    decode_batch_frames: int = Field(4096, ge=1, description="Frames decoded per batch on the hot path.")
+    max_pending_frames: int = Field(
+        1_000_000, ge=1, description="Received-but-undecoded frames kept; beyond it the oldest are dropped."
+    )
+
+
+class StoreSettings(BaseModel, frozen=True):
+    """How the database is used (tickgate.store); the URL itself is ``Settings.db_url``."""
+
+    pg_schema: str | None = Field(
+        None, description="PostgreSQL schema to keep the tables in (created if missing); None: the default."
+    )
+    pool_size: int = Field(4, ge=1, description="Pooled connections (PostgreSQL; SQLite readers).")
+    busy_timeout_ms: int = Field(
+        10_000, ge=0, description="SQLite: how long a write waits for another process's lock before failing."
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite: NORMAL (with WAL) survives a process kill; FULL also a power cut."
+    )
+    writer_high_water: int = Field(
+        10_000, ge=1, description="Queued audit rows above which async producers wait (nothing is dropped)."
+    )
+    writer_batch_max: int = Field(2000, ge=1, description="Audit rows written in one transaction at most.")
+    writer_linger_s: float = Field(
+        0.02, ge=0, description="How long the writer waits to gather a batch after the first item arrives."
+    )
+    writer_retry_cap_s: float = Field(5.0, gt=0, description="Longest wait between retries of a write.")
+
+
 class Settings(BaseSettings):
     """Everything tunable about a tickgate process."""
 
@@ -49,6 +103,8 @@ class Settings(BaseSettings):
 
     limits: FeedLimits = FeedLimits()
     master: MasterSettings = MasterSettings()
+    feed: FeedClientSettings = FeedClientSettings()
+    store: StoreSettings = StoreSettings()
 
     feed_url: str = "wss://api-feed.dhan.co"
     dhan_client_id: SecretStr | None = Field(
@@ -59,6 +115,11 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path.home() / ".local" / "share" / "tickgate"
+    db_url: str | None = Field(
+        None,
+        description="Database URL (sqlite+aiosqlite:///… or postgresql+asyncpg://…); default: SQLite in"
+        " data_dir (tickgate.store.database_url).",
+    )
 
     ltt_is_ist_wall_clock: bool = Field(
         True,

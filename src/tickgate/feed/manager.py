@@ -1,0 +1,263 @@
+"""The feed, assembled: planner decisions executed on the connection pool, frames decoded into the store.
+
+One asyncio event loop, three kinds of tasks: a reader per socket (only queues frames: pongs keep flowing
+under any load), one decoder (drains the queue in batches, yielding between them so the loop never stalls),
+and a watchdog (recycles sockets that stay silent while the market is open). Every change of plan — a user's
+add, a connection lost or regained, a rebalance, end of day — goes through the planner and comes back as
+actions; this class only executes them and reports what the sockets did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickgate.config import Settings
+from tickgate.dhan.batch import decode_batch
+from tickgate.dhan.client import (
+    ConnectionState,
+    CredentialsProvider,
+    DownReason,
+    FeedPool,
+)
+from tickgate.dhan.protocol import subscribe_messages, unsubscribe_messages
+from tickgate.feed.quotes import QuoteStore
+from tickgate.planner import Planner, PlannerEvent, PlanResult
+
+
+@dataclass
+class FeedMetrics:
+    """Counters of the ingest path (exported to Prometheus by the API layer)."""
+
+    frames: int = 0
+    packets_by_code: Counter[int] = field(default_factory=Counter)
+    skipped_by_code: Counter[int] = field(default_factory=Counter)
+    corrupt_frames: int = 0
+    unknown_segment: int = 0
+    dropped_frames: int = 0  # decode backlog overflow (oldest dropped)
+    undelivered_actions: int = 0  # actions for a socket that had just gone down
+    requests_sent: int = 0
+    batches: int = 0
+    decode_lag_last_s: float = 0.0
+    decode_lag_max_s: float = 0.0
+    server_disconnects: Counter[int] = field(default_factory=Counter)
+    stale_recycles: int = 0
+
+
+class FeedManager:
+    """Executes the planner's actions on a :class:`FeedPool` and folds received frames into a store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        planner: Planner,
+        credentials: CredentialsProvider,
+        *,
+        store: QuoteStore | None = None,
+        url: str | None = None,
+        market_open: Callable[[], bool] = lambda: True,
+        on_events: Callable[[list[PlannerEvent]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.planner = planner
+        self.store = store or QuoteStore()
+        self.metrics = FeedMetrics()
+        self.market_open = market_open
+        self._on_events = on_events
+        self.pool = FeedPool(
+            url or settings.feed_url,
+            credentials,
+            limits=settings.limits,
+            settings=settings.feed,
+            on_up=self._on_up,
+            on_down=self._on_down,
+            on_frame=self._on_frame,
+        )
+        self._frames: deque[bytes] = deque()
+        self._times: deque[int] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._decode_loop(), name="feed-decoder"),
+            asyncio.create_task(self._watchdog_loop(), name="feed-watchdog"),
+        ]
+        await self.pool.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        await self.pool.stop()
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._drain()  # whatever arrived before the sockets closed still lands in the store
+
+    async def __aenter__(self) -> FeedManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- executing the plan ------------------------------------------------------------------------------
+
+    def execute(self, result: PlanResult) -> PlanResult:
+        """Send a plan result's actions, in order, and pass its audit events on."""
+        per_message = self.limits.instruments_per_message
+        for action in result.actions:
+            encode = subscribe_messages if action.op == "subscribe" else unsubscribe_messages
+            if action.op == "subscribe":
+                self.store.register(action.keys)
+            messages = list(encode(action.mode, action.keys, per_message=per_message))
+            if self.pool.send(action.connection, messages):
+                self.metrics.requests_sent += len(messages)
+            else:
+                self.metrics.undelivered_actions += 1
+        self._flush_events()
+        return result
+
+    def plan(self, change: Callable[[Planner], PlanResult]) -> PlanResult:
+        """Apply one planner call and execute its actions: ``manager.plan(lambda p: p.rebalance())``."""
+        return self.execute(change(self.planner))
+
+    def _flush_events(self) -> None:
+        events = self.planner.drain_events()
+        if events and self._on_events is not None:
+            self._on_events(events)
+
+    def _on_up(self, connection: int) -> None:
+        self.execute(self.planner.connection_up(connection))
+
+    def _on_down(self, connection: int, reason: DownReason) -> None:
+        if reason.code is not None:
+            self.metrics.server_disconnects[reason.code] += 1
+        self.execute(self.planner.connection_down(connection, reason=str(reason)))
+
+    # -- ingest ------------------------------------------------------------------------------------------
+
+    def _on_frame(self, connection: int, frame: bytes, received_ns: int) -> None:
+        self._frames.append(frame)
+        self._times.append(received_ns)
+        if len(self._frames) > self.settings.feed.max_pending_frames:
+            self._frames.popleft()
+            self._times.popleft()
+            self.metrics.dropped_frames += 1
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        """Frames received but not yet decoded."""
+        return len(self._frames)
+
+    async def _decode_loop(self) -> None:
+        while self._running:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._frames:
+                self._decode_some()
+                await asyncio.sleep(0)  # let readers, pings and the API run between batches
+
+    def _drain(self) -> None:
+        while self._frames:
+            self._decode_some()
+
+    def _decode_some(self) -> None:
+        size = min(len(self._frames), self.settings.feed.decode_batch_frames)
+        popf, popt = self._frames.popleft, self._times.popleft
+        frames = [popf() for _ in range(size)]
+        oldest = popt()
+        for _ in range(size - 1):
+            popt()
+        batch = decode_batch(frames)
+        now = time.monotonic_ns()
+        self.store.apply(batch, now)
+        m, stats = self.metrics, batch.stats
+        m.batches += 1
+        m.frames += stats.frames
+        m.packets_by_code.update(stats.packets)
+        m.skipped_by_code.update(stats.skipped)
+        m.corrupt_frames += stats.corrupt_frames
+        m.unknown_segment += stats.unknown_segment
+        lag = (now - oldest) / 1e9
+        m.decode_lag_last_s = lag
+        m.decode_lag_max_s = max(m.decode_lag_max_s, lag)
+
+    # -- watchdog ----------------------------------------------------------------------------------------
+
+    async def _watchdog_loop(self) -> None:
+        """A socket with instruments but no data for ``stale_after_s`` while the market is open is dead
+        in all but name (a stalled server still answers pings): recycle it. Quiet instruments are not
+        enough to trip it — the whole socket must be silent, and only during market hours."""
+        stale_after = self.settings.feed.stale_after_s
+        interval = min(1.0, stale_after / 4)
+        while self._running:
+            await asyncio.sleep(interval)
+            if not self.market_open():
+                continue
+            now = time.monotonic()
+            loads = self.planner.loads()
+            for status in self.pool.status():
+                if status.state is not ConnectionState.UP or status.up_since is None:
+                    continue
+                if loads[status.id] == 0:
+                    continue
+                last = max(status.last_data or 0.0, status.up_since)
+                if now - last > stale_after:
+                    self.metrics.stale_recycles += 1
+                    with contextlib.suppress(Exception):
+                        await self.pool.recycle(status.id, f"stale: no data for {now - last:.0f}s")
+
+    # -- introspection -----------------------------------------------------------------------------------
+
+    def connection_status(self) -> list[dict[str, Any]]:
+        """Per connection: state, planned instruments, reconnects, last data age, last disconnect reason."""
+        loads = self.planner.loads()
+        now = time.monotonic()
+        rows = []
+        for status in self.pool.status():
+            rows.append(
+                {
+                    "id": status.id,
+                    "state": str(status.state),
+                    "instruments": loads[status.id],
+                    "connects": status.connects,
+                    "reconnects": status.reconnects,
+                    "frames": status.frames,
+                    "last_data_age_s": None if status.last_data is None else round(now - status.last_data, 3),
+                    "up_for_s": None if status.up_since is None else round(now - status.up_since, 3),
+                    "last_disconnect": status.last_disconnect,
+                    "next_attempt_in_s": status.next_attempt_in,
+                }
+            )
+        return rows
+
+    @property
+    def alert(self) -> str | None:
+        """A fatal account-level condition a human must fix (bad or expired token, data plan missing)."""
+        fatal = self.pool.fatal
+        return None if fatal is None else f"feed stopped retrying: {fatal}"
+
+    def all_up(self) -> bool:
+        return all(s.state is ConnectionState.UP for s in self.pool.status())
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Poll ``predicate`` until true or ``timeout`` (seconds) passes; for start-up and tests."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.02)
+        return predicate()

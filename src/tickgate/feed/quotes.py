@@ -1,0 +1,371 @@
+"""The quote store: the latest state of every instrument, updated from decoded batches.
+
+Columnar (numpy arrays indexed by a slot per instrument) so that applying a batch of thousands of packets
+is a handful of vectorised assignments, not a Python loop. Readers never slow the writer: each slot carries
+an update counter, and a consumer (the push channel, the option-chain endpoint) *pulls* what changed since
+it last looked, at its own pace. A slow consumer therefore gets coalesced values (latest wins) and the
+number of updates it skipped, and costs the feed nothing — no per-consumer queues to fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tickgate.dhan.batch import PacketBatch
+from tickgate.dhan.protocol import DEPTH_LEVELS, ExchangeSegment, InstrumentKey, ResponseCode
+
+Array = np.ndarray[Any, np.dtype[Any]]
+
+_FLOAT_FIELDS = ("ltp", "atp", "open", "high", "low", "close", "prev_close")
+_INT_FIELDS = (
+    "ltt",
+    "ltq",
+    "volume",
+    "total_buy_qty",
+    "total_sell_qty",
+    "oi",
+    "oi_day_high",
+    "oi_day_low",
+    "prev_oi",
+)
+# Fields each packet type carries (besides ltp/ltt, merged across types in stream order).
+_QUOTE_FIELDS = (
+    "ltq",
+    "atp",
+    "volume",
+    "total_sell_qty",
+    "total_buy_qty",
+    "open",
+    "close",
+    "high",
+    "low",
+)
+_FULL_FIELDS = (*_QUOTE_FIELDS, "oi", "oi_day_high", "oi_day_low")
+_LTP_CODES = (int(ResponseCode.TICKER), int(ResponseCode.QUOTE), int(ResponseCode.FULL))
+
+
+def pack_key(segment: int, security_id: int) -> int:
+    return (int(segment) << 32) | int(security_id)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteSnapshot:
+    """One instrument's latest state (prices as floats; ``None`` where no packet has said yet)."""
+
+    key: InstrumentKey
+    ltp: float | None
+    ltt: int | None
+    ltq: int | None
+    atp: float | None
+    volume: int | None
+    total_buy_qty: int | None
+    total_sell_qty: int | None
+    oi: int | None
+    oi_day_high: int | None
+    oi_day_low: int | None
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    prev_close: float | None
+    prev_oi: int | None
+    bids: tuple[tuple[float, int, int], ...]  # (price, qty, orders), best first
+    asks: tuple[tuple[float, int, int], ...]
+    updates: int
+    updated_ns: int
+
+    @property
+    def bid(self) -> float | None:
+        return self.bids[0][0] if self.bids else None
+
+    @property
+    def ask(self) -> float | None:
+        return self.asks[0][0] if self.asks else None
+
+    @property
+    def change(self) -> float | None:
+        if self.ltp is None or not self.prev_close:
+            return None
+        return self.ltp - self.prev_close
+
+    @property
+    def change_pct(self) -> float | None:
+        change = self.change
+        return None if change is None or not self.prev_close else 100.0 * change / self.prev_close
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": str(self.key),
+            "ltp": self.ltp,
+            "ltt": self.ltt,
+            "ltq": self.ltq,
+            "atp": self.atp,
+            "volume": self.volume,
+            "oi": self.oi,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "prev_close": self.prev_close,
+            "change": self.change,
+            "change_pct": self.change_pct,
+            "bid": self.bid,
+            "ask": self.ask,
+            "bids": [list(level) for level in self.bids],
+            "asks": [list(level) for level in self.asks],
+            "total_buy_qty": self.total_buy_qty,
+            "total_sell_qty": self.total_sell_qty,
+        }
+
+
+class QuoteStore:
+    """Latest state per instrument; see the module docstring for the design."""
+
+    def __init__(self, capacity: int = 32_768) -> None:
+        self._slot_of: dict[int, int] = {}
+        self._keys: list[InstrumentKey] = []
+        self._index_keys = np.empty(0, dtype=np.int64)  # sorted packed keys
+        self._index_slots = np.empty(0, dtype=np.int64)
+        self._capacity = 0
+        self._cols: dict[str, Array] = {}
+        self._grow(capacity)
+        self.batches = 0
+        self.packets = 0
+        self._changed = asyncio.Event()
+
+    # -- storage -----------------------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        old = self._capacity
+        specs: dict[str, tuple[Any, tuple[int, ...], Any]] = {
+            **{name: (np.float64, (), np.nan) for name in _FLOAT_FIELDS},
+            **{name: (np.int64, (), -1) for name in _INT_FIELDS},
+            "bid_price": (np.float64, (DEPTH_LEVELS,), np.nan),
+            "ask_price": (np.float64, (DEPTH_LEVELS,), np.nan),
+            "bid_qty": (np.int64, (DEPTH_LEVELS,), 0),
+            "ask_qty": (np.int64, (DEPTH_LEVELS,), 0),
+            "bid_orders": (np.int64, (DEPTH_LEVELS,), 0),
+            "ask_orders": (np.int64, (DEPTH_LEVELS,), 0),
+            "updates": (np.int64, (), 0),
+            "updated_ns": (np.int64, (), 0),
+            "ltp_seq": (np.int64, (), -1),
+        }
+        for name, (dtype, shape, fill) in specs.items():
+            column = np.full((capacity, *shape), fill, dtype=dtype)
+            if old:
+                column[:old] = self._cols[name][:old]
+            self._cols[name] = column
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and len(key) == 2 and pack_key(*key) in self._slot_of
+
+    def register(self, keys: Iterable[InstrumentKey]) -> None:
+        """Give instruments a slot ahead of their first tick (so readers can ask before data arrives)."""
+        added = False
+        for key in keys:
+            packed = pack_key(key.segment, key.security_id)
+            if packed not in self._slot_of:
+                self._add(packed, InstrumentKey(ExchangeSegment(key.segment), key.security_id))
+                added = True
+        if added:
+            self._reindex()
+
+    def _add(self, packed: int, key: InstrumentKey) -> int:
+        slot = len(self._keys)
+        if slot >= self._capacity:
+            self._grow(self._capacity * 2)
+        self._slot_of[packed] = slot
+        self._keys.append(key)
+        return slot
+
+    def _reindex(self) -> None:
+        packed = np.fromiter(self._slot_of.keys(), dtype=np.int64, count=len(self._slot_of))
+        slots = np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of))
+        order = np.argsort(packed)
+        self._index_keys, self._index_slots = packed[order], slots[order]
+
+    def _slots_for(self, rows: Array) -> Array:
+        """Slots of the rows' instruments, creating slots for instruments seen for the first time."""
+        packed = (rows["segment"].astype(np.int64) << 32) | rows["security_id"].astype(np.int64)
+        if len(self._index_keys):
+            pos = np.searchsorted(self._index_keys, packed)
+            pos_clipped = np.minimum(pos, len(self._index_keys) - 1)
+            found = self._index_keys[pos_clipped] == packed
+        else:
+            found = np.zeros(len(packed), dtype=bool)
+        if not found.all():
+            for value in np.unique(packed[~found]).tolist():
+                self._add(value, InstrumentKey(ExchangeSegment(value >> 32), value & 0xFFFFFFFF))
+            self._reindex()
+            return self._slots_for(rows)
+        return self._index_slots[pos_clipped]
+
+    # -- writing -----------------------------------------------------------------------------------------
+
+    def apply(self, batch: PacketBatch, now_ns: int) -> int:
+        """Fold a decoded batch into the store; returns the number of packets applied."""
+        cols = self._cols
+        applied = 0
+        slots_by_code: dict[int, Array] = {}
+        for code, rows in batch.arrays.items():
+            slots = self._slots_for(rows)
+            slots_by_code[code] = slots
+            applied += len(rows)
+            if code == ResponseCode.PREV_CLOSE:
+                cols["prev_close"][slots] = rows["prev_close"]
+                cols["prev_oi"][slots] = rows["prev_oi"]
+            elif code == ResponseCode.OI:
+                cols["oi"][slots] = rows["oi"]
+            elif code == ResponseCode.QUOTE:
+                for name in _QUOTE_FIELDS:
+                    cols[name][slots] = rows[name]
+            elif code == ResponseCode.FULL:
+                for name in _FULL_FIELDS:
+                    cols[name][slots] = rows[name]
+                depth = rows["depth"]
+                for name in ("bid_price", "ask_price", "bid_qty", "ask_qty", "bid_orders", "ask_orders"):
+                    cols[name][slots] = depth[name]
+        self._apply_ltp(batch, slots_by_code)
+        if applied:
+            touched = np.concatenate(list(slots_by_code.values()))
+            counts = np.bincount(touched, minlength=len(self._keys))
+            cols["updates"][: len(counts)] += counts
+            cols["updated_ns"][touched] = now_ns
+            self.batches += 1
+            self.packets += applied
+            self._changed.set()
+        return applied
+
+    def _apply_ltp(self, batch: PacketBatch, slots_by_code: dict[int, Array]) -> None:
+        """LTP/LTT come from three packet types: the one latest in the stream wins."""
+        parts = [code for code in _LTP_CODES if code in batch.arrays]
+        if not parts:
+            return
+        if len(parts) == 1:
+            code = parts[0]
+            slots, rows = slots_by_code[code], batch.arrays[code]
+            self._cols["ltp"][slots] = rows["ltp"]
+            self._cols["ltt"][slots] = rows["ltt"]
+            return
+        slots = np.concatenate([slots_by_code[c] for c in parts])
+        seqs = np.concatenate([batch.seqs[c] for c in parts])
+        ltp = np.concatenate([batch.arrays[c]["ltp"].astype(np.float64) for c in parts])
+        ltt = np.concatenate([batch.arrays[c]["ltt"].astype(np.int64) for c in parts])
+        order = np.argsort(seqs, kind="stable")
+        self._cols["ltp"][slots[order]] = ltp[order]  # repeated slots: the last (latest) value is kept
+        self._cols["ltt"][slots[order]] = ltt[order]
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def get(self, key: InstrumentKey) -> QuoteSnapshot | None:
+        slot = self._slot_of.get(pack_key(key.segment, key.security_id))
+        return None if slot is None else self._snapshot(slot)
+
+    def get_many(self, keys: Sequence[InstrumentKey]) -> list[QuoteSnapshot | None]:
+        return [self.get(key) for key in keys]
+
+    def _snapshot(self, slot: int) -> QuoteSnapshot:
+        c = self._cols
+
+        def f(name: str) -> float | None:
+            value = float(c[name][slot])
+            return None if math.isnan(value) else value  # NaN = never set
+
+        def i(name: str) -> int | None:
+            value = int(c[name][slot])
+            return None if value < 0 else value
+
+        def levels(side: str) -> tuple[tuple[float, int, int], ...]:
+            prices = c[f"{side}_price"][slot]
+            qty, orders = c[f"{side}_qty"][slot], c[f"{side}_orders"][slot]
+            return tuple(
+                (float(p), int(q), int(o))
+                for p, q, o in zip(prices.tolist(), qty.tolist(), orders.tolist(), strict=True)
+                if not math.isnan(p)
+            )
+
+        return QuoteSnapshot(
+            key=self._keys[slot],
+            ltp=f("ltp"),
+            ltt=i("ltt"),
+            ltq=i("ltq"),
+            atp=f("atp"),
+            volume=i("volume"),
+            total_buy_qty=i("total_buy_qty"),
+            total_sell_qty=i("total_sell_qty"),
+            oi=i("oi"),
+            oi_day_high=i("oi_day_high"),
+            oi_day_low=i("oi_day_low"),
+            open=f("open"),
+            high=f("high"),
+            low=f("low"),
+            close=f("close"),
+            prev_close=f("prev_close"),
+            prev_oi=i("prev_oi"),
+            bids=levels("bid"),
+            asks=levels("ask"),
+            updates=int(c["updates"][slot]),
+            updated_ns=int(c["updated_ns"][slot]),
+        )
+
+    def watch(self, keys: Iterable[InstrumentKey] = ()) -> QuoteWatch:
+        """A pull-based consumer over ``keys`` (changeable later)."""
+        return QuoteWatch(self, keys)
+
+    async def wait_changed(self) -> None:
+        """Return after the next batch is applied (all waiters wake; they then pull what they need)."""
+        self._changed.clear()
+        await self._changed.wait()
+
+
+class QuoteWatch:
+    """A consumer's view: which of its instruments changed since it last took, coalesced."""
+
+    def __init__(self, store: QuoteStore, keys: Iterable[InstrumentKey]) -> None:
+        self.store = store
+        self._keys: list[InstrumentKey] = []
+        self._slots = np.empty(0, dtype=np.int64)
+        self._seen = np.empty(0, dtype=np.int64)
+        self.delivered = 0
+        self.coalesced = 0  # updates skipped because a newer value replaced them before we took
+        self.set_keys(keys)
+
+    @property
+    def keys(self) -> list[InstrumentKey]:
+        return list(self._keys)
+
+    def set_keys(self, keys: Iterable[InstrumentKey]) -> None:
+        """Replace the watched set. Newly watched instruments count as changed (the consumer needs them)."""
+        keys = list(dict.fromkeys(keys))
+        self.store.register(keys)
+        previous = dict(zip(self._keys, self._seen.tolist(), strict=True))
+        slot_of = self.store._slot_of
+        self._keys = keys
+        self._slots = np.array([slot_of[pack_key(k.segment, k.security_id)] for k in keys], dtype=np.int64)
+        self._seen = np.array([previous.get(k, -1) for k in keys], dtype=np.int64)
+
+    def take(self) -> list[QuoteSnapshot]:
+        """Snapshots of every watched instrument updated since the last ``take`` (each once, latest)."""
+        if not len(self._slots):
+            return []
+        updates = self.store._cols["updates"][self._slots]
+        changed = np.flatnonzero(updates != self._seen)
+        if not len(changed):
+            return []
+        previous = self._seen[changed]
+        current = updates[changed]
+        known = previous >= 0
+        self.coalesced += int((current[known] - previous[known] - 1).clip(min=0).sum())
+        self._seen[changed] = current
+        self.delivered += len(changed)
+        return [self.store._snapshot(int(slot)) for slot in self._slots[changed].tolist()]
