@@ -61,9 +61,17 @@ class FeedClientSettings(BaseModel, frozen=True):
     connect_timeout_s: float = Field(10.0, gt=0)
     ping_interval_s: float = Field(10.0, gt=0, description="Client-side keepalive pings.")
     ping_timeout_s: float = Field(30.0, gt=0, description="A socket that stops answering pings is dead.")
+    close_timeout_s: float = Field(
+        2.0, gt=0, description="How long a closing handshake may take before the TCP connection is cut"
+        " (a dead server never answers it)."
+    )
     stale_after_s: float = Field(
         30.0, gt=0, description="No data for this long while the market is open and instruments are subscribed:"
         " the socket is stale and is recycled."
+    )
+    startup_barrier_s: float = Field(
+        5.0, ge=0, description="At start, wait this long for every socket to open before placing the plan,"
+        " so it is spread evenly at once instead of piled on the first socket and then moved."
     )
     decode_batch_frames: int = Field(4096, ge=1, description="Frames decoded per batch on the hot path.")
     max_pending_frames: int = Field(
@@ -87,11 +95,16 @@ class StoreSettings(BaseModel, frozen=True):
     writer_high_water: int = Field(
         10_000, ge=1, description="Queued audit rows above which async producers wait (nothing is dropped)."
     )
-    writer_batch_max: int = Field(2000, ge=1, description="Audit rows written in one transaction at most.")
+    writer_batch_max: int = Field(
+        500, ge=1, description="Audit rows per transaction at most (short, so awaited writes never wait long)."
+    )
     writer_linger_s: float = Field(
         0.02, ge=0, description="How long the writer waits to gather a batch after the first item arrives."
     )
     writer_retry_cap_s: float = Field(5.0, gt=0, description="Longest wait between retries of a write.")
+    writer_snapshot_interval_s: float = Field(
+        1.0, ge=0, description="Subscriptions snapshots are written at most this often (latest wins)."
+    )
 
 
 class Settings(BaseSettings):

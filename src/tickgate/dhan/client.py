@@ -342,6 +342,7 @@ class _Connection:
                         url,
                         ping_interval=pool.settings.ping_interval_s,
                         ping_timeout=pool.settings.ping_timeout_s,
+                        close_timeout=pool.settings.close_timeout_s,
                         max_size=None,
                         max_queue=None,  # the reader drains into our own bounded queue instead
                         compression=None,

@@ -84,14 +84,20 @@ class FeedManager:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        # Start-up barrier: connections that opened before the others are reported together.
+        self._barrier_open = False
+        self._waiting_up: list[int] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._running = True
+        self._barrier_open = self.settings.feed.startup_barrier_s <= 0
+        self._waiting_up = []
         self._tasks = [
             asyncio.create_task(self._decode_loop(), name="feed-decoder"),
             asyncio.create_task(self._watchdog_loop(), name="feed-watchdog"),
+            asyncio.create_task(self._release_barrier_later(), name="feed-startup-barrier"),
         ]
         await self.pool.start()
 
@@ -139,12 +145,33 @@ class FeedManager:
             self._on_events(events)
 
     def _on_up(self, connection: int) -> None:
+        if not self._barrier_open:
+            self._waiting_up.append(connection)
+            if len(self._waiting_up) == len(self.pool.connections):
+                self._open_barrier()
+            return
         self.execute(self.planner.connection_up(connection))
 
     def _on_down(self, connection: int, reason: DownReason) -> None:
         if reason.code is not None:
             self.metrics.server_disconnects[reason.code] += 1
+        if connection in self._waiting_up:
+            self._waiting_up.remove(connection)  # never reported up: nothing to re-plan
+            return
         self.execute(self.planner.connection_down(connection, reason=str(reason)))
+
+    def _open_barrier(self) -> None:
+        """Report every socket that is up at once; rebalance only after the last of them."""
+        if self._barrier_open:
+            return
+        self._barrier_open = True
+        waiting, self._waiting_up = self._waiting_up, []
+        for i, connection in enumerate(sorted(waiting)):
+            self.execute(self.planner.connection_up(connection, rebalance=i == len(waiting) - 1))
+
+    async def _release_barrier_later(self) -> None:
+        await asyncio.sleep(self.settings.feed.startup_barrier_s)
+        self._open_barrier()
 
     # -- ingest ------------------------------------------------------------------------------------------
 

@@ -1,0 +1,323 @@
+"""The feed client against the simulator over real loopback WebSockets (no network mocks).
+
+Every test ends by comparing the simulator's record of each socket's subscriptions with the planner's
+actual state: what the database/planner says is subscribed is what the connections carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tickgate.config import FeedLimits
+from tickgate.dhan.client import ConnectionState, Credentials
+from tickgate.dhan.protocol import FeedMode, InstrumentKey
+from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, Simulator
+from tickgate.feed import FeedManager
+from tickgate.planner import Planner, Tier
+
+from .conftest import CHAIN_SIZE, add_groups, big_universe, credentials, fast_settings, plan_sets, view_sets
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _converged(manager: FeedManager, sim: Simulator, timeout: float = 10.0) -> None:
+    def same() -> bool:
+        plan = plan_sets(manager.planner)
+        return bool(plan) and view_sets(sim) == plan
+
+    ok = await manager.wait_until(same, timeout)
+    assert ok, (
+        f"simulator view never matched the plan: {len(view_sets(sim))} vs {len(plan_sets(manager.planner))}"
+    )
+
+
+async def test_25000_instruments_over_five_sockets(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(125)  # 125 × 200 = 25,000 keys
+    sim = make_sim(universe=universe, rate=5_000.0)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings()
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    started = time.perf_counter()
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim, timeout=20)
+    elapsed = time.perf_counter() - started
+    assert sum(len(v) for v in sim.view().values()) == 25_000
+    assert sorted(len(v) for v in sim.view().values()) == [5_000] * 5
+    assert sim.stats.max_instruments_per_message <= 100
+    assert sim.stats.max_instruments_per_socket <= 5_000
+    assert sim.stats.max_sockets_per_client[DEFAULT_CLIENT_ID] == 5
+    assert sim.breaches == []
+    assert elapsed < 20
+    # ticks flow: the store fills with values the simulator sent
+    await manager.wait_until(lambda: manager.store.packets > 2_000, 10)
+    assert manager.metrics.corrupt_frames == 0
+
+
+async def test_ticks_land_in_the_store_with_the_values_sent(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(1)
+    sim = make_sim(universe=universe, rate=4_000.0)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.5)
+    planner = Planner(settings.limits)
+    planner.add_group("chain", Tier.A, groups[0], FeedMode.FULL, owner="u1", now=0.0)
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    await manager.wait_until(lambda: manager.store.packets > 3_000, 10)
+    sim.set_rate(0)  # freeze the market, then let the last frames drain
+    await asyncio.sleep(0.3)
+    await manager.wait_until(lambda: manager.backlog == 0, 5)
+    compared = 0
+    for key in groups[0]:
+        sent = sim.last_values(key)
+        quote = manager.store.get(key)
+        if sent is None or quote is None or quote.ltp is None:
+            continue
+        assert quote.ltp == pytest.approx(sent["ltp"], rel=0, abs=0)
+        compared += 1
+    assert compared > 50
+    some = manager.store.get(groups[0][0])
+    assert some is not None
+    assert some.prev_close is not None  # PrevClose arrives on subscribe
+
+
+async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(125)
+    sim = make_sim(universe=universe, rate=2_000.0)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(backoff_initial_s=1.0, backoff_cap_s=1.0)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups[:40], Tier.B, "B")  # 8,000 always-on
+    add_groups(planner, groups[40:], Tier.A, "A")  # 17,000 on demand: full house
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim, timeout=20)
+    assert len(planner.suspended()) == 0
+
+    (victim,) = sim.drop("oldest")
+    # while it is down: 20,000 live capacity, Tier A suspended beyond it, Tier B intact
+    ok = await manager.wait_until(lambda: len(planner.suspended()) > 0, 5)
+    assert ok
+    suspended_keys = planner.plan_capacity().suspended_keys
+    assert suspended_keys == 5_000
+    assert all(g.startswith("A") for g in planner.suspended())
+    await _converged(manager, sim)
+    assert sum(len(v) for v in sim.view().values()) == 20_000
+    # reconnect with backoff restores the whole plan
+    ok = await manager.wait_until(lambda: manager.all_up() and not planner.suspended(), 10)
+    assert ok
+    await _converged(manager, sim)
+    assert sum(len(v) for v in sim.view().values()) == 25_000
+    assert sim.breaches == []
+    assert sim.socket(victim).close_reason is not None
+    reasons = [s.last_disconnect for s in manager.pool.status() if s.reconnects]
+    assert sum(s.reconnects for s in manager.pool.status()) == 1, reasons
+
+
+async def test_805_backs_off_long(make_sim: Callable[..., Simulator], running: list[object]) -> None:
+    universe, groups = big_universe(2)
+    sim = make_sim(universe=universe)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.5, backoff_805_s=1.0)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    before = sim.stats.connections
+    sim.disconnect("oldest", code=805)
+    await manager.wait_until(lambda: not manager.all_up(), 5)
+    down_at = time.monotonic()
+    status = next(s for s in manager.pool.status() if s.state is not ConnectionState.UP)
+    assert status.last_disconnect is not None
+    assert status.last_disconnect.startswith("805")
+    assert status.next_attempt_in is not None
+    assert status.next_attempt_in >= 1.0
+    await manager.wait_until(manager.all_up, 5)
+    assert time.monotonic() - down_at >= 0.9
+    assert sim.stats.connections == before + 1
+    assert manager.metrics.server_disconnects[805] == 1
+    await _converged(manager, sim)
+
+
+async def test_expired_token_stops_retrying_until_rollover(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(1)
+    sim = make_sim(universe=universe)
+    await sim.start()
+    running.append(sim)
+    token = {"value": credentials().access_token}
+    settings = fast_settings(startup_barrier_s=0.5)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+
+    def provider() -> Credentials:
+        return Credentials(DEFAULT_CLIENT_ID, token["value"])
+
+    manager = FeedManager(settings, planner, provider, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    sim.expire_token()
+    assert await manager.wait_until(lambda: manager.alert is not None, 5)
+    assert manager.alert is not None
+    assert "807" in manager.alert
+    assert token["value"] not in manager.alert
+    connections = sim.stats.connections
+    await asyncio.sleep(1.0)  # fatal: no reconnect storm with a dead token
+    assert sim.stats.connections <= connections + len(manager.pool.connections)
+    stalled_at = sim.stats.connections
+    await asyncio.sleep(0.5)
+    assert sim.stats.connections == stalled_at
+    # daily rollover: a new token appears, the provider returns it, the feed resumes by itself
+    sim.set_token("rolled-over-token")
+    token["value"] = "rolled-over-token"
+    assert await manager.wait_until(lambda: manager.all_up() and manager.alert is None, 5)
+    await _converged(manager, sim)
+    assert sum(len(v) for v in sim.view().values()) == CHAIN_SIZE
+
+
+async def test_corrupt_frames_are_counted_not_fatal(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(1)
+    sim = make_sim(universe=universe, rate=5_000.0, corrupt_pct=5.0)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.5)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await manager.wait_until(lambda: manager.metrics.corrupt_frames > 5, 10)
+    assert manager.metrics.corrupt_frames > 5
+    assert manager.all_up()
+    assert manager.store.packets > 0
+    await _converged(manager, sim)
+
+
+async def test_stalled_socket_is_recycled_by_the_watchdog(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(5)
+    sim = make_sim(universe=universe, rate=5_000.0)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.5, stale_after_s=1.0)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    sim.stall("oldest")  # still answers pings, sends no data
+    assert await manager.wait_until(lambda: manager.metrics.stale_recycles >= 1, 8)
+    assert await manager.wait_until(manager.all_up, 5)
+    await _converged(manager, sim)
+
+
+async def test_watchdog_ignores_quiet_market_hours(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(1)
+    sim = make_sim(universe=universe, rate=0.0)  # nothing trades
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.3, stale_after_s=0.5)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url, market_open=lambda: False)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    await asyncio.sleep(1.5)
+    assert manager.metrics.stale_recycles == 0
+    assert manager.all_up()
+
+
+async def test_silent_socket_is_detected_by_ping_timeout(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(2)
+    sim = make_sim(universe=universe)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.3, ping_interval_s=0.3, ping_timeout_s=0.6)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    sim.silence("oldest")  # no data, no pongs
+    assert await manager.wait_until(lambda: sum(s.reconnects for s in manager.pool.status()) >= 1, 8)
+    assert await manager.wait_until(manager.all_up, 5)
+    await _converged(manager, sim)
+
+
+async def test_restart_never_opens_a_sixth_socket(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    universe, groups = big_universe(3)
+    sim = make_sim(universe=universe)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(startup_barrier_s=0.3)
+    for _round in range(3):  # stop and start again quickly, as a restart would
+        planner = Planner(settings.limits)
+        add_groups(planner, groups, Tier.B, "B")
+        manager = FeedManager(settings, planner, credentials, url=sim.url)
+        await manager.start()
+        await _converged(manager, sim)
+        assert manager.pool.max_open_sockets <= 5
+        await manager.stop()
+    assert sim.stats.max_sockets_per_client[DEFAULT_CLIENT_ID] <= 5
+    assert [b for b in sim.breaches if b.kind == "sockets_per_account"] == []
+
+
+async def test_small_limits_are_respected_end_to_end(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    limits = FeedLimits(sockets_per_account=3, instruments_per_socket=300, instruments_per_message=25)
+    universe, groups = big_universe(4)  # 800 keys, capacity 900
+    sim = make_sim(universe=universe, limits=limits)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(limits, startup_barrier_s=0.3)
+    planner = Planner(limits)
+    add_groups(planner, groups, Tier.A, "A")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, sim)
+    assert len(manager.pool.connections) == 3
+    assert sim.stats.max_instruments_per_message <= 25
+    assert sim.stats.max_instruments_per_socket <= 300
+    # a user removes and adds chains: only diffs travel, views stay equal
+    manager.plan(lambda p: p.remove_group("A1"))
+    extra = [InstrumentKey(k.segment, k.security_id) for k in groups[1][:50]]
+    manager.plan(lambda p: p.add_group("A9", Tier.A, extra, FeedMode.FULL, owner="u9", now=99.0))
+    await _converged(manager, sim)
+    assert sim.breaches == []
