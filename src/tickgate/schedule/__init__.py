@@ -1,0 +1,1 @@
+"""Trading calendar and the end-of-day jobs (per exchange session)."""
