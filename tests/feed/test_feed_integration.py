@@ -112,6 +112,7 @@ async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
     await _converged(manager, sim, timeout=20)
     assert len(planner.suspended()) == 0
 
+    sim.refuse(30.0)  # keep it down while we look at the degraded plan
     (victim,) = sim.drop("oldest")
     # while it is down: 20,000 live capacity, Tier A suspended beyond it, Tier B intact
     ok = await manager.wait_until(lambda: len(planner.suspended()) > 0, 5)
@@ -122,6 +123,7 @@ async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
     await _converged(manager, sim)
     assert sum(len(v) for v in sim.view().values()) == 20_000
     # reconnect with backoff restores the whole plan
+    sim.refuse(0)
     ok = await manager.wait_until(lambda: manager.all_up() and not planner.suspended(), 10)
     assert ok
     await _converged(manager, sim)
