@@ -45,7 +45,7 @@ class FeedClientSettings(BaseModel, frozen=True):
     """How the feed client connects, retries and watches its sockets (tickgate.dhan.client / tickgate.feed)."""
 
     open_interval_s: float = Field(
-        0.25, ge=0, description="Minimum gap between two socket opens of one account (no connect storms)."
+        0.1, ge=0, description="Minimum gap between two socket opens of one account (no connect storms)."
     )
     backoff_initial_s: float = Field(2.0, gt=0, description="First reconnect delay (before jitter).")
     backoff_cap_s: float = Field(60.0, gt=0, description="Longest reconnect delay.")
@@ -96,7 +96,7 @@ class StoreSettings(BaseModel, frozen=True):
         10_000, ge=1, description="Queued audit rows above which async producers wait (nothing is dropped)."
     )
     writer_batch_max: int = Field(
-        500, ge=1, description="Audit rows per transaction at most (short, so awaited writes never wait long)."
+        500, ge=1, description="Audit rows per transaction at most (short: awaited writes queue behind it)."
     )
     writer_linger_s: float = Field(
         0.02, ge=0, description="How long the writer waits to gather a batch after the first item arrives."

@@ -211,3 +211,12 @@ def test_ltt_ist_wall_clock_quirk() -> None:
 def test_ltt_true_epoch_when_quirk_is_off() -> None:
     moment = ltt_to_datetime(LTT_0915_AS_UTC, ist_wall_clock=False)
     assert moment == datetime(2026, 11, 25, 14, 45, tzinfo=IST)
+
+
+@given(st.lists(st.one_of(st.lists(fulls, min_size=1, max_size=6), st.lists(tickers, min_size=1))))
+def test_uniform_stacks_take_the_vectorised_path_and_agree(stacks: list[list[Packet]]) -> None:
+    """Frames stacking one packet type (how servers batch) decode like the walker would."""
+    frames = [b"".join(encode_packet(p) for p in stack) for stack in stacks]  # type: ignore[arg-type]
+    batch = decode_batch(frames)
+    assert batch.records() == [p for stack in stacks for p in stack]
+    assert batch.records() == _flatten(frames)

@@ -233,6 +233,7 @@ class PriceModel:
         self.vol_scale = vol_scale
         self.mean_reversion = mean_reversion  # per second, pulls log spot back to its reference
         self.clock = clock
+        self.stamp_volume = False
         self._under = _Columns(_UNDERLYING_COLUMNS, 16)
         self._under_index: dict[str, int] = {}
         self._slots = _Columns(_SLOT_COLUMNS, 256)
@@ -440,6 +441,8 @@ class PriceModel:
         packets["ltq"] = ltq
         packets["atp"] = s["atp"][slots]
         packets["volume"] = np.minimum(s["volume"][slots], U32_MAX)
+        if self.stamp_volume:  # benchmark aid: the send time (µs, mod 2^32) rides in the volume field
+            packets["volume"] = int(self.clock() * 1e6) & U32_MAX
         lot = s["lot"][slots]
         trades = ltq > 0  # index quotes carry no traded or pending quantity
         packets["total_sell_qty"] = lot * self.rng.integers(100, 5_000, size=n) * trades

@@ -683,6 +683,7 @@ class Simulator:
         corrupt_pct: float = 0.0,
         corrupt_mode: CorruptMode = "mixed",
         strict_requests: bool = False,
+        latency_probe: bool = False,
         oi_share: float = 0.1,
         max_buffer: int = 4 * 2**20,
         seed: int = 0,
@@ -718,6 +719,8 @@ class Simulator:
             maxlen=journal_limit
         )
         self.model = PriceModel(seed=seed, vol_scale=vol_scale, clock=clock)
+        # Benchmarks only: quote/full packets carry their send time (µs mod 2^32) in ``volume``.
+        self.model.stamp_volume = latency_probe
         self.rng = np.random.default_rng(seed + 1)
         self.clock = clock
         self.client_id = client_id

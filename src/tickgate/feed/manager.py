@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickgate.config import Settings
-from tickgate.dhan.batch import decode_batch
+from tickgate.dhan.batch import PacketBatch, decode_batch
 from tickgate.dhan.client import (
     ConnectionState,
     CredentialsProvider,
@@ -62,6 +62,7 @@ class FeedManager:
         url: str | None = None,
         market_open: Callable[[], bool] = lambda: True,
         on_events: Callable[[list[PlannerEvent]], None] | None = None,
+        on_batch: Callable[[PacketBatch, int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
@@ -70,6 +71,7 @@ class FeedManager:
         self.metrics = FeedMetrics()
         self.market_open = market_open
         self._on_events = on_events
+        self._on_batch = on_batch  # after each batch is in the store: push fan-out, benchmarks
         self.pool = FeedPool(
             url or settings.feed_url,
             credentials,
@@ -211,6 +213,8 @@ class FeedManager:
         batch = decode_batch(frames)
         now = time.monotonic_ns()
         self.store.apply(batch, now)
+        if self._on_batch is not None:
+            self._on_batch(batch, now)
         m, stats = self.metrics, batch.stats
         m.batches += 1
         m.frames += stats.frames
