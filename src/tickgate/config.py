@@ -42,7 +42,7 @@ class MasterSettings(BaseModel, frozen=True):
 
 
 class FeedClientSettings(BaseModel, frozen=True):
-    """How the feed client connects, retries and watches its sockets (tickgate.dhan.client / tickgate.feed)."""
+    """How the feed client connects, retries and watches its sockets (``dhan.client``, ``feed``)."""
 
     open_interval_s: float = Field(
         0.1, ge=0, description="Minimum gap between two socket opens of one account (no connect storms)."
@@ -62,16 +62,22 @@ class FeedClientSettings(BaseModel, frozen=True):
     ping_interval_s: float = Field(10.0, gt=0, description="Client-side keepalive pings.")
     ping_timeout_s: float = Field(30.0, gt=0, description="A socket that stops answering pings is dead.")
     close_timeout_s: float = Field(
-        2.0, gt=0, description="How long a closing handshake may take before the TCP connection is cut"
-        " (a dead server never answers it)."
+        2.0,
+        gt=0,
+        description="How long a closing handshake may take before the TCP connection is cut"
+        " (a dead server never answers it).",
     )
     stale_after_s: float = Field(
-        30.0, gt=0, description="No data for this long while the market is open and instruments are subscribed:"
-        " the socket is stale and is recycled."
+        30.0,
+        gt=0,
+        description="No data for this long while the market is open and instruments are subscribed:"
+        " the socket is stale and is recycled.",
     )
     startup_barrier_s: float = Field(
-        5.0, ge=0, description="At start, wait this long for every socket to open before placing the plan,"
-        " so it is spread evenly at once instead of piled on the first socket and then moved."
+        5.0,
+        ge=0,
+        description="At start, wait this long for every socket to open before placing the plan,"
+        " so it is spread evenly at once instead of piled on the first socket and then moved.",
     )
     decode_batch_frames: int = Field(4096, ge=1, description="Frames decoded per batch on the hot path.")
     max_pending_frames: int = Field(

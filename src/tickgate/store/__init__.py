@@ -1,0 +1,50 @@
+"""Persistence (issue 6): SQLite by default, PostgreSQL by URL, through the same SQLAlchemy Core code.
+
+``await Store.open(url)`` migrates the schema (Alembic, shipped in the package) and returns a ready store;
+awaited methods for what must be durable before it is acknowledged (users, keys, watchlist rows), and
+``store.writer`` for what the hot path hands off without waiting (audit events, subscription snapshots,
+ATM cache). See ``core``, ``writer`` and ``engine`` for the why of each.
+"""
+
+from tickgate.store.core import Store, hash_key
+from tickgate.store.engine import database_url, head_revision, normalize_url
+from tickgate.store.planner_view import subscription_rows
+from tickgate.store.types import (
+    ApiKey,
+    AtmEntry,
+    AuditAction,
+    AuditEntry,
+    AuditPage,
+    DuplicateError,
+    NotFoundError,
+    StoreError,
+    SubscriptionRow,
+    User,
+    WatchlistEntry,
+    WatchlistState,
+    action_for,
+)
+from tickgate.store.writer import StoreWriter
+
+__all__ = [
+    "ApiKey",
+    "AtmEntry",
+    "AuditAction",
+    "AuditEntry",
+    "AuditPage",
+    "DuplicateError",
+    "NotFoundError",
+    "Store",
+    "StoreError",
+    "StoreWriter",
+    "SubscriptionRow",
+    "User",
+    "WatchlistEntry",
+    "WatchlistState",
+    "action_for",
+    "database_url",
+    "hash_key",
+    "head_revision",
+    "normalize_url",
+    "subscription_rows",
+]

@@ -1,0 +1,735 @@
+"""The store: every read and write of the tickgate database goes through one ``Store`` object.
+
+* **Awaited writes** (users, keys, watchlist rows, direct audit rows) commit before they return: a user's
+  watchlist add is acknowledged only once it is durable.
+* **Fire-and-forget writes** (planner audit events, subscription snapshots, ATM cache) go through
+  ``store.writer`` (:class:`~tickgate.store.writer.StoreWriter`): ``submit_*`` is synchronous and never
+  touches the database, so the feed reader and the planner path never wait for it.
+
+Each write runs in its own task shielded from the caller's cancellation: a client that disconnects
+mid-request cannot leave a connection half-way through a transaction; the transaction finishes (or rolls
+back) on its own and :meth:`Store.close` waits for it.
+
+Restart recovery reads the *desired* state only: active watchlist rows (oldest use first, so re-adding
+them rebuilds the planner's LRU order) plus the Tier B configuration. The ``subscriptions`` table is an
+output — rewritten in full from the planner by the first snapshot after start — so a crash can never
+resurrect a phantom subscription from it. No planner snapshot is persisted, for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tickgate.config import Settings, StoreSettings
+from tickgate.dhan.protocol import FeedMode
+from tickgate.planner.types import PlannerEvent, Tier
+from tickgate.store import rows as conv
+from tickgate.store import schema as tbl
+from tickgate.store.engine import (
+    Engines,
+    create_engines,
+    database_url,
+    head_revision,
+    sqlite_enable_wal,
+    sqlite_init_lock,
+    sqlite_path,
+    upgrade,
+)
+from tickgate.store.types import (
+    ApiKey,
+    AtmEntry,
+    AuditEntry,
+    AuditPage,
+    DuplicateError,
+    JSONValue,
+    NotFoundError,
+    SubscriptionRow,
+    User,
+    WatchlistEntry,
+    WatchlistState,
+    now_utc,
+    utc,
+)
+from tickgate.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+KEY_PREFIX = "tg_"
+_PREFIX_LEN = 11  # "tg_" + 8 characters: enough to tell keys apart in a list, useless to an attacker
+_DELETE_CHUNK = 500
+AUDIT_PAGE_MAX = 1000
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex of an API key. Keys are 256-bit random tokens, so a fast unsalted hash is enough: there
+    is nothing to brute-force (a slow KDF is for low-entropy passwords)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class Store:
+    """The database behind tickgate (SQLite by default, PostgreSQL by URL). Open with :meth:`open`."""
+
+    def __init__(self, engines: Engines, settings: StoreSettings, clock: Clock | None = None) -> None:
+        """Use :meth:`open` (it migrates and starts the writer); this only wires the parts together."""
+        self._engines = engines
+        self._settings = settings
+        self._clock: Clock = clock or now_utc
+        # SQLite allows one writer at a time: serialise them here rather than meet SQLITE_BUSY.
+        self._wlock: asyncio.Lock | None = asyncio.Lock() if engines.dialect == "sqlite" else None
+        # An in-memory SQLite database lives on one connection: reads must queue behind writes too.
+        self._rlock: asyncio.Lock | None = self._wlock if engines.single_connection else None
+        # The subscriptions table is diffed against what was last written; one writer of it at a time.
+        self._subs_lock = asyncio.Lock()
+        self._subs_state: dict[conv.SubKey, conv.SubSig] | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.writer = StoreWriter(self, settings)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        url: str | URL,
+        *,
+        settings: StoreSettings | None = None,
+        clock: Clock | None = None,
+        start_writer: bool = True,
+    ) -> Store:
+        """Connect, create a SQLite file's directory, run ``alembic upgrade head`` (one transaction, safe
+        against concurrent starters) and start the writer task."""
+        cfg = settings or StoreSettings()
+        engines = create_engines(url, cfg)
+        try:
+            path = sqlite_path(engines.url)
+            if path is None:
+                await _migrate(engines, cfg)
+            else:
+                async with sqlite_init_lock(path):
+                    await asyncio.to_thread(sqlite_enable_wal, path, cfg)
+                    await _migrate(engines, cfg)
+        except BaseException:
+            await engines.dispose()
+            raise
+        store = cls(engines, cfg, clock)
+        if start_writer:
+            store.writer.start()
+        return store
+
+    @classmethod
+    async def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Store:
+        """``Store.open`` on ``TICKGATE_DB_URL`` or the default SQLite file in the data directory."""
+        return await cls.open(database_url(settings), settings=settings.store, clock=clock)
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Flush and stop the writer, wait for in-flight writes, release connections. Idempotent."""
+        if self._closed:
+            return
+        try:
+            await self.writer.close(timeout=timeout)
+        finally:
+            self._closed = True
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            await self._engines.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engines.dialect
+
+    @property
+    def url(self) -> URL:
+        return self._engines.url
+
+    @property
+    def settings(self) -> StoreSettings:
+        return self._settings
+
+    def now(self) -> datetime:
+        """The store's clock (UTC; injectable so frozen-clock tests get predictable timestamps)."""
+        return utc(self._clock())
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """Readiness: the database answers a query within ``timeout`` and the writer is alive."""
+        if self._closed or (self.writer.started and not self.writer.alive):
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._read() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
+        except Exception:
+            log.warning("database ping failed", exc_info=True)
+            return False
+        return True
+
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (``head_revision()`` after ``open``)."""
+        from tickgate.store.engine import current_revision
+
+        async with self._read() as conn:
+            return await conn.run_sync(current_revision)
+
+    @staticmethod
+    def head_revision() -> str:
+        return head_revision()
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        self._check_open()
+        if self._rlock is None:
+            async with self._engines.read.connect() as conn:
+                yield conn
+        else:
+            async with self._rlock, self._engines.read.connect() as conn:
+                yield conn
+
+    async def _write(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``fn`` in one write transaction (committed when this returns), in a task of its own that the
+        caller's cancellation does not reach (see the module docstring)."""
+        self._check_open()
+
+        async def run() -> T:
+            if self._wlock is None:
+                async with self._engines.write.begin() as conn:
+                    return await fn(conn)
+            async with self._wlock, self._engines.write.begin() as conn:
+                return await fn(conn)
+
+        task = asyncio.ensure_future(run())
+        self._inflight.add(task)
+        task.add_done_callback(self._reap)
+        return await asyncio.shield(task)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        """Forget a finished write. Its error reaches the caller through the shield; if the caller was
+        cancelled meanwhile, it is logged here instead of "Task exception was never retrieved"."""
+        self._inflight.discard(task)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.debug("write finished with an error", exc_info=err)
+
+    async def _fetch(self, stmt: sa.Executable) -> list[sa.RowMapping]:
+        async with self._read() as conn:
+            return list((await conn.execute(stmt)).mappings())
+
+    def _upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> sa.Insert:
+        """INSERT … ON CONFLICT DO UPDATE in the dialect at hand (both spell it the same way)."""
+        ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table).values(
+            values
+        )
+        return ins.on_conflict_do_update(
+            index_elements=list(keys), set_={k: ins.excluded[k] for k in values if k not in keys}
+        )
+
+    # ------------------------------------------------------------------------------------------ users, keys
+
+    async def create_user(self, name: str, *, admin: bool = False) -> tuple[User, str]:
+        """A user and its first API key. The plaintext key is returned here, once; only its hash is stored."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise ValueError("user name must be 1..64 characters")
+        key = new_api_key()
+        at = self.now()
+
+        async def tx(conn: AsyncConnection) -> User:
+            try:
+                res = await conn.execute(sa.insert(tbl.users).values(name=name, is_admin=admin, created=at))
+            except IntegrityError:
+                raise DuplicateError(f"user {name!r} exists") from None
+            uid = _pk(res)
+            await conn.execute(sa.insert(tbl.api_keys).values(**_key_values(uid, key, at)))
+            return User(uid, name, admin, at)
+
+        return await self._write(tx), key
+
+    async def create_api_key(self, user_id: int, key: str | None = None) -> tuple[ApiKey, str]:
+        """Another key for ``user_id`` (random unless ``key`` is given, e.g. a configured admin key)."""
+        if key is not None and len(key) < 16:
+            raise ValueError("an API key must be at least 16 characters")
+        key = key or new_api_key()
+        at = self.now()
+
+        async def tx(conn: AsyncConnection) -> ApiKey:
+            if (
+                await conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))
+            ).first() is None:
+                raise NotFoundError(f"no user {user_id}")
+            try:
+                res = await conn.execute(sa.insert(tbl.api_keys).values(**_key_values(user_id, key, at)))
+            except IntegrityError as e:
+                raise DuplicateError("this API key is already registered") from e
+            return ApiKey(_pk(res), user_id, key[:_PREFIX_LEN], at, None)
+
+        return await self._write(tx), key
+
+    async def authenticate(self, key: str) -> User | None:
+        """The user holding the (unrevoked) ``key``, else None. Looked up by hash: no plaintext compare."""
+        if not key:
+            return None
+        stmt = (
+            sa.select(tbl.users)
+            .join(tbl.api_keys, tbl.api_keys.c.user_id == tbl.users.c.id)
+            .where(tbl.api_keys.c.key_hash == hash_key(key), tbl.api_keys.c.revoked.is_(None))
+        )
+        rows = await self._fetch(stmt)
+        return conv.to_user(rows[0]) if rows else None
+
+    async def revoke_api_key(self, key_id: int, *, user_id: int | None = None) -> bool:
+        """Revoke one key (of ``user_id`` when given); False when there is no such live key."""
+        at = self.now()
+        cond = [tbl.api_keys.c.id == key_id, tbl.api_keys.c.revoked.is_(None)]
+        if user_id is not None:
+            cond.append(tbl.api_keys.c.user_id == user_id)
+
+        async def tx(conn: AsyncConnection) -> int:
+            return (await conn.execute(sa.update(tbl.api_keys).where(*cond).values(revoked=at))).rowcount
+
+        return await self._write(tx) > 0
+
+    async def revoke_user_keys(self, user_id: int) -> int:
+        at = self.now()
+
+        async def tx(conn: AsyncConnection) -> int:
+            stmt = (
+                sa.update(tbl.api_keys)
+                .where(tbl.api_keys.c.user_id == user_id, tbl.api_keys.c.revoked.is_(None))
+                .values(revoked=at)
+            )
+            return (await conn.execute(stmt)).rowcount
+
+        return await self._write(tx)
+
+    async def list_api_keys(self, user_id: int) -> list[ApiKey]:
+        rows = await self._fetch(
+            sa.select(tbl.api_keys).where(tbl.api_keys.c.user_id == user_id).order_by(tbl.api_keys.c.id)
+        )
+        return [conv.to_api_key(r) for r in rows]
+
+    async def get_user(self, user_id: int) -> User | None:
+        rows = await self._fetch(sa.select(tbl.users).where(tbl.users.c.id == user_id))
+        return conv.to_user(rows[0]) if rows else None
+
+    async def get_user_by_name(self, name: str) -> User | None:
+        rows = await self._fetch(sa.select(tbl.users).where(tbl.users.c.name == name.strip()))
+        return conv.to_user(rows[0]) if rows else None
+
+    async def list_users(self) -> list[User]:
+        return [conv.to_user(r) for r in await self._fetch(sa.select(tbl.users).order_by(tbl.users.c.id))]
+
+    # ------------------------------------------------------------------------------------------ watchlist
+
+    async def add_watchlist(
+        self,
+        user_id: int,
+        symbol: str,
+        *,
+        exchange: str,
+        group_id: str,
+        mode: FeedMode,
+        expiry: date | None = None,
+        strikes: int | None = None,
+        at: datetime | None = None,
+    ) -> WatchlistEntry:
+        """Insert an active watchlist row; committed when this returns. ``DuplicateError`` if the planner
+        group id is taken (the caller touches the existing row instead: a duplicate add is a touch)."""
+        if strikes is not None and strikes < 0:
+            raise ValueError("strikes must be >= 0")
+        when = utc(at) if at is not None else self.now()
+        values = {
+            "user_id": user_id,
+            "symbol": symbol.strip().upper(),
+            "exchange": exchange.strip().upper(),
+            "expiry": expiry,
+            "strikes": strikes,
+            "mode": mode.name,
+            "group_id": group_id,
+            "created": when,
+            "last_used": when,
+            "state": WatchlistState.ACTIVE.value,
+            "state_reason": None,
+        }
+        if not values["symbol"] or not values["exchange"] or not group_id:
+            raise ValueError("symbol, exchange and group_id are required")
+
+        async def tx(conn: AsyncConnection) -> int:
+            if (
+                await conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))
+            ).first() is None:
+                raise NotFoundError(f"no user {user_id}")
+            try:
+                res = await conn.execute(sa.insert(tbl.watchlist).values(values))
+            except IntegrityError as e:
+                raise DuplicateError(f"watchlist group {group_id!r} exists") from e
+            return _pk(res)
+
+        wid = await self._write(tx)
+        return conv.to_watchlist({"id": wid, **values})
+
+    async def get_watchlist(self, watchlist_id: int) -> WatchlistEntry | None:
+        rows = await self._fetch(sa.select(tbl.watchlist).where(tbl.watchlist.c.id == watchlist_id))
+        return conv.to_watchlist(rows[0]) if rows else None
+
+    async def get_watchlist_by_group(self, group_id: str) -> WatchlistEntry | None:
+        rows = await self._fetch(sa.select(tbl.watchlist).where(tbl.watchlist.c.group_id == group_id))
+        return conv.to_watchlist(rows[0]) if rows else None
+
+    async def list_watchlist(
+        self, user_id: int | None = None, *, state: WatchlistState | None = None
+    ) -> list[WatchlistEntry]:
+        """A user's rows (everyone's with ``user_id=None``), oldest first."""
+        stmt = sa.select(tbl.watchlist).order_by(tbl.watchlist.c.created, tbl.watchlist.c.id)
+        if user_id is not None:
+            stmt = stmt.where(tbl.watchlist.c.user_id == user_id)
+        if state is not None:
+            stmt = stmt.where(tbl.watchlist.c.state == state.value)
+        return [conv.to_watchlist(r) for r in await self._fetch(stmt)]
+
+    async def all_active_watchlists(self) -> list[WatchlistEntry]:
+        """Restart recovery's desired Tier A: active rows, least recently used first (re-adding them in this
+        order rebuilds the planner's LRU order)."""
+        stmt = (
+            sa.select(tbl.watchlist)
+            .where(tbl.watchlist.c.state == WatchlistState.ACTIVE.value)
+            .order_by(tbl.watchlist.c.last_used, tbl.watchlist.c.id)
+        )
+        return [conv.to_watchlist(r) for r in await self._fetch(stmt)]
+
+    async def remove_watchlist(self, watchlist_id: int, user_id: int | None = None) -> WatchlistEntry | None:
+        """Delete a row (only the owner's when ``user_id`` is given) and return it; None if there is none."""
+        cond = [tbl.watchlist.c.id == watchlist_id]
+        if user_id is not None:
+            cond.append(tbl.watchlist.c.user_id == user_id)
+
+        async def tx(conn: AsyncConnection) -> WatchlistEntry | None:
+            res = await conn.execute(sa.delete(tbl.watchlist).where(*cond).returning(*tbl.watchlist.c))
+            row = res.mappings().first()
+            return conv.to_watchlist(row) if row else None
+
+        return await self._write(tx)
+
+    async def touch_watchlist(self, watchlist_id: int, at: datetime | None = None) -> bool:
+        """Mark a row used now (LRU); False if it does not exist."""
+        when = utc(at) if at is not None else self.now()
+
+        async def tx(conn: AsyncConnection) -> int:
+            stmt = sa.update(tbl.watchlist).where(tbl.watchlist.c.id == watchlist_id).values(last_used=when)
+            return (await conn.execute(stmt)).rowcount
+
+        return await self._write(tx) > 0
+
+    async def set_watchlist_state(
+        self, group_ids: Iterable[str], state: WatchlistState, *, reason: str | None = None
+    ) -> int:
+        """Mark the rows of these planner groups evicted (lost to capacity) or active again; returns how
+        many rows changed. Evicted rows stay visible but are not re-subscribed by a restart."""
+        gids = list(dict.fromkeys(group_ids))
+        if not gids:
+            return 0
+
+        async def tx(conn: AsyncConnection) -> int:
+            n = 0
+            for i in range(0, len(gids), _DELETE_CHUNK):
+                stmt = (
+                    sa.update(tbl.watchlist)
+                    .where(tbl.watchlist.c.group_id.in_(gids[i : i + _DELETE_CHUNK]))
+                    .values(state=state.value, state_reason=reason)
+                )
+                n += (await conn.execute(stmt)).rowcount
+            return n
+
+        return await self._write(tx)
+
+    async def clear_watchlists(self, exchanges: Iterable[str] | None = None) -> list[WatchlistEntry]:
+        """End of day: delete every row (of these exchanges: NSE/BSE close at 15:30, MCX late evening) in
+        one transaction and return them, so the caller can release their groups and log the cleanup."""
+        stmt = sa.delete(tbl.watchlist)
+        if exchanges is not None:
+            ex = sorted({e.strip().upper() for e in exchanges})
+            if not ex:
+                return []
+            stmt = stmt.where(tbl.watchlist.c.exchange.in_(ex))
+
+        async def tx(conn: AsyncConnection) -> list[WatchlistEntry]:
+            res = await conn.execute(stmt.returning(*tbl.watchlist.c))
+            return sorted((conv.to_watchlist(r) for r in res.mappings()), key=lambda w: w.id)
+
+        return await self._write(tx)
+
+    # ------------------------------------------------------------------------------------------ subscriptions
+
+    async def replace_subscriptions(self, rows: Iterable[SubscriptionRow]) -> int:
+        """Rewrite the whole ``subscriptions`` table in one transaction (readers see the old or the new
+        content, never a mix). Returns the number of rows."""
+        index = conv.sub_index(rows)
+        async with self._subs_lock:
+            self._subs_state = None
+            await self._write(lambda conn: self._write_subs(conn, index, None))
+            self._subs_state = {k: sig for k, (sig, _) in index.items()}
+        return len(index)
+
+    async def _write_subs(
+        self, conn: AsyncConnection, index: conv.SubIndex, previous: dict[conv.SubKey, conv.SubSig] | None
+    ) -> None:
+        t = tbl.subscriptions
+        if previous is None:
+            await conn.execute(sa.delete(t))
+            if index:
+                await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in index.values()])
+            return
+        changed = [(k, r) for k, (sig, r) in index.items() if previous.get(k) != sig]
+        stale = [k for k in previous if k not in index] + [k for k, _ in changed if k in previous]
+        by_segment: dict[str, list[int]] = {}
+        for seg, sid in stale:
+            by_segment.setdefault(seg, []).append(sid)
+        for seg, sids in by_segment.items():
+            for i in range(0, len(sids), _DELETE_CHUNK):
+                chunk = sids[i : i + _DELETE_CHUNK]
+                await conn.execute(sa.delete(t).where(t.c.segment == seg, t.c.security_id.in_(chunk)))
+        if changed:
+            await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in changed])
+
+    async def list_subscriptions(
+        self, *, state: str | None = None, tier: Tier | None = None
+    ) -> list[SubscriptionRow]:
+        t = tbl.subscriptions
+        stmt = sa.select(t).order_by(t.c.segment, t.c.security_id)
+        if state is not None:
+            stmt = stmt.where(t.c.state == state)
+        if tier is not None:
+            stmt = stmt.where(t.c.tier == tier.value)
+        return [conv.to_subscription(r) for r in await self._fetch(stmt)]
+
+    # ------------------------------------------------------------------------------------------ ATM cache
+
+    async def upsert_atm(self, entry: AtmEntry) -> None:
+        """Insert or replace the cached ATM window of (underlying, expiry)."""
+        values = conv.atm_values(entry)
+
+        async def tx(conn: AsyncConnection) -> None:
+            await conn.execute(self._upsert(tbl.atm_cache, values, ("underlying", "expiry")))
+
+        await self._write(tx)
+
+    async def _upsert_atm_many(self, conn: AsyncConnection, values: list[conv.Row]) -> None:
+        for v in values:
+            await conn.execute(self._upsert(tbl.atm_cache, v, ("underlying", "expiry")))
+
+    async def get_atm(self, underlying: str, expiry: date) -> AtmEntry | None:
+        t = tbl.atm_cache
+        rows = await self._fetch(sa.select(t).where(t.c.underlying == underlying, t.c.expiry == expiry))
+        return conv.to_atm(rows[0]) if rows else None
+
+    async def list_atm(self) -> list[AtmEntry]:
+        t = tbl.atm_cache
+        return [conv.to_atm(r) for r in await self._fetch(sa.select(t).order_by(t.c.underlying, t.c.expiry))]
+
+    async def delete_atm_expired(self, today: date) -> int:
+        """Drop cached windows of expiries before ``today`` (the daily roll)."""
+
+        async def tx(conn: AsyncConnection) -> int:
+            return (
+                await conn.execute(sa.delete(tbl.atm_cache).where(tbl.atm_cache.c.expiry < today))
+            ).rowcount
+
+        return await self._write(tx)
+
+    # ------------------------------------------------------------------------------------------ audit
+
+    async def log(
+        self,
+        action: str,
+        *,
+        actor: str,
+        group_id: str | None = None,
+        owner: str | None = None,
+        tier: Tier | str | None = None,
+        connection: int | None = None,
+        target: int | None = None,
+        count: int = 0,
+        mode: FeedMode | None = None,
+        reason: str | None = None,
+        details: JSONValue = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Append one audit row now (awaited; committed on return) and return its id. For the hot path use
+        ``store.writer.submit_log`` instead."""
+        row = conv.audit_row(
+            action,
+            actor=actor,
+            at=at if at is not None else self.now(),
+            group_id=group_id,
+            owner=owner,
+            tier=tier,
+            connection=connection,
+            target=target,
+            count=count,
+            mode=mode,
+            reason=reason,
+            details=details,
+        )
+
+        async def tx(conn: AsyncConnection) -> int:
+            return _pk(await conn.execute(sa.insert(tbl.subscription_log).values(row)))
+
+        return await self._write(tx)
+
+    async def log_events(
+        self,
+        events: Iterable[PlannerEvent],
+        actor: str,
+        *,
+        at: datetime | None = None,
+        details: JSONValue = None,
+    ) -> int:
+        """Append planner events (one row each, one transaction); returns how many were written."""
+        rows = conv.event_rows(events, actor=actor, at=at if at is not None else self.now(), details=details)
+        if rows:
+            await self._write(lambda conn: self._insert_audit(conn, rows))
+        return len(rows)
+
+    @staticmethod
+    async def _insert_audit(conn: AsyncConnection, rows: list[conv.Row]) -> None:
+        await conn.execute(sa.insert(tbl.subscription_log), rows)
+
+    async def audit(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        action: str | Iterable[str] | None = None,
+        group_id: str | None = None,
+        actor: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> AuditPage:
+        """The audit log newest first, filtered; keyset-paginated: pass the page's ``next_cursor`` as
+        ``before`` for the next (older) page. Stable under concurrent appends, unlike an offset."""
+        limit = max(1, min(int(limit), AUDIT_PAGE_MAX))
+        t = tbl.subscription_log
+        stmt = sa.select(t).order_by(t.c.id.desc()).limit(limit + 1)
+        if since is not None:
+            stmt = stmt.where(t.c.at >= utc(since))
+        if until is not None:
+            stmt = stmt.where(t.c.at < utc(until))
+        if action is not None:
+            actions = [action] if isinstance(action, str) else list(action)
+            stmt = stmt.where(t.c.action.in_([a.strip().upper() for a in actions]))
+        if group_id is not None:
+            stmt = stmt.where(t.c.group_id == group_id)
+        if actor is not None:
+            stmt = stmt.where(t.c.actor == actor)
+        if before is not None:
+            stmt = stmt.where(t.c.id < before)
+        rows = await self._fetch(stmt)
+        entries = tuple(conv.to_audit(r) for r in rows[:limit])
+        return AuditPage(entries, entries[-1].id if len(rows) > limit else None)
+
+    async def audit_count(self, action: str | None = None) -> int:
+        t = tbl.subscription_log
+        stmt = sa.select(sa.func.count()).select_from(t)
+        if action is not None:
+            stmt = stmt.where(t.c.action == action.strip().upper())
+        async with self._read() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def last_audit(self) -> AuditEntry | None:
+        page = await self.audit(limit=1)
+        return page.entries[0] if page.entries else None
+
+    # ------------------------------------------------------------------------------------------ meta
+
+    async def get_meta(self, key: str) -> JSONValue:
+        """A small JSON value by name (e.g. when each exchange's end of day last ran), None if unset."""
+        rows = await self._fetch(sa.select(tbl.meta.c.value).where(tbl.meta.c.key == key))
+        return rows[0]["value"] if rows else None
+
+    async def set_meta(self, key: str, value: JSONValue) -> None:
+        values = {"key": key, "value": conv._check_json(value), "updated": self.now()}
+
+        async def tx(conn: AsyncConnection) -> None:
+            await conn.execute(self._upsert(tbl.meta, values, ("key",)))
+
+        await self._write(tx)
+
+    # ------------------------------------------------------------------------------------------ writer hooks
+
+    async def _write_batch(
+        self, audit: list[conv.Row], atm: list[conv.Row], subs: conv.SubIndex | None
+    ) -> None:
+        """One transaction of the writer: audit rows, ATM upserts and a subscriptions snapshot together.
+
+        The snapshot is written as a difference from what was last written (a 25k-row view that changes
+        by one chain per user action should not be rewritten each time); the first snapshot after open,
+        and any after a failed write, is a full rewrite."""
+        if subs is None:
+            await self._write(lambda conn: self._batch_tx(conn, audit, atm, None, None))
+            return
+        async with self._subs_lock:
+            previous = self._subs_state
+            self._subs_state = None  # unknown until this commits
+            await self._write(lambda conn: self._batch_tx(conn, audit, atm, subs, previous))
+            self._subs_state = {k: sig for k, (sig, _) in subs.items()}
+
+    async def _batch_tx(
+        self,
+        conn: AsyncConnection,
+        audit: list[conv.Row],
+        atm: list[conv.Row],
+        subs: conv.SubIndex | None,
+        previous: dict[conv.SubKey, conv.SubSig] | None,
+    ) -> None:
+        if audit:
+            await self._insert_audit(conn, audit)
+        if atm:
+            await self._upsert_atm_many(conn, atm)
+        if subs is not None:
+            await self._write_subs(conn, subs, previous)
+
+
+async def _migrate(engines: Engines, cfg: StoreSettings) -> None:
+    async with engines.write.begin() as conn:
+        await conn.run_sync(upgrade, cfg.pg_schema)
+
+
+def _pk(res: sa.CursorResult[Any]) -> int:
+    pk = res.inserted_primary_key
+    if pk is None:
+        raise RuntimeError("INSERT returned no primary key")
+    return int(pk[0])
+
+
+def _key_values(user_id: int, key: str, at: datetime) -> dict[str, Any]:
+    return {"user_id": user_id, "key_hash": hash_key(key), "prefix": key[:_PREFIX_LEN], "created": at}

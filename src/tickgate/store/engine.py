@@ -1,0 +1,264 @@
+"""Engines and migrations: the only place that knows SQLite and PostgreSQL differ.
+
+SQLite (the embedded default) is set up so that "database is locked" cannot happen inside the process and
+is waited out between processes:
+
+* WAL journal (readers never block the writer, nor the writer the readers), ``synchronous=NORMAL`` (a
+  committed transaction survives a killed process; only a power cut may lose the last ones — set
+  ``FULL`` for that), ``busy_timeout`` (another process holding the lock is waited for), foreign keys on;
+* **one writer connection** (pool of one) behind an ``asyncio.Lock`` in the store, whose transactions start
+  with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a transaction never has to upgrade a read
+  lock to a write lock half-way (the upgrade is what fails at once with SQLITE_BUSY, whatever the timeout);
+* a separate pool of read connections with ``query_only`` on, plain deferred ``BEGIN``;
+* first-time set-up (switch to WAL, migrations) under a file lock beside the database, one starter at a time.
+
+PostgreSQL uses one ordinary pooled engine for both (MVCC handles concurrent writers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sqlite3
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, pool
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tickgate.config import Settings, StoreSettings
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system
+    fcntl = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_FILE_NAME = "tickgate.db"
+
+
+def database_url(settings: Settings) -> str:
+    """``settings.db_url`` (``TICKGATE_DB_URL``), else the SQLite file in the data directory."""
+    if settings.db_url:
+        return settings.db_url
+    return f"sqlite+aiosqlite:///{settings.data_dir / SQLITE_FILE_NAME}"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Accept the plain forms people type (``sqlite:///x.db``, ``postgresql://…``) and pick the async
+    driver this code runs on; any other backend is refused with the reason."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        return u.set(drivername="sqlite+aiosqlite")
+    if backend == "postgresql":
+        return u.set(drivername="postgresql+asyncpg")
+    raise ValueError(
+        f"unsupported database {u.render_as_string(hide_password=True)!r}: use sqlite or postgresql"
+    )
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of a SQLite URL; None for PostgreSQL and for an in-memory SQLite database."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file::memory:") or url.query.get("mode") == "memory":
+        return None
+    return Path(db)
+
+
+def is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and sqlite_path(url) is None
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """``write`` takes every write transaction; ``read`` the queries (the same engine on PostgreSQL and
+    for an in-memory SQLite database, which exists on one connection only)."""
+
+    url: URL
+    write: AsyncEngine
+    read: AsyncEngine
+    dialect: str
+    single_connection: bool
+
+    async def dispose(self) -> None:
+        await self.write.dispose()
+        if self.read is not self.write:
+            await self.read.dispose()
+
+
+def _sqlite_engine(url: URL, cfg: StoreSettings, *, writer: bool, memory: bool) -> AsyncEngine:
+    kwargs: dict[str, Any] = {}
+    if memory:
+        kwargs["poolclass"] = pool.StaticPool
+    elif writer:
+        kwargs.update(pool_size=1, max_overflow=0)
+    else:
+        kwargs.update(pool_size=cfg.pool_size, max_overflow=0)
+    engine = create_async_engine(url, connect_args={"timeout": cfg.busy_timeout_ms / 1000}, **kwargs)
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the driver so BEGIN is ours (see the module docstring).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(cfg.busy_timeout_ms)}")
+            cur.execute(f"PRAGMA synchronous = {cfg.sqlite_synchronous}")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if not writer:
+                cur.execute("PRAGMA query_only = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def _pg_engine(url: URL, cfg: StoreSettings) -> AsyncEngine:
+    connect_args: dict[str, Any] = {}
+    if cfg.pg_schema:
+        connect_args["server_settings"] = {"search_path": cfg.pg_schema}
+    return create_async_engine(
+        url,
+        pool_size=cfg.pool_size,
+        max_overflow=cfg.pool_size * 2,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def check_schema_name(schema: str | None) -> None:
+    """Schema names end up in DDL (``CREATE SCHEMA``) and cannot be bound as parameters: plain words only."""
+    if schema is not None and not _SCHEMA_RE.match(schema):
+        raise ValueError(f"invalid PostgreSQL schema name {schema!r}")
+
+
+def create_engines(url: str | URL, cfg: StoreSettings) -> Engines:
+    """The engines for ``url`` (see the module docstring); creates a SQLite file's directory."""
+    check_schema_name(cfg.pg_schema)
+    u = normalize_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = sqlite_path(u)
+        if path is None:
+            eng = _sqlite_engine(u, cfg, writer=True, memory=True)
+            return Engines(u, eng, eng, "sqlite", single_connection=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write = _sqlite_engine(u, cfg, writer=True, memory=False)
+        read = _sqlite_engine(u, cfg, writer=False, memory=False)
+        return Engines(u, write, read, "sqlite", single_connection=False)
+    eng = _pg_engine(u, cfg)
+    return Engines(u, eng, eng, "postgresql", single_connection=False)
+
+
+# ---------------------------------------------------------------------------------------------- SQLite set-up
+
+
+@asynccontextmanager
+async def sqlite_init_lock(db_path: Path) -> AsyncIterator[None]:
+    """Serialise first-time set-up of one SQLite file across processes (and stores in one process).
+
+    Switching a fresh file to WAL needs an exclusive lock; two starters doing it while one of them is
+    already migrating deadlock until the busy timeout ("database is locked"). An ``flock`` on a sidecar
+    file (never on the database itself: closing any descriptor of the database would drop SQLite's own
+    POSIX locks) makes set-up one-at-a-time; the kernel releases it if the holder is killed."""
+    if fcntl is None:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fut = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+    try:
+        await asyncio.shield(fut)
+    except BaseException:
+        fut.add_done_callback(lambda _f: os.close(fd))
+        raise
+    try:
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def sqlite_enable_wal(db_path: Path, cfg: StoreSettings) -> str:
+    """Put the file in WAL mode (persistent: every later connection uses it). Returns the mode."""
+    con = sqlite3.connect(db_path, timeout=cfg.busy_timeout_ms / 1000, isolation_level=None)
+    try:
+        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    finally:
+        con.close()
+    if str(mode).lower() != "wal":
+        raise RuntimeError(f"{db_path}: could not switch SQLite to WAL (journal_mode is {mode!r})")
+    return str(mode)
+
+
+# ---------------------------------------------------------------------------------------------- migrations
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the migrations shipped inside the package (no alembic.ini needed)."""
+    cfg = Config()
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(conn: Connection, schema: str | None = None, revision: str = "head") -> None:
+    """Run ``alembic upgrade`` on ``conn`` inside its (already begun) transaction, so a crash mid-way leaves
+    the previous schema. Concurrent starters are serialised: SQLite by ``BEGIN IMMEDIATE``, PostgreSQL by a
+    transaction-scoped advisory lock (then the loser finds the schema at head and does nothing)."""
+    check_schema_name(schema)
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"tickgate-migrate:{schema or ''}".encode())
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        if schema:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    before = current_revision(conn)
+    command.upgrade(alembic_config(conn), revision)
+    after = current_revision(conn)
+    if before != after:
+        log.info("database schema migrated", extra={"from_revision": before, "to_revision": after})
+
+
+def downgrade(conn: Connection, revision: str) -> None:
+    """``alembic downgrade`` on ``conn`` (operators rolling back a release; tests of the migrations)."""
+    command.downgrade(alembic_config(conn), revision)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the tickgate database, run programmatically by ``Store.open`` (upgrade to head)."""

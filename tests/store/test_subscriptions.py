@@ -1,0 +1,155 @@
+"""The subscriptions table: a materialised view of the planner, replaced whole or diffed by the writer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from tickgate.config import FeedLimits
+from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
+from tickgate.planner import Planner, Tier
+from tickgate.store import Store, SubscriptionRow, subscription_rows
+
+from .conftest import Db
+
+T0 = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)
+FNO = ExchangeSegment.NSE_FNO
+
+
+def _row(
+    sid: int, *, owners: tuple[str, ...] = ("g",), conn: int | None = 0, at: datetime = T0
+) -> SubscriptionRow:
+    return SubscriptionRow(
+        key=InstrumentKey(FNO, sid),
+        owners=owners,
+        tier=Tier.A,
+        connection=conn,
+        mode=FeedMode.QUOTE,
+        state="placed" if conn is not None else "suspended",
+        updated=at,
+    )
+
+
+def _rows(n: int) -> list[SubscriptionRow]:
+    return [_row(i) for i in range(n)]
+
+
+def _as_set(rows: list[SubscriptionRow]) -> set[tuple[object, ...]]:
+    return {(r.key, r.owners, r.tier, r.connection, r.mode, r.state) for r in rows}
+
+
+async def test_replace_is_whole_and_exact(store: Store) -> None:
+    first = [_row(i, owners=("a", "b")) for i in range(1000)]
+    assert await store.replace_subscriptions(first) == 1000
+    assert _as_set(await store.list_subscriptions()) == _as_set(first)
+    second = [_row(i, conn=None) for i in range(500, 700)]
+    await store.replace_subscriptions(second)
+    got = await store.list_subscriptions()
+    assert _as_set(got) == _as_set(second)
+    assert {r.state for r in got} == {"suspended"}
+    assert await store.list_subscriptions(state="placed") == []
+    await store.replace_subscriptions([])
+    assert await store.list_subscriptions() == []
+
+
+async def test_writer_snapshots_diff_and_match_the_latest(store: Store) -> None:
+    store.writer.submit_subscriptions([_row(i) for i in range(300)])
+    await store.writer.flush()
+    later = T0 + timedelta(minutes=1)
+    latest = [_row(i, at=later) for i in range(100, 300)] + [
+        _row(i, conn=2, at=later) for i in range(300, 350)
+    ]
+    latest[0] = _row(100, owners=("g", "h"), at=later)
+    store.writer.submit_subscriptions(latest)
+    await store.writer.flush()
+    got = {r.key.security_id: r for r in await store.list_subscriptions()}
+    assert _as_set(list(got.values())) == _as_set(latest)
+    assert got[100].owners == ("g", "h")
+    assert got[100].updated == later
+    assert got[200].updated == T0  # unchanged: not rewritten by the diff
+    assert got[320].connection == 2
+
+
+async def test_snapshots_coalesce_latest_wins(store: Store) -> None:
+    for n in range(1, 60):
+        store.writer.submit_subscriptions(partial(_rows, n))
+    await store.writer.flush()
+    stats = store.writer.stats()
+    assert stats["snapshots_submitted"] == 59
+    assert stats["snapshots_written"] < 59
+    assert len(await store.list_subscriptions()) == 59
+
+
+async def test_direct_replace_and_writer_snapshots_agree(store: Store) -> None:
+    store.writer.submit_subscriptions([_row(i) for i in range(10)])
+    await store.writer.flush()
+    await store.replace_subscriptions([_row(i) for i in range(5, 8)])
+    store.writer.submit_subscriptions([_row(i) for i in range(6, 9)])
+    await store.writer.flush()
+    assert sorted(r.key.security_id for r in await store.list_subscriptions()) == [6, 7, 8]
+
+
+def _planner() -> Planner:
+    p = Planner(FeedLimits(sockets_per_account=2, instruments_per_socket=10, instruments_per_message=5))
+    keys = [InstrumentKey(FNO, i) for i in range(20)]
+    p.add_group("B:NIFTY", Tier.B, keys[:6], FeedMode.QUOTE, "system", 0.0)
+    p.add_group("A:1:X", Tier.A, keys[4:10], FeedMode.FULL, "1", 1.0)
+    p.add_group("A:2:Y", Tier.A, keys[10:16], FeedMode.TICKER, "2", 2.0)
+    return p
+
+
+def test_rows_from_the_planner_with_every_connection_down() -> None:
+    rows = {r.key.security_id: r for r in subscription_rows(_planner(), T0)}
+    assert sorted(rows) == list(range(16))
+    assert {r.state for r in rows.values()} == {"suspended"}
+    assert {r.connection for r in rows.values()} == {None}
+    assert rows[4].owners == ("A:1:X", "B:NIFTY")
+    assert rows[4].tier is Tier.B
+    assert rows[4].mode is FeedMode.FULL  # the richest owner's mode
+    assert rows[7].tier is Tier.A
+    assert rows[12].mode is FeedMode.TICKER
+
+
+async def test_rows_from_a_live_planner_round_trip(store: Store) -> None:
+    p = _planner()
+    p.connection_up(0)
+    p.connection_up(1)
+    rows = subscription_rows(p, T0)
+    placed = {k: (c, m) for c, ks in p.actual().items() for k, m in ks.items()}
+    assert len(placed) == 16
+    for r in rows:
+        assert r.state == "placed"
+        assert (r.connection, r.mode) == placed[r.key]
+    p.connection_down(1)  # capacity 10 < 16: Tier A is suspended, LRU first
+    rows2 = subscription_rows(p, T0)
+    by_state = {s: {r.key.security_id for r in rows2 if r.state == s} for s in ("placed", "suspended")}
+    assert by_state["placed"] | by_state["suspended"] == set(range(16))
+    assert set(range(6)) <= by_state["placed"]  # Tier B stays
+    assert all(r.connection == 0 for r in rows2 if r.state == "placed")
+    store.writer.submit_subscriptions(lambda: subscription_rows(p, T0))
+    await store.writer.flush()
+    assert _as_set(await store.list_subscriptions()) == _as_set(rows2)
+    assert {r.key.security_id for r in await store.list_subscriptions(tier=Tier.B)} == set(range(6))
+
+
+async def test_snapshots_are_written_at_most_once_per_interval(db: Db) -> None:
+    store = await Store.open(
+        db.url, settings=db.settings.model_copy(update={"writer_snapshot_interval_s": 0.5})
+    )
+    try:
+        store.writer.submit_subscriptions(_rows(3))
+        await asyncio.sleep(0.2)  # the first snapshot goes at once (start-up: the table must be rewritten)
+        assert len(await store.list_subscriptions()) == 3
+        store.writer.submit_subscriptions(_rows(5))
+        store.writer.submit_log("STARTUP", actor="t")  # audit rows do not wait for the snapshot
+        await asyncio.sleep(0.15)
+        assert await store.audit_count() == 1
+        assert len(await store.list_subscriptions()) == 3  # not yet: too soon after the last one
+        await asyncio.sleep(0.6)
+        assert len(await store.list_subscriptions()) == 5  # then without anyone flushing
+        store.writer.submit_subscriptions(_rows(7))
+        await store.writer.flush(timeout=5)  # flush does not wait for the interval
+        assert len(await store.list_subscriptions()) == 7
+    finally:
+        await store.close()

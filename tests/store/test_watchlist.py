@@ -1,0 +1,122 @@
+"""Watchlist rows: CRUD, unique planner group, LRU touch, eviction state, end of day by exchange."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from tickgate.dhan.protocol import FeedMode
+from tickgate.store import DuplicateError, NotFoundError, Store, WatchlistState
+
+T0 = datetime(2026, 11, 25, 4, 0, tzinfo=UTC)
+EXP = date(2026, 12, 29)
+
+
+async def _add(store: Store, uid: int, symbol: str, exchange: str = "NSE", *, minutes: int = 0, **kw: object):  # type: ignore[no-untyped-def]
+    return await store.add_watchlist(
+        uid,
+        symbol,
+        exchange=exchange,
+        group_id=f"A:{uid}:{symbol}:{kw.get('expiry', EXP)}",
+        mode=FeedMode.QUOTE,
+        expiry=kw.get("expiry", EXP),  # type: ignore[arg-type]
+        strikes=25,
+        at=T0 + timedelta(minutes=minutes),
+    )
+
+
+async def test_add_get_list_remove(store: Store) -> None:
+    alice, _ = await store.create_user("alice")
+    bob, _ = await store.create_user("bob")
+    w = await store.add_watchlist(
+        alice.id,
+        " reliance ",
+        exchange="nse",
+        group_id="A:1:RELIANCE",
+        mode=FeedMode.FULL,
+        expiry=EXP,
+        strikes=25,
+        at=T0,
+    )
+    assert (w.symbol, w.exchange, w.expiry, w.strikes, w.mode) == ("RELIANCE", "NSE", EXP, 25, FeedMode.FULL)
+    assert w.created == w.last_used == T0
+    assert w.state is WatchlistState.ACTIVE
+    assert await store.get_watchlist(w.id) == w
+    assert await store.get_watchlist_by_group("A:1:RELIANCE") == w
+    stock = await store.add_watchlist(
+        bob.id, "INFY", exchange="NSE", group_id="A:2:INFY", mode=FeedMode.TICKER
+    )
+    assert stock.expiry is None
+    assert stock.strikes is None
+    assert await store.list_watchlist(alice.id) == [w]
+    assert await store.list_watchlist() == [w, stock]
+    # Only the owner removes (None means admin / system).
+    assert await store.remove_watchlist(w.id, bob.id) is None
+    assert await store.remove_watchlist(w.id, alice.id) == w
+    assert await store.remove_watchlist(w.id, alice.id) is None
+    assert await store.get_watchlist(w.id) is None
+    assert await store.remove_watchlist(stock.id) == stock
+    assert await store.list_watchlist() == []
+
+
+async def test_group_id_is_unique_and_user_must_exist(store: Store) -> None:
+    alice, _ = await store.create_user("alice")
+    await _add(store, alice.id, "TCS")
+    with pytest.raises(DuplicateError):
+        await _add(store, alice.id, "TCS")
+    with pytest.raises(NotFoundError):
+        await _add(store, 4242, "TCS")
+    with pytest.raises(ValueError, match="naive"):
+        await store.add_watchlist(
+            alice.id, "X", exchange="NSE", group_id="g", mode=FeedMode.QUOTE, at=datetime(2026, 1, 1)
+        )
+    assert len(await store.list_watchlist()) == 1
+
+
+async def test_touch_orders_recovery_least_recently_used_first(store: Store) -> None:
+    u, _ = await store.create_user("u")
+    a = await _add(store, u.id, "A", minutes=0)
+    b = await _add(store, u.id, "B", minutes=1)
+    c = await _add(store, u.id, "C", minutes=2)
+    assert [w.id for w in await store.all_active_watchlists()] == [a.id, b.id, c.id]
+    assert await store.touch_watchlist(a.id, T0 + timedelta(minutes=5))
+    assert not await store.touch_watchlist(999_999, T0)
+    assert [w.id for w in await store.all_active_watchlists()] == [b.id, c.id, a.id]
+    got = await store.get_watchlist(a.id)
+    assert got is not None
+    assert got.last_used == T0 + timedelta(minutes=5)
+    assert got.created == T0
+
+
+async def test_evicted_rows_stay_visible_but_are_not_recovered(store: Store) -> None:
+    u, _ = await store.create_user("u")
+    a = await _add(store, u.id, "A")
+    b = await _add(store, u.id, "B")
+    n = await store.set_watchlist_state([a.group_id, "A:unknown"], WatchlistState.EVICTED, reason="capacity")
+    assert n == 1
+    assert [w.id for w in await store.all_active_watchlists()] == [b.id]
+    evicted = await store.get_watchlist(a.id)
+    assert evicted is not None
+    assert evicted.state is WatchlistState.EVICTED
+    assert evicted.state_reason == "capacity"
+    assert [w.id for w in await store.list_watchlist(u.id, state=WatchlistState.EVICTED)] == [a.id]
+    assert await store.set_watchlist_state([a.group_id], WatchlistState.ACTIVE) == 1
+    assert [w.id for w in await store.all_active_watchlists()] == [a.id, b.id]
+    assert await store.set_watchlist_state([], WatchlistState.ACTIVE) == 0
+
+
+async def test_end_of_day_clears_by_exchange(store: Store) -> None:
+    u, _ = await store.create_user("u")
+    nse = await _add(store, u.id, "NIFTY", "NSE")
+    bse = await _add(store, u.id, "SENSEX", "BSE")
+    mcx = await _add(store, u.id, "CRUDEOIL", "MCX")
+    await store.set_watchlist_state([bse.group_id], WatchlistState.EVICTED)
+    cleared = await store.clear_watchlists(["nse", "BSE"])
+    assert [w.id for w in cleared] == [nse.id, bse.id]  # evicted rows go too
+    assert [w.id for w in await store.list_watchlist()] == [mcx.id]
+    assert await store.clear_watchlists([]) == []
+    assert [w.id for w in await store.clear_watchlists(["MCX"])] == [mcx.id]
+    again = await _add(store, u.id, "NIFTY", "NSE")  # the group id is free again next day
+    assert [w.id for w in await store.clear_watchlists()] == [again.id]
+    assert await store.list_watchlist() == []
