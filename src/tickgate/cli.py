@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from tickgate import __version__
+from tickgate.instruments.cli import instruments_app
 
 app = typer.Typer(help="tickgate: DhanHQ live-feed subscription gateway.", no_args_is_help=True)
+app.add_typer(instruments_app, name="instruments")
 
 
 @app.command()
@@ -21,3 +26,49 @@ def demo() -> None:
     from tickgate.demo import main
 
     main()
+
+
+@app.command()
+def simulate(
+    *,
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one (see the SIMULATOR line).")] = 0,
+    rate: Annotated[float, typer.Option(help="Market packets per second across all sockets.")] = 5_000.0,
+    stack: Annotated[int, typer.Option(help="Packets per WebSocket frame.")] = 1,
+    master: Annotated[Path | None, typer.Option(help="Scrip master to serve (default: generated).")] = None,
+    token: Annotated[str, typer.Option(help="The valid access token.")] = "sim-access-token",
+    client_id: Annotated[str, typer.Option(help="The valid client id.")] = "1100000001",
+    corrupt_pct: Annotated[float, typer.Option(help="Percentage of data frames to corrupt.")] = 0.0,
+    ping_interval: Annotated[float, typer.Option(help="Seconds between server pings.")] = 10.0,
+    ping_timeout: Annotated[float, typer.Option(help="Close a socket silent to pings this long.")] = 40.0,
+    tick_ms: Annotated[float, typer.Option(help="Batch period of the packet generator (ms).")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of the price model and of random faults.")] = 0,
+    strict: Annotated[bool, typer.Option(help="Answer malformed requests with Disconnect 814.")] = False,
+    latency_probe: Annotated[
+        bool, typer.Option(help="Benchmarks: stamp the send time (µs mod 2^32) into the volume field.")
+    ] = False,
+) -> None:
+    """Run the Dhan-compatible feed simulator until Ctrl-C/SIGTERM; prints ``SIMULATOR ws://host:port``."""
+    import asyncio
+
+    from tickgate.dhan.simulator import announce, run
+
+    asyncio.run(
+        run(
+            master=master,
+            ready=announce,
+            host=host,
+            port=port,
+            rate=rate,
+            stack=stack,
+            token=token,
+            client_id=client_id,
+            corrupt_pct=corrupt_pct,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            tick_interval=tick_ms / 1000.0,
+            seed=seed,
+            strict_requests=strict,
+            latency_probe=latency_probe,
+        )
+    )

@@ -1,0 +1,69 @@
+"""Dhan's scrip master: load it (either format), query it, fetch it, or generate a realistic one.
+
+``InstrumentRegistry.load(path_or_bytes)`` is the entry point; ``generate_master`` writes the full-size
+synthetic master used as the embedded default and as test/benchmark data; ``fetch_master`` downloads and
+caches the real one per trading day. The download and generator modules (httpx, rich) are imported only
+when first used, so a process that just loads a registry does not pay for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from tickgate.instruments.model import (
+    AmbiguousSecurityIdError,
+    Expiry,
+    ExpiryKind,
+    Instrument,
+    MasterFormatError,
+    RegistryStats,
+    StrikeRow,
+)
+from tickgate.instruments.registry import InstrumentRegistry
+
+if TYPE_CHECKING:
+    from tickgate.instruments.fetch import (
+        FetchResult,
+        MasterFetchError,
+        cached_master_path,
+        fetch_master,
+        latest_master_path,
+    )
+    from tickgate.instruments.generator import GeneratorStats, generate_master
+
+_LAZY = {
+    "FetchResult": "fetch",
+    "MasterFetchError": "fetch",
+    "cached_master_path": "fetch",
+    "fetch_master": "fetch",
+    "latest_master_path": "fetch",
+    "GeneratorStats": "generator",
+    "generate_master": "generator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tickgate.instruments' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tickgate.instruments.{module}"), name)
+
+
+__all__ = [
+    "AmbiguousSecurityIdError",
+    "Expiry",
+    "ExpiryKind",
+    "FetchResult",
+    "GeneratorStats",
+    "Instrument",
+    "InstrumentRegistry",
+    "MasterFetchError",
+    "MasterFormatError",
+    "RegistryStats",
+    "StrikeRow",
+    "cached_master_path",
+    "fetch_master",
+    "generate_master",
+    "latest_master_path",
+]
