@@ -1,0 +1,1126 @@
+"""The subscription planner: one pure, synchronous state machine that decides what is subscribed where.
+
+It holds the *desired* state (groups of instrument keys with owners, tiers, modes, LRU order) and its model
+of the *actual* state of each feed connection, and every mutating call returns the actions that move actual
+towards desired. Reconnects, rebalances, restarts and end of day all take the same path: change desired or
+the set of live connections, then reconcile. No I/O and no clock: callers pass ``now``.
+
+Two capacities matter and are deliberately different:
+
+* **admission** is checked against the *configured* capacity (connections × per connection), so a user's
+  watchlist is not refused because a socket happens to be reconnecting;
+* **placement** is checked against the *live* capacity; the shortfall is covered by *suspending* Tier A
+  groups (least recently used first), which stay desired and come back when capacity does.
+
+Per call, keys whose target may have changed are collected as *dirty*; their placement changes are recorded
+against the placement they had when the call started, and the result is emitted as a net diff. That keeps
+every call proportional to what it touched, and makes intermediate moves inside one call (resume then
+rebalance) collapse into the single request the wire needs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any
+
+from tickgate.config import FeedLimits
+from tickgate.dhan.protocol import FeedMode, InstrumentKey
+from tickgate.planner.types import (
+    Action,
+    CapacityPlan,
+    DuplicateGroupError,
+    EventKind,
+    GroupId,
+    GroupInfo,
+    GroupRef,
+    PlannerError,
+    PlannerEvent,
+    PlanResult,
+    Tier,
+    Totals,
+    UnknownGroupError,
+)
+
+SNAPSHOT_VERSION = 1
+
+# Modes ordered by richness; a key's per-mode counters are indexed by position in this tuple.
+_MODES: tuple[FeedMode, ...] = tuple(sorted(FeedMode, key=lambda m: m.rank))
+_IDX: dict[FeedMode, int] = {m: i for i, m in enumerate(_MODES)}
+_NM = len(_MODES)
+_TOP = _NM - 1
+
+# Per-instrument state is a small list of ints: one allocation per key, indexed access, no enum hashing
+# (this is the hottest data in the planner: 25,000 entries, touched by every connection event).
+_REFS = 0  # groups wanting the key, suspended or not: what admission charges against capacity
+_BREFS = 1  # Tier B groups among them: per-tier accounting
+_ACT = 2  # active (not suspended) groups wanting it: the key is placed iff this is > 0
+_SLOT = 3  # where it is placed: connection * _NM + mode index, -1 when not placed
+_CNT = 4  # _CNT + i: active groups wanting it in mode _MODES[i]; the richest non-zero one wins
+_BLANK = [0, 0, 0, -1] + [0] * _NM
+
+
+def _target(ks: list[int]) -> int:
+    """Index of the richest mode among the key's active owners, -1 when no active group wants it."""
+    if not ks[_ACT]:
+        return -1
+    i = _TOP
+    while not ks[_CNT + i]:
+        i -= 1
+    return i
+
+
+class _Group:
+    """A group as held internally; ``keys`` is an ordered set (dict) so actions follow the caller's order."""
+
+    __slots__ = (
+        "created",
+        "gid",
+        "idx",
+        "keys",
+        "last_used",
+        "mode",
+        "owner",
+        "pinned",
+        "suspended",
+        "tier",
+        "updated",
+    )
+
+    def __init__(
+        self,
+        gid: GroupId,
+        *,
+        tier: Tier,
+        owner: str,
+        mode: FeedMode,
+        keys: dict[InstrumentKey, None],
+        now: float,
+        pinned: bool,
+    ) -> None:
+        self.gid = gid
+        self.tier = tier
+        self.owner = owner
+        self.mode = mode
+        self.idx = _IDX[mode]
+        self.keys = keys
+        self.pinned = pinned
+        self.suspended = False
+        self.created = now
+        self.last_used = now
+        self.updated = now
+
+    def ref(self) -> GroupRef:
+        return GroupRef(self.gid, self.owner, self.tier, len(self.keys))
+
+    def info(self) -> GroupInfo:
+        return GroupInfo(
+            group=self.gid,
+            tier=self.tier,
+            owner=self.owner,
+            mode=self.mode,
+            size=len(self.keys),
+            pinned=self.pinned,
+            suspended=self.suspended,
+            created=self.created,
+            last_used=self.last_used,
+            updated=self.updated,
+        )
+
+
+class _Tx:
+    """Scratch state of one mutating call: its audit context and the groups it suspended/resumed/evicted."""
+
+    __slots__ = ("at", "events", "evicted", "flips", "group", "mode_event", "owner", "reason", "tier")
+
+    def __init__(self, reason: str, group: _Group | None, at: float | None) -> None:
+        self.reason = reason
+        self.group = group.gid if group else None
+        self.owner = group.owner if group else None
+        self.tier = group.tier if group else None
+        self.at = at
+        self.events: list[PlannerEvent] = []
+        self.evicted: list[GroupRef] = []
+        # group id -> (group, its suspended flag when this call first changed it; None = added by this call)
+        self.flips: dict[GroupId, tuple[_Group, bool | None]] = {}
+        self.mode_event = False
+
+
+class _Pick:
+    """A choice of groups to evict or suspend, in progress (see ``Planner._choose``)."""
+
+    __slots__ = ("active", "exclude", "freed", "gains", "pend", "victims")
+
+    def __init__(
+        self,
+        *,
+        active: bool,
+        exclude: Mapping[InstrumentKey, object] | None = None,
+        pend: dict[InstrumentKey, int] | None = None,
+    ) -> None:
+        self.active = active
+        self.exclude = exclude
+        self.pend: dict[InstrumentKey, int] = {} if pend is None else pend
+        self.victims: list[_Group] = []
+        self.gains: list[int] = []
+        self.freed = 0
+
+
+def _waterfill(loads: list[int], n: int, cap: int) -> list[int]:
+    """How many of ``n`` new keys each connection gets so that the result equals placing them one at a
+    time on the least-loaded connection (ties → lowest index), without the per-key scan."""
+    m = len(loads)
+    order = sorted(range(m), key=lambda i: (loads[i], i))
+    remaining = n
+    pool = 0
+    level = loads[order[0]]
+    while True:
+        while pool < m and loads[order[pool]] <= level:
+            pool += 1
+        nxt = min(loads[order[pool]], cap) if pool < m else cap
+        room = (nxt - level) * pool
+        if room >= remaining:
+            height = level + remaining // pool
+            extra = remaining % pool
+            break
+        remaining -= room
+        level = nxt
+        if level >= cap:
+            raise AssertionError(f"no room to place {n} keys on loads {loads} (cap {cap})")
+    counts = [0] * m
+    pooled = sorted(order[:pool])
+    for i in pooled:
+        counts[i] = height - loads[i]
+    for i in pooled[:extra]:
+        counts[i] += 1
+    return counts
+
+
+class Planner:
+    """Desired vs actual subscriptions for one Dhan account; see the module docstring for the model.
+
+    Connection ids are ``0 .. limits.sockets_per_account - 1``; all start DOWN. Every mutating call returns
+    a :class:`PlanResult` whose actions the I/O layer executes in order; the planner assumes they succeed
+    (it updates its model of each connection as it emits them). Decisions are also appended to an event
+    stream drained with :meth:`drain_events`.
+    """
+
+    def __init__(self, limits: FeedLimits, *, rebalance_tolerance: int | None = None) -> None:
+        self._limits = limits
+        self._nconn = limits.sockets_per_account
+        self._per_conn = limits.instruments_per_socket
+        self._per_msg = limits.instruments_per_message
+        # 2% of a connection: small imbalances are not worth a burst of unsubscribe/subscribe traffic.
+        self._tolerance = (
+            rebalance_tolerance if rebalance_tolerance is not None else max(1, self._per_conn // 50)
+        )
+        self._keys: dict[InstrumentKey, list[int]] = {}
+        # Key-state lists of keys no longer desired, reused for new keys. Churn then allocates no new
+        # GC-tracked objects: without this every add grows the young generation by a list per key and
+        # the collector's pauses land in the add/remove latency tail. Bounded by the peak desired count.
+        self._spare: list[list[int]] = []
+        self._groups: dict[GroupId, _Group] = {}
+        self._lru: dict[Tier, OrderedDict[GroupId, _Group]] = {Tier.A: OrderedDict(), Tier.B: OrderedDict()}
+        self._live = [False] * self._nconn
+        self._n_live = 0
+        self._actual: list[dict[InstrumentKey, FeedMode]] = [{} for _ in range(self._nconn)]
+        self._n_active = 0
+        self._n_tierb = 0
+        self._n_susp = {Tier.A: 0, Tier.B: 0}
+        self._events: list[PlannerEvent] = []
+        self._dirty: dict[InstrumentKey, list[int]] = {}
+        # Placement slot of each key touched by the current call, as it was when the call started.
+        self._orig: dict[InstrumentKey, int] = {}
+        self._tx: _Tx | None = None
+
+    # ------------------------------------------------------------------ properties / introspection
+
+    @property
+    def limits(self) -> FeedLimits:
+        return self._limits
+
+    @property
+    def rebalance_tolerance(self) -> int:
+        """Default load spread (keys) below which :meth:`rebalance` does nothing."""
+        return self._tolerance
+
+    @property
+    def total_capacity(self) -> int:
+        return self._nconn * self._per_conn
+
+    @property
+    def live_capacity(self) -> int:
+        return self._n_live * self._per_conn
+
+    def is_live(self, connection: int) -> bool:
+        self._check_conn(connection)
+        return self._live[connection]
+
+    def live_connections(self) -> list[int]:
+        return [c for c in range(self._nconn) if self._live[c]]
+
+    def has_group(self, group_id: GroupId) -> bool:
+        return group_id in self._groups
+
+    def group(self, group_id: GroupId) -> GroupInfo:
+        return self._get(group_id).info()
+
+    def group_keys(self, group_id: GroupId) -> tuple[InstrumentKey, ...]:
+        return tuple(self._get(group_id).keys)
+
+    def groups(self) -> list[GroupInfo]:
+        """All groups: Tier B then Tier A, each least recently used first."""
+        return [g.info() for tier in (Tier.B, Tier.A) for g in self._lru[tier].values()]
+
+    def suspended(self) -> list[GroupId]:
+        return [g.gid for tier in (Tier.B, Tier.A) for g in self._lru[tier].values() if g.suspended]
+
+    def refcount(self, key: InstrumentKey) -> int:
+        """How many groups (suspended or not) want ``key``."""
+        ks = self._keys.get(key)
+        return ks[_REFS] if ks else 0
+
+    def actual(self) -> dict[int, dict[InstrumentKey, FeedMode]]:
+        """What each connection carries, as the planner believes (a copy)."""
+        return {c: dict(self._actual[c]) for c in range(self._nconn)}
+
+    def loads(self) -> list[int]:
+        return [len(a) for a in self._actual]
+
+    def desired(self, *, include_suspended: bool = False) -> dict[InstrumentKey, FeedMode]:
+        """Keys that should be placed, with their mode (richest among active owners). With
+        ``include_suspended`` also keys only suspended groups want (richest among those)."""
+        out: dict[InstrumentKey, FeedMode] = {}
+        for k, ks in self._keys.items():
+            t = _target(ks)
+            if t >= 0:
+                out[k] = _MODES[t]
+        if include_suspended:
+            table = self._keys
+            for g in self._groups.values():
+                if g.suspended:
+                    for k in g.keys:
+                        if table[k][_ACT] == 0:
+                            cur = out.get(k)
+                            if cur is None or cur.rank < g.mode.rank:
+                                out[k] = g.mode
+        return out
+
+    def plan_capacity(self) -> CapacityPlan:
+        total = self.total_capacity
+        desired = len(self._keys)
+        live = self.live_capacity
+        return CapacityPlan(
+            total=total,
+            live=live,
+            tier_b=self._n_tierb,
+            tier_a=desired - self._n_tierb,
+            free=total - desired,
+            placed=self._n_active,
+            live_free=live - self._n_active,
+            suspended_keys=desired - self._n_active,
+            live_connections=self._n_live,
+        )
+
+    def totals(self) -> Totals:
+        by_owner: dict[str, set[InstrumentKey]] = {}
+        for g in self._groups.values():
+            by_owner.setdefault(g.owner, set()).update(g.keys)
+        return Totals(
+            desired=len(self._keys),
+            placed=self._n_active,
+            by_tier={Tier.B: self._n_tierb, Tier.A: len(self._keys) - self._n_tierb},
+            by_connection={c: len(a) for c, a in enumerate(self._actual)},
+            by_owner={o: len(s) for o, s in by_owner.items()},
+        )
+
+    def drain_events(self) -> list[PlannerEvent]:
+        """Hand over the audit events recorded since the last drain."""
+        out, self._events = self._events, []
+        return out
+
+    # ------------------------------------------------------------------ groups
+
+    def add_group(  # noqa: PLR0917 - the positional order is the agreed API
+        self,
+        group_id: GroupId,
+        tier: Tier,
+        keys: Iterable[InstrumentKey],
+        mode: FeedMode,
+        owner: str,
+        now: float,
+        pinned: bool = False,
+    ) -> PlanResult:
+        """Add a group atomically: all its keys become desired, or nothing changes and the result says why.
+
+        Cost = keys not already desired. Room is made by evicting least-recently-used, unpinned Tier A
+        groups (Tier B may also evict pinned Tier A); only keys an eviction really frees count. An existing
+        id raises :class:`DuplicateGroupError`: a re-add is a :meth:`touch` (or :meth:`replace_keys`).
+        """
+        if group_id in self._groups:
+            raise DuplicateGroupError(f"group {group_id!r} already exists")
+        tier = Tier(tier)
+        new = dict.fromkeys(keys)
+        if not new:
+            raise ValueError(f"group {group_id!r} has no keys")
+        g = _Group(group_id, tier=tier, owner=owner, mode=mode, keys=new, now=now, pinned=pinned)
+        victims = self._admit(g, new, None)
+        if isinstance(victims, str):
+            return self._reject(g, victims, now, len(new))
+        tx = self._begin("add", g, now)
+        self._evict(victims, tx, f"capacity limit: making room for {group_id}")
+        self._groups[group_id] = g
+        self._lru[tier][group_id] = g
+        tx.flips[group_id] = (g, None)
+        self._attach(g, new)
+        self._event(tx, EventKind.ADD, count=len(new), mode=mode)
+        self._reconcile()
+        return self._finish(tx)
+
+    def remove_group(self, group_id: GroupId, now: float | None = None) -> PlanResult:
+        """Drop a group; keys no other group wants are unsubscribed, freed room resumes suspended groups."""
+        g = self._get(group_id)
+        tx = self._begin("remove", g, now)
+        self._drop(g)
+        self._event(tx, EventKind.REMOVE, count=len(g.keys))
+        self._reconcile()
+        return self._finish(tx)
+
+    def touch(self, group_id: GroupId, now: float) -> PlanResult:
+        """Mark a group used (viewed or re-added): it becomes the most recently used of its tier.
+
+        Placement is not reshuffled: a suspended group moves up the resume order, no more."""
+        g = self._get(group_id)
+        g.last_used = now
+        self._lru[g.tier].move_to_end(group_id)
+        return PlanResult()
+
+    def replace_keys(
+        self, group_id: GroupId, keys: Iterable[InstrumentKey], now: float, *, touch: bool = False
+    ) -> PlanResult:
+        """Swap a group's key set (ATM window move) emitting only the difference.
+
+        Admission as for :meth:`add_group` with the group's own released keys counted as free, the group
+        itself never evicted. Not a "use" unless ``touch`` (an automatic recentre is not a user view)."""
+        g = self._get(group_id)
+        new = dict.fromkeys(keys)
+        if not new:
+            raise ValueError(f"group {group_id!r}: replace_keys needs at least one key (use remove_group)")
+        old = g.keys
+        removed = [k for k in old if k not in new]
+        added = [k for k in new if k not in old]
+        if not removed and not added:
+            if touch:
+                self.touch(group_id, now)
+            return PlanResult()
+        victims = self._admit(g, new, removed)
+        if isinstance(victims, str):
+            return self._reject(g, victims, now, len(new))
+        tx = self._begin("replace", g, now)
+        self._evict(victims, tx, f"capacity limit: making room for {group_id}")
+        self._detach_keys(g, removed)
+        g.keys = new
+        self._attach(g, added)
+        g.updated = now
+        if touch:
+            g.last_used = now
+            self._lru[g.tier].move_to_end(group_id)
+        self._event(tx, EventKind.REPLACE, count=len(new), reason=f"+{len(added)} -{len(removed)}")
+        self._reconcile()
+        return self._finish(tx)
+
+    def set_mode(self, group_id: GroupId, mode: FeedMode) -> PlanResult:
+        """Change the mode a group asks for; keys whose richest active mode changes are re-subscribed."""
+        g = self._get(group_id)
+        if mode is g.mode:
+            return PlanResult()
+        tx = self._begin("set_mode", g, None)
+        tx.mode_event = True
+        old, new = g.idx, _IDX[mode]
+        if not g.suspended:
+            keys, dirty = self._keys, self._dirty
+            for k in g.keys:
+                ks = keys[k]
+                ks[_CNT + old] -= 1
+                ks[_CNT + new] += 1
+                dirty[k] = ks
+        g.mode = mode
+        g.idx = new
+        self._reconcile()
+        return self._finish(tx)
+
+    def pin(self, group_id: GroupId) -> PlanResult:
+        """Protect a Tier A group from eviction by other Tier A adds (and suspend it last)."""
+        return self._set_pin(group_id, True)
+
+    def unpin(self, group_id: GroupId) -> PlanResult:
+        return self._set_pin(group_id, False)
+
+    def clear_tier(
+        self,
+        tier: Tier,
+        reason: str = "EOD",
+        *,
+        now: float | None = None,
+        only: Callable[[GroupInfo], bool] | None = None,
+    ) -> PlanResult:
+        """Remove every group of ``tier`` (pinned and suspended ones too) — end of day for Tier A.
+
+        ``only`` narrows it (e.g. per exchange session: NSE/BSE chains at 15:30, MCX ones later)."""
+        tx = self._begin("eod" if reason == "EOD" else "clear", None, now)
+        for g in list(self._lru[tier].values()):
+            if only is not None and not only(g.info()):
+                continue
+            self._drop(g)
+            tx.events.append(
+                PlannerEvent(
+                    EventKind.EOD,
+                    g.gid,
+                    g.owner,
+                    g.tier,
+                    count=len(g.keys),
+                    mode=g.mode,
+                    reason=reason,
+                    at=now,
+                )
+            )
+        self._reconcile()
+        return self._finish(tx)
+
+    # ------------------------------------------------------------------ connections
+
+    def connection_down(self, connection: int, reason: str | int | None = None) -> PlanResult:
+        """The connection is gone and the server forgot its subscriptions: re-place its keys on live
+        connections, suspending Tier A groups (LRU first) when live capacity no longer covers the plan."""
+        self._check_conn(connection)
+        tx = self._begin("connection_down", None, None)
+        row = self._actual[connection]
+        self._event(
+            tx,
+            EventKind.CONNECTION_DOWN,
+            connection=connection,
+            count=len(row),
+            reason=None if reason is None else str(reason),
+        )
+        if not self._live[connection]:
+            return self._finish(tx)
+        self._live[connection] = False
+        self._n_live -= 1
+        dirty = self._dirty
+        keys = self._keys
+        for k in row:
+            ks = keys[k]
+            ks[_SLOT] = -1
+            dirty[k] = ks
+        self._actual[connection] = {}
+        self._reconcile()
+        return self._finish(tx)
+
+    def connection_up(self, connection: int, *, rebalance: bool = True) -> PlanResult:
+        """A fresh socket is open (it carries nothing): resume what now fits, then rebalance (unless
+        ``rebalance`` is false, e.g. while several sockets are still opening one after another).
+
+        A no-op for a connection already live — report ``connection_down`` first when a socket is replaced."""
+        self._check_conn(connection)
+        tx = self._begin("connection_up", None, None)
+        if self._live[connection]:
+            return self._finish(tx)
+        self._event(tx, EventKind.CONNECTION_UP, connection=connection)
+        self._live[connection] = True
+        self._n_live += 1
+        self._reconcile()
+        if rebalance:
+            self._rebalance(None, self._tolerance)
+        return self._finish(tx)
+
+    def rebalance(self, max_moves: int | None = None, tolerance: int | None = None) -> PlanResult:
+        """Even out live connection loads when max − min exceeds ``tolerance`` (default 2% of a connection),
+        moving at most ``max_moves`` keys (unsubscribe on the source, subscribe on the destination)."""
+        if max_moves is not None and max_moves < 0:
+            raise ValueError("max_moves must be >= 0")
+        tx = self._begin("rebalance", None, None)
+        self._rebalance(max_moves, self._tolerance if tolerance is None else tolerance)
+        return self._finish(tx)
+
+    # ------------------------------------------------------------------ snapshot / restore
+
+    def snapshot(self) -> dict[str, Any]:
+        """The desired state as plain JSON types: groups per tier in LRU order (oldest first), with pins,
+        suspension flags and times. Placement is not saved: after a restart no socket carries anything."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "limits": self._limits.model_dump(),
+            "groups": [
+                {
+                    "id": g.gid,
+                    "tier": g.tier.value,
+                    "owner": g.owner,
+                    "mode": g.mode.name,
+                    "keys": [str(k) for k in g.keys],
+                    "pinned": g.pinned,
+                    "suspended": g.suspended,
+                    "created": g.created,
+                    "last_used": g.last_used,
+                    "updated": g.updated,
+                }
+                for tier in (Tier.B, Tier.A)
+                for g in self._lru[tier].values()
+            ],
+        }
+
+    @classmethod
+    def restore(
+        cls, snapshot: Mapping[str, Any], limits: FeedLimits, *, rebalance_tolerance: int | None = None
+    ) -> Planner:
+        """A planner holding ``snapshot``'s desired state with every connection down (all groups
+        suspended until ``connection_up``). Saved suspension flags are recomputed, not trusted. If
+        ``limits`` shrank, LRU Tier A groups are evicted to fit; a Tier B larger than capacity is an error."""
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported planner snapshot version {snapshot.get('version')!r}")
+        p = cls(limits, rebalance_tolerance=rebalance_tolerance)
+        tx = p._begin("restore", None, None)
+        try:
+            for row in snapshot["groups"]:
+                p._restore_group(row)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed planner snapshot: {exc!r}") from exc
+        over = len(p._keys) - p.total_capacity
+        if over > 0:
+            pick = _Pick(active=False)
+            p._choose(pick, p._evictable(None, True), over)
+            if pick.freed < over:
+                raise ValueError(
+                    f"snapshot needs {len(p._keys)} instruments but Tier B alone holds {p._n_tierb} "
+                    f"of {p.total_capacity}"
+                )
+            p._prune(pick, over)
+            p._evict(pick.victims, tx, "capacity limit: restored with smaller limits")
+        p._event(tx, EventKind.RESTORE, count=len(p._groups))
+        p._reconcile()
+        p._finish(tx)
+        return p
+
+    # ------------------------------------------------------------------ internals: state changes
+
+    def _restore_group(self, row: Mapping[str, Any]) -> None:
+        gid = str(row["id"])
+        if gid in self._groups:
+            raise ValueError(f"group {gid!r} appears twice")
+        keys = dict.fromkeys(InstrumentKey.parse(s) for s in row["keys"])
+        if not keys:
+            raise ValueError(f"group {gid!r} has no keys")
+        g = _Group(
+            gid,
+            tier=Tier(row["tier"]),
+            owner=str(row["owner"]),
+            mode=FeedMode[row["mode"]],
+            keys=keys,
+            now=float(row["created"]),
+            pinned=bool(row["pinned"]),
+        )
+        g.last_used = float(row["last_used"])
+        g.updated = float(row["updated"])
+        g.suspended = True  # every connection is down after a restore
+        self._n_susp[g.tier] += 1
+        self._groups[gid] = g
+        self._lru[g.tier][gid] = g
+        self._attach(g, keys)
+
+    def _get(self, group_id: GroupId) -> _Group:
+        try:
+            return self._groups[group_id]
+        except KeyError:
+            raise UnknownGroupError(group_id) from None
+
+    def _check_conn(self, connection: int) -> None:
+        if not 0 <= connection < self._nconn:
+            raise PlannerError(f"connection {connection} out of range 0..{self._nconn - 1}")
+
+    def _set_pin(self, group_id: GroupId, pinned: bool) -> PlanResult:
+        g = self._get(group_id)
+        if g.pinned is pinned:
+            return PlanResult()
+        g.pinned = pinned
+        tx = self._begin("pin" if pinned else "unpin", g, None)
+        self._event(tx, EventKind.PIN if pinned else EventKind.UNPIN)
+        return self._finish(tx)
+
+    def _attach(self, g: _Group, keys: Iterable[InstrumentKey]) -> None:
+        """Count ``g`` as an owner of ``keys`` (and as an active owner unless it is suspended)."""
+        table, dirty, spare = self._keys, self._dirty, self._spare
+        slot = _CNT + g.idx
+        tier_b = g.tier is Tier.B
+        active = not g.suspended
+        for k in keys:
+            ks = table.get(k)
+            if ks is None:
+                if spare:
+                    ks = spare.pop()
+                    ks[:] = _BLANK
+                else:
+                    ks = _BLANK[:]
+                table[k] = ks
+            ks[_REFS] += 1
+            if tier_b:
+                ks[_BREFS] += 1
+                if ks[_BREFS] == 1:
+                    self._n_tierb += 1
+            if active:
+                ks[slot] += 1
+                ks[_ACT] += 1
+                if ks[_ACT] == 1:
+                    self._n_active += 1
+                dirty[k] = ks
+
+    def _detach_keys(self, g: _Group, keys: Iterable[InstrumentKey]) -> None:
+        table, dirty = self._keys, self._dirty
+        slot = _CNT + g.idx
+        tier_b = g.tier is Tier.B
+        active = not g.suspended
+        for k in keys:
+            ks = table[k]
+            ks[_REFS] -= 1
+            if tier_b:
+                ks[_BREFS] -= 1
+                if ks[_BREFS] == 0:
+                    self._n_tierb -= 1
+            if active:
+                ks[slot] -= 1
+                ks[_ACT] -= 1
+                if ks[_ACT] == 0:
+                    self._n_active -= 1
+            dirty[k] = ks  # also when refs hit 0 on a suspended key, so it gets dropped from the table
+
+    def _set_active(self, g: _Group, active: bool) -> None:
+        """Suspend (``active=False``) or resume a group: only the active counters change."""
+        tx = self._tx
+        assert tx is not None
+        if g.gid not in tx.flips:
+            tx.flips[g.gid] = (g, g.suspended)
+        table, dirty = self._keys, self._dirty
+        slot = _CNT + g.idx
+        step = 1 if active else -1
+        edge = 1 if active else 0  # the _ACT value at which the key enters / leaves the active set
+        for k in g.keys:
+            ks = table[k]
+            ks[slot] += step
+            ks[_ACT] += step
+            if ks[_ACT] == edge:
+                self._n_active += step
+            dirty[k] = ks
+        g.suspended = not active
+        self._n_susp[g.tier] -= step
+
+    def _drop(self, g: _Group) -> None:
+        self._detach_keys(g, g.keys)
+        if g.suspended:
+            self._n_susp[g.tier] -= 1
+        del self._groups[g.gid]
+        del self._lru[g.tier][g.gid]
+
+    def _evict(self, victims: list[_Group], tx: _Tx, reason: str) -> None:
+        for v in victims:
+            self._drop(v)
+            tx.evicted.append(v.ref())
+            tx.events.append(
+                PlannerEvent(
+                    EventKind.EVICT,
+                    v.gid,
+                    v.owner,
+                    v.tier,
+                    count=len(v.keys),
+                    mode=v.mode,
+                    reason=reason,
+                    at=tx.at,
+                )
+            )
+
+    # ------------------------------------------------------------------ internals: choosing groups
+
+    def _evictable(self, own: _Group | None, pinned_too: bool) -> Iterator[_Group]:
+        """Tier A groups in eviction order: unpinned LRU first, then (Tier B requests only) pinned LRU."""
+        lru = self._lru[Tier.A]
+        for g in lru.values():
+            if not g.pinned and g is not own:
+                yield g
+        if pinned_too:
+            for g in lru.values():
+                if g.pinned and g is not own:
+                    yield g
+
+    def _choose(self, pick: _Pick, cands: Iterable[_Group], need: int) -> None:
+        """Take candidates in order until dropping them (all together) frees ``need`` keys.
+
+        ``pick.pend[k]`` counts how many chosen groups (plus any pre-seeded release) hold ``k``; a key is
+        freed when that reaches its owner count (``act`` for suspension, ``refs`` for eviction)."""
+        if pick.freed >= need:
+            return
+        table, pend, exclude = self._keys, pick.pend, pick.exclude
+        which = _ACT if pick.active else _REFS
+        freed = pick.freed
+        for g in cands:
+            before = freed
+            for k in g.keys:
+                if exclude is not None and k in exclude:
+                    continue
+                p = pend.get(k, 0) + 1
+                pend[k] = p
+                if p == table[k][which]:
+                    freed += 1
+            pick.victims.append(g)
+            pick.gains.append(freed - before)
+            if freed >= need:
+                break
+        pick.freed = freed
+
+    def _prune(self, pick: _Pick, need: int, start: int = 0) -> None:
+        """Give back chosen groups (from index ``start``) that turn out not to be needed, e.g. a group
+        whose keys a Tier B group also holds frees nothing, so that every victim left is necessary.
+
+        Newest first, so older groups are the ones that go. In the first pass a group's loss when given
+        back is at least its gain when chosen (no newer victim can hold a key it freed), hence the cheap
+        filter. Giving back an older group can make a newer one unnecessary: repeat until stable."""
+        table, pend, exclude = self._keys, pick.pend, pick.exclude
+        which = _ACT if pick.active else _REFS
+        victims, gains = pick.victims, pick.gains
+        first = True
+        changed = True
+        while changed:
+            changed = False
+            top = len(victims) - (2 if first else 1)  # the newest victim is needed in the first pass
+            for i in range(top, start - 1, -1):
+                margin = pick.freed - need
+                if first and gains[i] > margin:
+                    continue
+                v = victims[i]
+                loss = 0
+                for k in v.keys:
+                    if exclude is not None and k in exclude:
+                        continue
+                    if pend[k] == table[k][which]:
+                        loss += 1
+                if loss <= margin:
+                    for k in v.keys:
+                        if exclude is None or k not in exclude:
+                            pend[k] -= 1
+                    pick.freed -= loss
+                    del victims[i]
+                    del gains[i]
+                    changed = True
+            first = False
+
+    def _admit(
+        self, g: _Group, new: dict[InstrumentKey, None], released: list[InstrumentKey] | None
+    ) -> list[_Group] | str:
+        """Groups to evict so ``g`` (new, or with ``new`` replacing its keys) fits the configured capacity,
+        or the reason it cannot. Reads state only: a refusal must leave no trace."""
+        table = self._keys
+        total = self.total_capacity
+        cost = sum(1 for k in new if k not in table)
+        pend: dict[InstrumentKey, int] = {}
+        freed_own = 0
+        for k in released or ():
+            pend[k] = 1
+            if table[k][_REFS] == 1:
+                freed_own += 1
+        free = total - len(table) + freed_own
+        need = cost - free
+        if need <= 0:
+            return []
+        own = g if released is not None else None
+        pick = _Pick(active=False, exclude=new, pend=pend)
+        self._choose(pick, self._evictable(own, g.tier is Tier.B), need)
+        freed = pick.freed
+        if freed < need:
+            pinned = sum(len(x.keys) for x in self._lru[Tier.A].values() if x.pinned and x is not own)
+            if g.tier is Tier.B:
+                return (
+                    f"cannot add Tier B group {g.gid}: needs {cost} more instruments, "
+                    f"{free} of {total} free; Tier B alone would exceed capacity "
+                    f"(Tier B holds {self._n_tierb}, evicting all of Tier A frees only {freed})"
+                )
+            return (
+                f"cannot fit {g.gid}: needs {cost} more instruments, {free} of {total} free; Tier B holds "
+                f"{self._n_tierb}, pinned Tier A groups hold {pinned}, evicting every other unpinned Tier A "
+                f"group would free only {freed}"
+            )
+        self._prune(pick, need)
+        return pick.victims
+
+    # ------------------------------------------------------------------ internals: reconcile
+
+    def _reconcile(self) -> None:
+        """Make the active set fit live capacity (suspend / resume), then place or unplace dirty keys."""
+        live_cap = self._n_live * self._per_conn
+        if self._n_active > live_cap:
+            self._suspend_to_fit(live_cap)
+        if self._n_susp[Tier.B] and self._n_susp[Tier.A] < len(self._lru[Tier.A]):
+            # Tier A never runs while part of Tier B waits for capacity (e.g. a new Tier A group).
+            for g in list(self._lru[Tier.A].values()):
+                if not g.suspended:
+                    self._set_active(g, False)
+        if self._n_susp[Tier.A] or self._n_susp[Tier.B]:
+            self._resume_what_fits(live_cap)
+        self._apply_dirty()
+
+    def _suspend_to_fit(self, live_cap: int) -> None:
+        """Suspend Tier A groups (unpinned LRU, then pinned LRU) until the active set fits; Tier B only
+        when even that is not enough, and then every Tier A group is suspended first."""
+        need = self._n_active - live_cap
+        lru_a = self._lru[Tier.A]
+        pick = _Pick(active=True)
+        cands_a = [g for g in lru_a.values() if not g.suspended and not g.pinned]
+        cands_a += [g for g in lru_a.values() if not g.suspended and g.pinned]
+        self._choose(pick, cands_a, need)
+        if pick.freed >= need:
+            self._prune(pick, need)
+        else:
+            start = len(pick.victims)  # all of Tier A is chosen; only Tier B choices may be given back
+            self._choose(pick, [g for g in self._lru[Tier.B].values() if not g.suspended], need)
+            if pick.freed < need:
+                raise AssertionError("suspending every group did not free enough keys")
+            self._prune(pick, need, start)
+        for g in pick.victims:
+            self._set_active(g, False)
+
+    def _resume_what_fits(self, live_cap: int) -> None:
+        """Resume suspended groups that fit: Tier B (most recent first), then — only once all of Tier B
+        runs — Tier A pinned then unpinned, most recently used first. A group too big for the slack is
+        skipped so a smaller one behind it can still come back."""
+        table = self._keys
+        slack = live_cap - self._n_active
+        for tier in (Tier.B, Tier.A):
+            if tier is Tier.A and self._n_susp[Tier.B]:
+                return
+            if not self._n_susp[tier]:
+                continue
+            cands = [g for g in reversed(self._lru[tier].values()) if g.suspended]
+            if tier is Tier.A:
+                cands.sort(key=lambda g: not g.pinned)
+            for g in cands:
+                cost = 0
+                for k in g.keys:
+                    if table[k][_ACT] == 0:
+                        cost += 1
+                        if cost > slack:
+                            break
+                if cost <= slack:
+                    self._set_active(g, True)
+                    slack -= cost
+
+    def _apply_dirty(self) -> None:
+        """Unplace keys no longer wanted, re-mode changed ones in place, place newly wanted ones."""
+        table, orig, actual, spare = self._keys, self._orig, self._actual, self._spare
+        new_keys: list[InstrumentKey] = []
+        new_states: list[list[int]] = []
+        new_modes: list[int] = []
+        for k, ks in self._dirty.items():
+            if ks[_ACT]:
+                t = _TOP
+                while not ks[_CNT + t]:
+                    t -= 1
+            else:
+                t = -1
+            slot = ks[_SLOT]
+            if slot >= 0:
+                c, m = divmod(slot, _NM)
+                if t < 0:
+                    orig.setdefault(k, slot)
+                    del actual[c][k]
+                    ks[_SLOT] = -1
+                elif t != m:
+                    orig.setdefault(k, slot)
+                    actual[c][k] = _MODES[t]
+                    ks[_SLOT] = slot - m + t
+            elif t >= 0:
+                new_keys.append(k)
+                new_states.append(ks)
+                new_modes.append(t)
+            if not ks[_REFS]:
+                del table[k]
+                spare.append(ks)
+        self._dirty.clear()
+        if new_keys:
+            self._place(new_keys, new_states, new_modes)
+
+    def _place(self, keys: list[InstrumentKey], states: list[list[int]], modes: list[int]) -> None:
+        live = [c for c in range(self._nconn) if self._live[c]]
+        counts = _waterfill([len(self._actual[c]) for c in live], len(keys), self._per_conn)
+        orig = self._orig
+        pos = 0
+        for c, n in zip(live, counts, strict=True):
+            if not n:
+                continue
+            row = self._actual[c]
+            base = c * _NM
+            end = pos + n
+            for k, ks, t in zip(keys[pos:end], states[pos:end], modes[pos:end], strict=True):
+                orig.setdefault(k, -1)
+                row[k] = _MODES[t]
+                ks[_SLOT] = base + t
+            pos = end
+
+    def _rebalance(self, max_moves: int | None, tolerance: int) -> None:
+        """Move keys from the most to the least loaded live connections until loads are even (within one)
+        once the spread exceeds ``tolerance``. Targets give the remainder to the already heavier
+        connections, so no key moves that need not."""
+        live = [c for c in range(self._nconn) if self._live[c]]
+        if len(live) < 2:
+            return
+        loads = {c: len(self._actual[c]) for c in live}
+        if max(loads.values()) - min(loads.values()) <= tolerance:
+            return
+        q, r = divmod(sum(loads.values()), len(live))
+        heavy_first = sorted(live, key=lambda c: (-loads[c], c))
+        target = {c: q + (1 if i < r else 0) for i, c in enumerate(heavy_first)}
+        donors = [[c, loads[c] - target[c]] for c in heavy_first if loads[c] > target[c]]
+        takers = [[c, target[c] - loads[c]] for c in reversed(heavy_first) if loads[c] < target[c]]
+        budget = -1 if max_moves is None else max_moves
+        table, orig = self._keys, self._orig
+        i = j = 0
+        while i < len(donors) and j < len(takers) and budget != 0:
+            src, surplus = donors[i]
+            dst, deficit = takers[j]
+            m = min(surplus, deficit)
+            if budget > 0:
+                m = min(m, budget)
+                budget -= m
+            src_row, dst_row = self._actual[src], self._actual[dst]
+            shift = (dst - src) * _NM
+            for k in list(islice(reversed(src_row), m)):
+                ks = table[k]
+                orig.setdefault(k, ks[_SLOT])
+                dst_row[k] = src_row.pop(k)
+                ks[_SLOT] += shift
+            donors[i][1] -= m
+            takers[j][1] -= m
+            if donors[i][1] == 0:
+                i += 1
+            if takers[j][1] == 0:
+                j += 1
+
+    # ------------------------------------------------------------------ internals: transactions
+
+    def _begin(self, reason: str, g: _Group | None, at: float | None) -> _Tx:
+        tx = _Tx(reason, g, at)
+        self._tx = tx
+        return tx
+
+    def _event(
+        self,
+        tx: _Tx,
+        kind: EventKind,
+        *,
+        connection: int | None = None,
+        count: int = 0,
+        mode: FeedMode | None = None,
+        reason: str | None = None,
+    ) -> None:
+        tx.events.append(
+            PlannerEvent(kind, tx.group, tx.owner, tx.tier, connection, count, mode, reason, at=tx.at)
+        )
+
+    def _reject(self, g: _Group, reason: str, now: float, size: int) -> PlanResult:
+        ev = PlannerEvent(
+            EventKind.REJECT, g.gid, g.owner, g.tier, count=size, mode=g.mode, reason=reason, at=now
+        )
+        self._events.append(ev)
+        return PlanResult(accepted=False, reason=reason, events=(ev,))
+
+    def _finish(self, tx: _Tx) -> PlanResult:
+        """Turn the placement changes of this call into ordered actions and events (net of the call)."""
+        table = self._keys
+        nm = _NM
+        # Buckets keyed by placement slot (connection * _NM + mode index).
+        unsubs: dict[int, list[InstrumentKey]] = {}
+        subs: dict[int, list[InstrumentKey]] = {}
+        moves: dict[tuple[int, int], int] = {}
+        remoded = 0
+        for k, s0 in self._orig.items():
+            ks = table.get(k)
+            s1 = -1 if ks is None else ks[_SLOT]
+            if s0 == s1:
+                continue
+            if s0 >= 0:
+                unsubs.setdefault(s0, []).append(k)
+                if s1 >= 0:
+                    subs.setdefault(s1, []).append(k)
+                    c0, c1 = s0 // nm, s1 // nm
+                    if c0 == c1:
+                        remoded += 1
+                    else:
+                        moves[(c0, c1)] = moves.get((c0, c1), 0) + 1
+            else:
+                subs.setdefault(s1, []).append(k)
+        self._orig.clear()
+
+        events = tx.events
+        actions: list[Action] = []
+        per = self._per_msg
+        for b in sorted(unsubs):
+            ks_list = unsubs[b]
+            c, mode = b // nm, _MODES[b % nm]
+            for i in range(0, len(ks_list), per):
+                actions.append(Action(c, "unsubscribe", mode, tuple(ks_list[i : i + per])))
+            self._event(
+                tx, EventKind.UNSUBSCRIBE, connection=c, count=len(ks_list), mode=mode, reason=tx.reason
+            )
+        for b in sorted(subs):
+            ks_list = subs[b]
+            c, mode = b // nm, _MODES[b % nm]
+            for i in range(0, len(ks_list), per):
+                actions.append(Action(c, "subscribe", mode, tuple(ks_list[i : i + per])))
+            self._event(
+                tx, EventKind.SUBSCRIBE, connection=c, count=len(ks_list), mode=mode, reason=tx.reason
+            )
+        for (src, dst), n in sorted(moves.items()):
+            events.append(
+                PlannerEvent(EventKind.MOVE, connection=src, target=dst, count=n, reason=tx.reason, at=tx.at)
+            )
+        if remoded or tx.mode_event:
+            g = self._groups.get(tx.group) if tx.group else None
+            self._event(
+                tx, EventKind.MODE_CHANGE, count=remoded, mode=g.mode if g else None, reason=tx.reason
+            )
+
+        suspended: list[GroupRef] = []
+        resumed: list[GroupRef] = []
+        for gid, (g, was) in tx.flips.items():
+            if self._groups.get(gid) is not g or was is g.suspended:
+                continue
+            if g.suspended:
+                suspended.append(g.ref())
+                events.append(
+                    PlannerEvent(
+                        EventKind.SUSPEND,
+                        gid,
+                        g.owner,
+                        g.tier,
+                        count=len(g.keys),
+                        reason=f"live capacity {self.live_capacity}",
+                        at=tx.at,
+                    )
+                )
+            elif was is not None:
+                resumed.append(g.ref())
+                events.append(
+                    PlannerEvent(
+                        EventKind.RESUME,
+                        gid,
+                        g.owner,
+                        g.tier,
+                        count=len(g.keys),
+                        reason=f"live capacity {self.live_capacity}",
+                        at=tx.at,
+                    )
+                )
+        self._events.extend(events)
+        self._tx = None
+        return PlanResult(
+            actions=tuple(actions),
+            evicted=tuple(tx.evicted),
+            suspended=tuple(suspended),
+            resumed=tuple(resumed),
+            events=tuple(events),
+        )
