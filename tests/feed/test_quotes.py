@@ -162,3 +162,16 @@ def test_watch_key_changes() -> None:
     watch.set_keys([])
     _apply(store, Ticker(A.segment, A.security_id, 3.0, 1))
     assert watch.take() == []
+
+
+def test_feed_manager_uses_the_store_it_is_given_even_when_empty() -> None:
+    """Regression: an empty QuoteStore is falsy (it has __len__); ``store or QuoteStore()`` dropped it."""
+    from tickgate.config import Settings
+    from tickgate.dhan.client import Credentials
+    from tickgate.feed import FeedManager
+    from tickgate.planner import Planner
+
+    store = QuoteStore()
+    settings = Settings()
+    manager = FeedManager(settings, Planner(settings.limits), lambda: Credentials("c", "t"), store=store)
+    assert manager.store is store

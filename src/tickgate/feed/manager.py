@@ -67,7 +67,7 @@ class FeedManager:
         self.settings = settings
         self.limits = settings.limits
         self.planner = planner
-        self.store = store or QuoteStore()
+        self.store = store if store is not None else QuoteStore()  # an empty store is falsy
         self.metrics = FeedMetrics()
         self.market_open = market_open
         self._on_events = on_events
