@@ -113,6 +113,56 @@ class StoreSettings(BaseModel, frozen=True):
     )
 
 
+class ApiSettings(BaseModel, frozen=True):
+    """The HTTP API and its live push channel (tickgate.api)."""
+
+    push_max_hz: float = Field(
+        10.0, gt=0, le=1000, description="Most updates per second sent to one push client (coalesced)."
+    )
+    push_max_clients: int = Field(1000, ge=1, description="Concurrent push (WebSocket) clients at most.")
+    push_max_keys: int = Field(5000, ge=1, description="Instruments one push client may watch at most.")
+    push_send_timeout_s: float = Field(
+        10.0, gt=0, description="A push client that stays unwritable this long is dropped."
+    )
+    max_ws_message_bytes: int = Field(
+        65_536, ge=256, description="Largest message a push client may send; bigger ones close it."
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (), description="Origins allowed by CORS (JSON list in the environment); empty: CORS off."
+    )
+
+
+class ChainSettings(BaseSettings):
+    """Option-chain windows, ATM recentring and the Tier B universe (tickgate.chains).
+
+    A settings class of its own so the Tier B file can also be named by the short ``TICKGATE_TIER_B``
+    (other fields: ``TICKGATE_CHAINS__<FIELD>`` as for every nested model)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TICKGATE_CHAINS__", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    stock_strikes: int = Field(25, ge=1, description="Default strikes in a stock option chain window.")
+    index_strikes: int = Field(101, ge=1, description="Default strikes in an index option chain window.")
+    commodity_strikes: int = Field(51, ge=1, description="Default strikes in an MCX option chain window.")
+    currency_strikes: int = Field(25, ge=1, description="Default strikes in a currency option chain window.")
+    hysteresis: float = Field(
+        0.6,
+        ge=0,
+        le=5,
+        description="Recentre only once the LTP is this many local strike gaps away from the current ATM"
+        " (0.5 = no hysteresis: price wiggling around the midpoint would flap the window).",
+    )
+    recentre_cooldown_s: float = Field(5.0, ge=0, description="Minimum time between recentres of a chain.")
+    cache_ttl_s: float = Field(60.0, ge=0, description="How long a computed window is reused (0: never).")
+    cache_max_entries: int = Field(4096, ge=1, description="Chain windows/listings kept in the TTL cache.")
+    tier_b: Path | None = Field(
+        None,
+        validation_alias="TICKGATE_TIER_B",
+        description="Tier B universe file (TOML); None: the shipped tickgate/data/tier_b.toml.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything tunable about a tickgate process."""
 
@@ -124,6 +174,8 @@ class Settings(BaseSettings):
     master: MasterSettings = MasterSettings()
     feed: FeedClientSettings = FeedClientSettings()
     store: StoreSettings = StoreSettings()
+    chains: ChainSettings = Field(default_factory=ChainSettings)
+    api: ApiSettings = ApiSettings()
 
     feed_url: str = "wss://api-feed.dhan.co"
     dhan_client_id: SecretStr | None = Field(
@@ -134,6 +186,16 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path.home() / ".local" / "share" / "tickgate"
+    instruments: str | None = Field(
+        None,
+        description="Scrip master to use: a path or URL (either format). Default: today's cached download"
+        " in data_dir, else a generated full-size master.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    admin_key: SecretStr | None = Field(
+        None, description="An admin API key accepted as given (for automation); never printed."
+    )
     db_url: str | None = Field(
         None,
         description="Database URL (sqlite+aiosqlite:///… or postgresql+asyncpg://…); default: SQLite in"

@@ -1,0 +1,379 @@
+"""The tickgate service: registry, planner, feed, store, chains and end of day, wired on one event loop.
+
+Start-up is recovery: the database's watchlists and the Tier B configuration are the desired state; the
+planner places them as the sockets come up; the subscriptions table is rewritten from the planner. So a
+restart, a reconnect and a rebalance all end in the same place — desired == actual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tickgate.chains.atm import AtmEngine, ChainWindow
+from tickgate.chains.tierb import TierBPlan, TierBUniverse
+from tickgate.chains.tracker import ChainTracker
+from tickgate.config import Settings
+from tickgate.dhan.client import Credentials, CredentialsProvider
+from tickgate.feed import FeedManager, QuoteStore
+from tickgate.instruments import InstrumentRegistry
+from tickgate.planner import Planner, PlannerEvent, Tier
+from tickgate.schedule.calendar import EXCHANGES, IST, Exchange, TradingCalendar
+from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
+from tickgate.service.errors import NotReady
+from tickgate.service.watchlists import WatchlistManager, exchange_of_group
+from tickgate.store import Store
+from tickgate.store.planner_view import subscription_rows
+from tickgate.store.types import AtmEntry
+
+log = logging.getLogger(__name__)
+
+TIER_B_ACTOR = "tier-b"
+RECENTRE_CHECK_S = 1.0  # how often live LTPs are compared with the chains' ATMs (hysteresis does the rest)
+
+
+def ist_today() -> dt.date:
+    return dt.datetime.now(IST).date()
+
+
+def resolve_master(settings: Settings, today: dt.date) -> Path:
+    """Which scrip master to load: the configured path/URL, else today's cached download, else a generated
+    full-size one (cached per day in the data directory, so restarts load the same instruments)."""
+    from tickgate.instruments import cached_master_path, fetch_master, generate_master
+
+    source = settings.instruments
+    if source:
+        if source.startswith(("http://", "https://")):
+            return fetch_master(source, settings.data_dir, today=today, progress=False).path
+        return Path(source).expanduser()
+    cached = cached_master_path(settings.data_dir, today)
+    if cached.exists():
+        return cached
+    generated = settings.data_dir / "masters" / f"generated-{today.isoformat()}.csv"
+    if not generated.exists():
+        generated.parent.mkdir(parents=True, exist_ok=True)
+        tmp = generated.with_suffix(".part")
+        generate_master(tmp, fmt="detailed", seed=0, today=today)
+        tmp.replace(generated)
+    return generated
+
+
+def credentials_from_settings(settings: Settings) -> CredentialsProvider:
+    """Dhan credentials from the environment, re-read at every connect (a rolled-over token is picked up
+    by restarting with the new env — or by a custom provider)."""
+
+    def provide() -> Credentials:
+        cid, token = settings.dhan_client_id, settings.dhan_access_token
+        if cid is None or token is None:
+            raise NotReady("DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN are not set")
+        return Credentials(cid.get_secret_value(), token.get_secret_value())
+
+    return provide
+
+
+class TickgateService:
+    """Owns every part; the API layer calls into it. ``start()``/``stop()`` bracket its life."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credentials: CredentialsProvider | None = None,
+        feed_url: str | None = None,
+        registry: InstrumentRegistry | None = None,
+        store: Store | None = None,
+        calendar: TradingCalendar | None = None,
+        today: dt.date | None = None,
+        scheduler: bool = True,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or (lambda: dt.datetime.now(IST))  # wall clock (IST) for sessions and EOD
+        self._fixed_today = today
+        self._credentials = credentials or credentials_from_settings(settings)
+        self._feed_url = feed_url
+        self._registry = registry
+        self._store = store
+        self.calendar = calendar or TradingCalendar.load()
+        self._use_scheduler = scheduler
+        self.planner = Planner(settings.limits)
+        self.quotes = QuoteStore()
+        self.watchlists = WatchlistManager(self)
+        self.tier_b_universe = TierBUniverse.load(settings=settings.chains)
+        self.tier_b: TierBPlan | None = None
+        self.eod: EodScheduler | None = None
+        self.started_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._feed: FeedManager | None = None
+        self._atm: AtmEngine | None = None
+        self._tracker: ChainTracker | None = None
+        self.eod_runs: list[dict[str, Any]] = []
+        self.recentres = 0
+
+    # -- parts that exist once started ---------------------------------------------------------------------
+
+    @property
+    def registry(self) -> InstrumentRegistry:
+        if self._registry is None:
+            raise NotReady("instrument registry not loaded yet")
+        return self._registry
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise NotReady("database not open yet")
+        return self._store
+
+    @property
+    def feed(self) -> FeedManager:
+        if self._feed is None:
+            raise NotReady("feed not started yet")
+        return self._feed
+
+    @property
+    def atm(self) -> AtmEngine:
+        if self._atm is None:
+            raise NotReady("instrument registry not loaded yet")
+        return self._atm
+
+    @property
+    def tracker(self) -> ChainTracker:
+        if self._tracker is None:
+            raise NotReady("instrument registry not loaded yet")
+        return self._tracker
+
+    def today(self) -> dt.date:
+        return self._fixed_today or self.clock().astimezone(IST).date()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        if self._registry is None:
+            path = await asyncio.to_thread(resolve_master, self.settings, self.today())
+            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, today=self.today())
+        self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
+        self._tracker = ChainTracker(self._atm, self.settings.chains)
+        if self._store is None:
+            self._store = await Store.from_settings(self.settings)
+        self._feed = FeedManager(
+            self.settings,
+            self.planner,
+            self._credentials,
+            store=self.quotes,
+            url=self._feed_url,
+            market_open=self.market_open,
+            on_events=self._on_planner_events,
+        )
+        await self._catch_up_eod()
+        self.apply_tier_b(self.tier_b_universe.resolve(self.registry, self.today(), engine=self.atm))
+        restored = await self.watchlists.restore()
+        self.store.writer.submit_log(
+            "STARTUP",
+            actor="tickgate",
+            count=self.planner.totals().desired,
+            reason=f"restored {restored} watchlist chains; Tier B {self.tier_b.total if self.tier_b else 0}",
+        )
+        await self.feed.start()
+        if self._use_scheduler:
+            self.eod = EodScheduler(self.calendar, self.run_eod, self.pre_open, clock=self.clock)
+            self.eod.start()
+        self._tasks = [asyncio.create_task(self._recentre_loop(), name="tickgate-recentre")]
+        self.snapshot_subscriptions()
+        self.started_at = time.time()
+        log.info("tickgate started in %.2fs", time.perf_counter() - started)
+
+    async def stop(self) -> None:
+        """Stop everything; what the writer queued is written first. Safe to call twice."""
+        if self.started_at is None:
+            return
+        self.started_at = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.eod is not None:
+            self.eod.shutdown()
+        if self._feed is not None:
+            await self._feed.stop()
+        if self._store is not None:
+            self.snapshot_subscriptions()
+            await self._store.close()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _on_planner_events(self, events: list[PlannerEvent]) -> None:
+        if self._store is not None:
+            self._store.writer.submit_events(events, actor="planner")
+
+    def snapshot_subscriptions(self) -> None:
+        """Queue a rewrite of the subscriptions table (coalesced by the writer: latest wins)."""
+        if self._store is None:
+            return
+        planner = self.planner
+        self._store.writer.submit_subscriptions(lambda: subscription_rows(planner, dt.datetime.now(dt.UTC)))
+
+    def remember_atm(self, window: ChainWindow) -> None:
+        self.store.writer.submit_atm(
+            AtmEntry(
+                underlying=window.symbol,
+                expiry=window.expiry.date,
+                atm=window.atm_strike,
+                window=window.strikes,
+                ltp=window.ltp,
+                computed_at=dt.datetime.now(dt.UTC),
+            )
+        )
+
+    def market_open(self) -> bool:
+        now = self.clock()
+        return any(self.calendar.is_open(ex, now) for ex in EXCHANGES)
+
+    def ltp_of(self, key: Any) -> float | None:
+        quote = self.quotes.get(key)
+        return None if quote is None else quote.ltp
+
+    # -- Tier B ----------------------------------------------------------------------------------------------
+
+    def apply_tier_b(self, plan: TierBPlan) -> None:
+        """Make the planner's Tier B match ``plan``: new groups added, gone ones removed, changed ones
+        replaced (only the diff travels). Used at start, on reload and by the pre-open roll."""
+        now = time.time()
+        wanted = {g.group: g for g in plan.groups}
+        for info in self.planner.groups():
+            if info.tier is Tier.B and info.group not in wanted:
+                self.feed.execute(self.planner.remove_group(info.group, now))
+                self.tracker.untrack(info.group)
+        for group in plan.groups:
+            if self.planner.has_group(group.group):
+                result = self.planner.replace_keys(group.group, group.keys, now)
+            else:
+                result = self.planner.add_group(
+                    group.group, Tier.B, group.keys, group.mode, TIER_B_ACTOR, now
+                )
+                if not result.accepted:
+                    log.error("Tier B group %s rejected: %s", group.group, result.reason)
+            self.feed.execute(result)
+            if group.window is not None:
+                self.tracker.track(group.group, group.window, now)
+        self.tier_b = plan
+        self.snapshot_subscriptions()
+
+    async def reload_tier_b(self, path: Path | None = None) -> TierBPlan:
+        self.tier_b_universe = TierBUniverse.load(path, settings=self.settings.chains)
+        plan = self.tier_b_universe.resolve(self.registry, self.today(), self.ltp_of, engine=self.atm)
+        self.apply_tier_b(plan)
+        self.store.writer.submit_log("TIER_B_RELOAD", actor="admin", count=plan.total, reason=plan.source)
+        return plan
+
+    # -- end of day ------------------------------------------------------------------------------------------
+
+    async def _catch_up_eod(self) -> None:
+        last: dict[str, dt.datetime | None] = {}
+        for session in SESSIONS:
+            value = await self.store.get_meta(f"eod:{session}")
+            last[session] = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+        for session, close in missed_sessions(self.calendar, self.clock(), last).items():
+            await self.run_eod(session, SESSIONS[session], close, catch_up=True)
+
+    async def run_eod(
+        self,
+        session: str,
+        exchanges: tuple[Exchange, ...],
+        close: dt.datetime | None = None,
+        *,
+        catch_up: bool = False,
+    ) -> dict[str, Any]:
+        """Clear Tier A of the session's exchanges (planner and database); Tier B is untouched.
+        Idempotent per close: a second call for the same close does nothing."""
+        close = close or self.clock()
+        key = f"eod:{session}"
+        previous = await self.store.get_meta(key)
+        if isinstance(previous, str) and dt.datetime.fromisoformat(previous) >= close:
+            return {"session": session, "skipped": True}
+        wanted = set(exchanges)
+        groups = 0
+        if self._feed is not None:
+            result = self.planner.clear_tier(
+                Tier.A,
+                reason="EOD",
+                now=time.time(),
+                only=lambda info: exchange_of_group(info.group) in wanted,
+            )
+            groups = sum(1 for e in result.events if e.kind.value == "eod")
+            self.feed.execute(result)
+            for info_group in [e.group for e in result.events if e.group]:
+                self.tracker.untrack(info_group)
+        rows = await self.store.clear_watchlists(exchanges)
+        await self.store.set_meta(key, close.isoformat())
+        summary = {
+            "session": session,
+            "exchanges": list(exchanges),
+            "close": close.isoformat(),
+            "groups_cleared": groups,
+            "watchlist_rows_deleted": len(rows),
+            "catch_up": catch_up,
+        }
+        self.store.writer.submit_log(
+            "EOD_CLEANUP",
+            actor="scheduler" if not catch_up else "startup-catch-up",
+            count=len(rows),
+            reason=f"{session} session closed at {close.isoformat()}",
+            details=summary,
+        )
+        self.snapshot_subscriptions()
+        self.eod_runs.append(summary)
+        return summary
+
+    async def eod_now(self, session: str | None = None) -> list[dict[str, Any]]:
+        """``tickgate eod --now`` / ``POST /admin/cleanup``: clear now, whatever the clock says."""
+        sessions = [session] if session else list(SESSIONS)
+        now = self.clock()
+        return [await self.run_eod(s, SESSIONS[s], now) for s in sessions]
+
+    async def pre_open(self, day: dt.date) -> None:
+        """Before the open: refresh the master and roll Tier B to today's contracts (expired ones out)."""
+        if not any(self.calendar.is_trading_day(ex, day) for ex in EXCHANGES):
+            return
+        try:
+            path = await asyncio.to_thread(resolve_master, self.settings, day)
+            registry = await asyncio.to_thread(InstrumentRegistry.load, path, today=day)
+        except Exception as exc:  # keep yesterday's registry rather than stop
+            log.error("master refresh failed, keeping the loaded one: %s", exc)
+        else:
+            self._registry = registry
+            self._atm = AtmEngine(registry, self.settings.chains, quotes=self.quotes.get)
+            self._tracker = ChainTracker(self._atm, self.settings.chains)
+        self.apply_tier_b(self.tier_b_universe.resolve(self.registry, day, self.ltp_of, engine=self.atm))
+
+    # -- ATM recentring ----------------------------------------------------------------------------------
+
+    async def _recentre_loop(self) -> None:
+        interval = RECENTRE_CHECK_S
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                self.recentre_once(time.time())
+
+    def recentre_once(self, now: float) -> int:
+        moved = 0
+        for change in self.tracker.check(self.ltp_of, now):
+            if not self.planner.has_group(change.group):
+                self.tracker.untrack(change.group)
+                continue
+            result = self.planner.replace_keys(change.group, change.new.keys(), now)
+            if not result.accepted:
+                self.tracker.revert(change)
+                continue
+            self.feed.execute(result)
+            self.remember_atm(change.new)
+            moved += 1
+        if moved:
+            self.recentres += moved
+            self.snapshot_subscriptions()
+        return moved

@@ -1,0 +1,340 @@
+"""Users' watchlists: each entry is one Tier A planner group (a chain window plus its underlying).
+
+The order of an add is chosen so a crash at any point leaves the database and the plan consistent:
+the watchlist row is committed first (the user's intent is durable), then the planner decides. A planner
+rejection deletes the row again; a crash between the two leaves a row that the next start restores —
+the add simply completes late. Evictions mark the evicted rows so their owners see why they lost them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tickgate.chains.atm import (
+    ChainError,
+    ChainWindow,
+    ExpiryExpiredError,
+    ExpiryNotListedError,
+    NoOptionsError,
+    UnknownSymbolError,
+)
+from tickgate.dhan.protocol import FeedMode, InstrumentKey
+from tickgate.planner import GroupRef, PlanResult, Tier
+from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound
+from tickgate.store.types import DuplicateError, WatchlistEntry, WatchlistState
+
+if TYPE_CHECKING:
+    from tickgate.service.app import TickgateService
+
+SPOT = "SPOT"
+
+
+def group_id_for(user_id: int, exchange: str, symbol: str, expiry: dt.date | None) -> str:
+    """``A:<user>:<exchange>:<symbol>:<expiry|SPOT>`` — the exchange is in the id so end of day can pick
+    a session's groups (NSE/BSE at 15:30, MCX later) straight from the planner."""
+    return f"A:{user_id}:{exchange}:{symbol}:{expiry.isoformat() if expiry else SPOT}"
+
+
+def exchange_of_group(group_id: str) -> str | None:
+    parts = group_id.split(":")
+    return parts[2] if len(parts) >= 5 and parts[0] == "A" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    """A chain that lost its subscription to make room, and whose it was."""
+
+    group: str
+    user_id: int | None
+    symbol: str | None
+    expiry: str | None
+    size: int
+
+    @classmethod
+    def of(cls, ref: GroupRef) -> Evicted:
+        parts = ref.group.split(":")
+        user = int(parts[1]) if len(parts) >= 5 and parts[1].isdigit() else None
+        return cls(
+            ref.group,
+            user,
+            parts[3] if len(parts) >= 5 else None,
+            parts[4] if len(parts) >= 5 else None,
+            ref.size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    entry: WatchlistEntry
+    status: str  # "added" | "touched"
+    keys: tuple[InstrumentKey, ...]
+    window: ChainWindow | None
+    evicted: tuple[Evicted, ...] = ()
+    suspended: bool = False
+    message: str = ""
+
+
+@dataclass(slots=True)
+class WatchlistView:
+    entry: WatchlistEntry
+    size: int = 0
+    suspended: bool = False
+    placed: bool = False
+    window: ChainWindow | None = None
+    keys: tuple[InstrumentKey, ...] = field(default_factory=tuple)
+
+
+def _chain_error(exc: ChainError) -> Exception:
+    if isinstance(exc, UnknownSymbolError | NoOptionsError):
+        return NotFound(str(exc))
+    if isinstance(exc, ExpiryNotListedError):
+        return NotFound(str(exc), listed=[d.isoformat() for d in exc.listed])
+    if isinstance(exc, ExpiryExpiredError):
+        return InvalidInput(str(exc))
+    return NotFound(str(exc))
+
+
+class WatchlistManager:
+    def __init__(self, service: TickgateService) -> None:
+        self.service = service
+
+    # -- building a group ------------------------------------------------------------------------------
+
+    def build(
+        self,
+        symbol: str,
+        expiry: dt.date | None,
+        strikes: int | None,
+        *,
+        exchange: str | None = None,
+        ltp: float | None = None,
+    ) -> tuple[str, str, dt.date | None, tuple[InstrumentKey, ...], ChainWindow | None]:
+        """Resolve what a watchlist entry subscribes: (symbol, exchange, expiry, keys, window).
+
+        No expiry → the nearest listed one. ``strikes=0`` → the underlying alone (a stock on its own)."""
+        svc = self.service
+        underlying = svc.registry.underlying(symbol, exchange)
+        if underlying is None:
+            raise NotFound(f"unknown symbol {symbol!r}: not in the instrument master")
+        if strikes is not None and strikes < 0:
+            raise InvalidInput(f"strikes must be >= 0, got {strikes}")
+        if strikes == 0:
+            return underlying.symbol, underlying.exchange, None, (underlying.key,), None
+        if expiry is None:
+            expiries = svc.registry.option_expiries(
+                underlying.symbol, svc.today(), exchange=underlying.exchange
+            )
+            if not expiries:
+                raise NotFound(
+                    f"no options listed for {underlying.symbol} (add it with strikes=0 to watch it alone)"
+                )
+            expiry = expiries[0].date
+        try:
+            window = svc.atm.window(
+                underlying.symbol,
+                expiry,
+                strikes,
+                ltp=ltp,
+                quotes=svc.quotes.get,
+                exchange=underlying.exchange,
+                today=svc.today(),
+            )
+        except ChainError as exc:
+            raise _chain_error(exc) from None
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return window.symbol, window.exchange, window.expiry.date, window.keys(), window
+
+    # -- operations ------------------------------------------------------------------------------------
+
+    async def add(
+        self,
+        user_id: int,
+        symbol: str,
+        *,
+        expiry: dt.date | None = None,
+        strikes: int | None = None,
+        mode: FeedMode = FeedMode.QUOTE,
+        exchange: str | None = None,
+        ltp: float | None = None,
+    ) -> AddResult:
+        svc = self.service
+        sym, exch, exp, keys, window = self.build(symbol, expiry, strikes, exchange=exchange, ltp=ltp)
+        group = group_id_for(user_id, exch, sym, exp)
+        now = time.time()
+        existing = await svc.store.get_watchlist_by_group(group)
+        if existing is not None and existing.user_id == user_id and svc.planner.has_group(group):
+            svc.planner.touch(group, now)
+            await svc.store.touch_watchlist(existing.id)
+            return AddResult(existing, "touched", svc.planner.group_keys(group), svc.tracker.window(group))
+        if existing is not None:  # an evicted row (or a half-finished add): start it over
+            await svc.store.remove_watchlist(existing.id)
+        try:
+            entry = await svc.store.add_watchlist(
+                user_id,
+                sym,
+                exchange=exch,
+                group_id=group,
+                mode=mode,
+                expiry=exp,
+                strikes=len(window.rows) if window else 0,
+            )
+        except DuplicateError:  # a concurrent identical add won the race: that is a touch
+            entry2 = await svc.store.get_watchlist_by_group(group)
+            if entry2 is None:
+                raise
+            return AddResult(entry2, "touched", keys, window)
+        if svc.planner.has_group(group):  # restored from an earlier crash mid-add
+            svc.feed.execute(svc.planner.replace_keys(group, keys, now, touch=True))
+            result = PlanResult()
+        else:
+            result = svc.planner.add_group(group, Tier.A, keys, mode, owner=str(user_id), now=now)
+        if not result.accepted:
+            await svc.store.remove_watchlist(entry.id)
+            svc.feed.execute(result)  # flushes the reject event to the audit log
+            cap = svc.planner.plan_capacity()
+            raise CapacityExceeded(
+                f"cannot fit {sym} {exp or ''} ({len(keys)} instruments): {result.reason}",
+                needed=len(keys),
+                tier_b=cap.tier_b,
+                tier_a=cap.tier_a,
+                free=cap.free,
+                total=cap.total,
+            )
+        svc.feed.execute(result)
+        if window is not None:
+            svc.tracker.track(group, window, now)
+            svc.remember_atm(window)
+        evicted = tuple(Evicted.of(ref) for ref in result.evicted)
+        if evicted:
+            await self._mark_evicted(evicted, by=f"user {user_id} adding {sym}")
+        svc.snapshot_subscriptions()
+        svc.store.writer.submit_log(
+            "WATCHLIST_ADD",
+            actor=f"user:{user_id}",
+            group_id=group,
+            owner=str(user_id),
+            tier=Tier.A,
+            count=len(keys),
+            mode=mode,
+            reason="; ".join(f"evicted {e.symbol} {e.expiry} of user {e.user_id}" for e in evicted) or None,
+        )
+        removed = ", ".join(f"{e.symbol}" for e in evicted)
+        message = f"Added {sym}" + (f", removed {removed} (capacity limit)" if removed else "")
+        suspended = group in svc.planner.suspended()
+        return AddResult(entry, "added", keys, window, evicted, suspended, message)
+
+    async def _mark_evicted(self, evicted: Iterable[Evicted], *, by: str) -> None:
+        svc = self.service
+        groups = [e.group for e in evicted]
+        for group in groups:
+            svc.tracker.untrack(group)
+        await svc.store.set_watchlist_state(groups, WatchlistState.EVICTED, reason=f"capacity limit: {by}")
+
+    async def remove(self, user_id: int, watchlist_id: int) -> WatchlistEntry:
+        svc = self.service
+        entry = await svc.store.get_watchlist(watchlist_id)
+        if entry is None or entry.user_id != user_id:
+            raise NotFound(f"no watchlist entry {watchlist_id} for this user")
+        if svc.planner.has_group(entry.group_id):
+            svc.feed.execute(svc.planner.remove_group(entry.group_id, time.time()))
+        svc.tracker.untrack(entry.group_id)
+        removed = await svc.store.remove_watchlist(watchlist_id, user_id)
+        svc.snapshot_subscriptions()
+        svc.store.writer.submit_log(
+            "WATCHLIST_REMOVE",
+            actor=f"user:{user_id}",
+            group_id=entry.group_id,
+            owner=str(user_id),
+            tier=Tier.A,
+        )
+        return removed or entry
+
+    async def list(self, user_id: int) -> list[WatchlistView]:
+        svc = self.service
+        suspended = set(svc.planner.suspended())
+        views = []
+        for entry in await svc.store.list_watchlist(user_id):
+            view = WatchlistView(entry)
+            if svc.planner.has_group(entry.group_id):
+                info = svc.planner.group(entry.group_id)
+                view.size = info.size
+                view.suspended = entry.group_id in suspended
+                view.placed = not view.suspended
+                view.window = svc.tracker.window(entry.group_id)
+                view.keys = svc.planner.group_keys(entry.group_id)
+            views.append(view)
+        return views
+
+    async def view(self, user_id: int, watchlist_id: int) -> WatchlistView:
+        """Looking at an entry is a use: it moves up the LRU (a true LRU, not insertion order)."""
+        svc = self.service
+        entry = await svc.store.get_watchlist(watchlist_id)
+        if entry is None or entry.user_id != user_id:
+            raise NotFound(f"no watchlist entry {watchlist_id} for this user")
+        if svc.planner.has_group(entry.group_id):
+            svc.planner.touch(entry.group_id, time.time())
+            await svc.store.touch_watchlist(entry.id)
+        for view in await self.list(user_id):
+            if view.entry.id == watchlist_id:
+                return view
+        raise NotFound(f"no watchlist entry {watchlist_id} for this user")
+
+    # -- restart recovery ------------------------------------------------------------------------------
+
+    async def restore(self) -> int:
+        """Re-add every active row (least recently used first, so the planner's LRU matches the database).
+
+        A chain's window is rebuilt around the ATM cached when it was last placed, so a restart subscribes
+        the same strikes as before; rows whose contracts are gone are dropped with an audit entry."""
+        svc = self.service
+        restored = 0
+        for entry in await svc.store.all_active_watchlists():
+            if svc.planner.has_group(entry.group_id):
+                continue
+            ltp = None
+            if entry.expiry is not None:
+                cached = await svc.store.get_atm(entry.symbol, entry.expiry)
+                ltp = cached.atm if cached is not None else None
+            try:
+                _sym, _exch, _exp, keys, window = self.build(
+                    entry.symbol,
+                    entry.expiry,
+                    entry.strikes if entry.expiry is not None else 0,
+                    exchange=entry.exchange,
+                    ltp=ltp,
+                )
+            except (NotFound, InvalidInput) as exc:
+                await svc.store.remove_watchlist(entry.id)
+                svc.store.writer.submit_log(
+                    "RECOVERY",
+                    actor="tickgate",
+                    group_id=entry.group_id,
+                    owner=str(entry.user_id),
+                    reason=f"dropped on restart: {exc}",
+                )
+                continue
+            result = svc.planner.add_group(
+                entry.group_id,
+                Tier.A,
+                keys,
+                entry.mode,
+                owner=str(entry.user_id),
+                now=entry.last_used.timestamp(),
+            )
+            if not result.accepted:
+                await svc.store.set_watchlist_state(
+                    [entry.group_id], WatchlistState.EVICTED, reason=f"capacity on restart: {result.reason}"
+                )
+                continue
+            svc.feed.execute(result)
+            if result.evicted:
+                await self._mark_evicted([Evicted.of(r) for r in result.evicted], by="restart")
+            if window is not None:
+                svc.tracker.track(entry.group_id, window, time.time())
+            restored += 1
+        return restored

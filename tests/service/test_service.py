@@ -1,0 +1,177 @@
+"""The service end to end: Tier B, watchlists, eviction, errors, restart recovery, end of day — with the
+simulator's record of every socket compared to the planner after each step."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from tickgate.config import FeedLimits
+from tickgate.dhan.protocol import FeedMode
+from tickgate.dhan.simulator import Simulator
+from tickgate.planner import Tier
+from tickgate.service import CapacityExceeded, InvalidInput, NotFound, TickgateService
+from tickgate.store.types import WatchlistState
+
+from .conftest import SMALL_TIER_B, ServiceFactory, service_settings
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def converged(svc: TickgateService, sim: Simulator, timeout: float = 15.0) -> None:
+    def same() -> bool:
+        plan = {frozenset(v.items()) for v in svc.planner.actual().values() if v}
+        view = {frozenset(v.items()) for v in sim.view().values() if v}
+        return bool(plan) and plan == view and not svc.feed.backlog
+
+    assert await svc.feed.wait_until(same, timeout), "simulator view never matched the plan"
+
+
+async def test_default_tier_b_is_placed(make_service: ServiceFactory, simulator: Simulator) -> None:
+    svc = await make_service()
+    assert svc.tier_b is not None
+    assert 7_000 <= svc.tier_b.total <= 8_200
+    await converged(svc, simulator)
+    assert sum(len(v) for v in simulator.view().values()) == svc.planner.totals().placed
+    assert svc.planner.totals().by_tier[Tier.B] == svc.tier_b.total
+    assert simulator.breaches == []
+
+
+async def test_watchlist_add_touch_list_remove(make_service: ServiceFactory, simulator: Simulator) -> None:
+    svc = await make_service()
+    user, _key = await svc.store.create_user("asha")
+    added = await svc.watchlists.add(user.id, "RELIANCE")
+    assert added.status == "added"
+    assert added.window is not None
+    assert len(added.window.rows) == 25  # stocks: 25 strikes by default
+    assert len(added.keys) == 51  # CE+PE per strike + the stock itself
+    assert added.evicted == ()
+    await converged(svc, simulator)
+    placed = {k for v in simulator.view().values() for k in v}
+    assert set(added.keys) <= placed
+    again = await svc.watchlists.add(user.id, "reliance")
+    assert again.status == "touched"
+    assert again.entry.id == added.entry.id
+    views = await svc.watchlists.list(user.id)
+    assert [v.entry.symbol for v in views] == ["RELIANCE"]
+    assert views[0].placed
+    await svc.watchlists.remove(user.id, added.entry.id)
+    await converged(svc, simulator)
+    placed = {k for v in simulator.view().values() for k in v}
+    assert not set(added.keys) & placed - set(svc.planner.desired())
+    assert await svc.watchlists.list(user.id) == []
+
+
+async def test_clear_errors(make_service: ServiceFactory) -> None:
+    svc = await make_service()
+    user, _ = await svc.store.create_user("ravi")
+    with pytest.raises(NotFound, match="unknown symbol 'NOSUCHCO'"):
+        await svc.watchlists.add(user.id, "NOSUCHCO")
+    with pytest.raises(NotFound, match="no RELIANCE options expire on 2026-12-02; upcoming expiries"):
+        await svc.watchlists.add(user.id, "RELIANCE", expiry=dt.date(2026, 12, 2))
+    with pytest.raises((InvalidInput, NotFound)):
+        await svc.watchlists.add(user.id, "RELIANCE", expiry=dt.date(2026, 10, 27))
+    with pytest.raises(InvalidInput):
+        await svc.watchlists.add(user.id, "RELIANCE", strikes=-1)
+    with pytest.raises(NotFound, match="no watchlist entry"):
+        await svc.watchlists.remove(user.id, 999)
+    assert await svc.store.list_watchlist(user.id) == []
+
+
+async def test_eviction_and_rejection_at_capacity(
+    make_service: ServiceFactory, simulator: Simulator, tmp_path: Path
+) -> None:
+    tier_b = tmp_path / "tier_b.toml"
+    tier_b.write_text(SMALL_TIER_B)
+    limits = FeedLimits(sockets_per_account=2, instruments_per_socket=150, instruments_per_message=40)
+    svc = await make_service(settings=service_settings(tmp_path, limits=limits, tier_b=tier_b))
+    assert svc.tier_b is not None
+    assert svc.tier_b.total == 43  # 21 strikes × CE/PE + NIFTY
+    a, _ = await svc.store.create_user("a")
+    b, _ = await svc.store.create_user("b")
+    first = await svc.watchlists.add(a.id, "INFY", strikes=11)  # 23 keys each
+    for symbol in ("TCS", "SBIN", "HDFCBANK", "RELIANCE"):
+        await svc.watchlists.add(b.id, symbol, strikes=11)
+    # capacity 2 × 150 = 300: Tier B 43 + 11 chains of 23 = 296, so the 12th chain must evict the LRU one
+    await svc.watchlists.view(a.id, first.entry.id)  # INFY is now the most recently used
+    more = []
+    for symbol in ("ITC", "LT", "AXISBANK", "MARUTI", "WIPRO", "BHARTIARTL", "KOTAKBANK", "HINDUNILVR"):
+        more.append(await svc.watchlists.add(b.id, symbol, strikes=11))
+    evicted = [e for r in more for e in r.evicted]
+    assert evicted, "filling past capacity must evict"
+    assert evicted[0].symbol == "TCS"  # the true LRU: INFY was viewed, so TCS went first
+    assert "removed TCS (capacity limit)" in next(r.message for r in more if r.evicted)
+    assert all(e.symbol != "INFY" for e in evicted)
+    rows = {w.symbol: w for w in await svc.store.list_watchlist(b.id)}
+    assert rows["TCS"].state is WatchlistState.EVICTED
+    assert rows["TCS"].state_reason is not None
+    assert "capacity" in rows["TCS"].state_reason
+    await converged(svc, simulator)
+    assert max(len(v) for v in simulator.view().values()) <= 150
+    assert simulator.stats.max_instruments_per_message <= 40
+    with pytest.raises(CapacityExceeded) as info:  # bigger than everything Tier A could ever free
+        await svc.watchlists.add(a.id, "NIFTY", strikes=201)
+    assert info.value.details["tier_b"] == 43
+    assert info.value.status == 409
+    assert "NIFTY" not in {w.symbol for w in await svc.store.list_watchlist(a.id)}
+
+
+async def test_restart_restores_watchlists(make_service: ServiceFactory, simulator: Simulator) -> None:
+    svc = await make_service()
+    user, _ = await svc.store.create_user("kim")
+    one = await svc.watchlists.add(user.id, "TCS", mode=FeedMode.FULL)
+    two = await svc.watchlists.add(user.id, "SBIN")
+    await converged(svc, simulator)
+    before = {g: svc.planner.group_keys(g) for g in (one.entry.group_id, two.entry.group_id)}
+    await svc.stop()
+    svc2 = await make_service()
+    for group, keys in before.items():
+        assert svc2.planner.has_group(group)
+        assert svc2.planner.group_keys(group) == keys  # same strikes: the cached ATM was reused
+    assert svc2.planner.group(one.entry.group_id).mode is FeedMode.FULL
+    await converged(svc2, simulator)
+
+
+async def test_eod_clears_tier_a_of_the_session_only(
+    make_service: ServiceFactory, simulator: Simulator
+) -> None:
+    svc = await make_service()
+    user, _ = await svc.store.create_user("eod")
+    await svc.watchlists.add(user.id, "INFY")
+    await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
+    tier_b_before = svc.planner.totals().by_tier[Tier.B]
+    from tickgate.schedule.calendar import IST
+
+    close = dt.datetime(2026, 11, 25, 15, 30, tzinfo=IST)
+    summary = await svc.run_eod("NSE_BSE", ("NSE", "BSE"), close)
+    assert summary["groups_cleared"] == 1
+    assert summary["watchlist_rows_deleted"] == 1
+    assert [w.symbol for w in await svc.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert svc.planner.totals().by_tier[Tier.B] == tier_b_before
+    again = await svc.run_eod("NSE_BSE", ("NSE", "BSE"), close)
+    assert again == {"session": "NSE_BSE", "skipped": True}
+    await svc.store.writer.flush()
+    page = await svc.store.audit(action="EOD_CLEANUP")
+    assert any(e.actor == "scheduler" for e in page.entries)
+    await converged(svc, simulator)
+
+
+async def test_eod_missed_while_down_runs_once_on_restart(make_service: ServiceFactory) -> None:
+    from tickgate.schedule.calendar import IST
+
+    svc = await make_service()  # Wednesday 10:00
+    user, _ = await svc.store.create_user("late")
+    await svc.watchlists.add(user.id, "INFY")
+    await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
+    await svc.stop()
+    evening = dt.datetime(2026, 11, 25, 16, 0, tzinfo=IST)  # down through the 15:30 close
+    svc2 = await make_service(clock=lambda: evening)
+    assert [w.symbol for w in await svc2.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert not any(g.group.endswith(":INFY:" + g.group.split(":")[-1]) for g in svc2.planner.groups())
+    assert any(run["catch_up"] and run["session"] == "NSE_BSE" for run in svc2.eod_runs)
+    await svc2.stop()
+    svc3 = await make_service(clock=lambda: evening)  # a second restart does not clear again
+    assert svc3.eod_runs == []
+    assert [w.symbol for w in await svc3.store.list_watchlist(user.id)] == ["CRUDEOIL"]
