@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -36,6 +37,17 @@ from tickgate.instruments import InstrumentRegistry, generate_master
 from tickgate.planner import Planner, Tier
 
 OUT = Path(__file__).resolve().parent / "out"
+# (packets per frame, offered packets/s): the live feed sends one packet per frame (real peak ~75k/s);
+# stacked frames show what the decode + store path sustains once per-frame WebSocket overhead is amortised.
+DEFAULT_PLAN = [
+    (1, 50_000),
+    (1, 75_000),
+    (1, 100_000),
+    (1, 150_000),
+    (10, 100_000),
+    (10, 250_000),
+    (10, 400_000),
+]
 U32 = 2**32
 
 
@@ -142,43 +154,49 @@ async def run(args: argparse.Namespace) -> None:
         while await subscribed() < args.instruments:
             await asyncio.sleep(0.02)
         cold = time.perf_counter() - started
+        gc.collect()
+        gc.freeze()  # as the service does after start-up
         stall = {"max": 0.0}
         prober = asyncio.create_task(stall_probe(stall))
 
         rows = []
-        for stack in args.stacks:
-            for rate in args.rates:
-                await http.get(f"{control}/rate", params={"pps": rate, "stack": stack})
-                await asyncio.sleep(args.warmup)
-                probe.take()
-                probe.enabled = True
-                stall["max"] = 0.0
-                state0 = (await http.get(f"{control}/state", params={"subs": 0, "history": 0})).json()
-                packets0, backlog0, t0 = manager.store.packets, manager.backlog, time.perf_counter()
-                await asyncio.sleep(args.window)
-                packets1, backlog1, t1 = manager.store.packets, manager.backlog, time.perf_counter()
-                state1 = (await http.get(f"{control}/state", params={"subs": 0, "history": 0})).json()
-                probe.enabled = False
-                latencies = probe.take()
-                got = (packets1 - packets0) / (t1 - t0)
-                withheld = state1["counters"]["packets_withheld"] - state0["counters"]["packets_withheld"]
-                sustained = got >= 0.95 * rate and backlog1 <= max(backlog0, 50_000) and withheld == 0
-                p50, p99 = np.percentile(latencies, [50, 99]) if len(latencies) else (float("nan"),) * 2
-                rows.append(
-                    (
-                        stack,
-                        rate,
-                        got,
-                        backlog1 - backlog0,
-                        withheld,
-                        stall["max"] * 1000,
-                        p50,
-                        p99,
-                        sustained,
-                    )
+        plan = (
+            [(stack, rate) for stack in args.stacks for rate in args.rates]
+            if args.rates and args.stacks
+            else DEFAULT_PLAN
+        )
+        for stack, rate in plan:
+            await http.get(f"{control}/rate", params={"pps": rate, "stack": stack})
+            await asyncio.sleep(args.warmup)
+            probe.take()
+            probe.enabled = True
+            stall["max"] = 0.0
+            state0 = (await http.get(f"{control}/state", params={"subs": 0, "history": 0})).json()
+            packets0, backlog0, t0 = manager.store.packets, manager.backlog, time.perf_counter()
+            await asyncio.sleep(args.window)
+            packets1, backlog1, t1 = manager.store.packets, manager.backlog, time.perf_counter()
+            state1 = (await http.get(f"{control}/state", params={"subs": 0, "history": 0})).json()
+            probe.enabled = False
+            latencies = probe.take()
+            got = (packets1 - packets0) / (t1 - t0)
+            withheld = state1["counters"]["packets_withheld"] - state0["counters"]["packets_withheld"]
+            sustained = got >= 0.95 * rate and backlog1 <= max(backlog0, 50_000) and withheld == 0
+            p50, p99 = np.percentile(latencies, [50, 99]) if len(latencies) else (float("nan"),) * 2
+            rows.append(
+                (
+                    stack,
+                    rate,
+                    got,
+                    backlog1 - backlog0,
+                    withheld,
+                    stall["max"] * 1000,
+                    p50,
+                    p99,
+                    sustained,
                 )
-                await http.get(f"{control}/rate", params={"pps": 0})
-                await manager.wait_until(lambda: manager.backlog == 0, 10)
+            )
+            await http.get(f"{control}/rate", params={"pps": 0})
+            await manager.wait_until(lambda: manager.backlog == 0, 10)
         prober.cancel()
         await manager.stop()
     finally:
@@ -186,7 +204,7 @@ async def run(args: argparse.Namespace) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
 
-    best = max((r[2] for r in rows if r[8]), default=0.0)
+    best = max((r[1] for r in rows if r[8]), default=0)  # highest offered rate kept up with
     table = [
         (
             f"stack {s}, offered {r / 1000:.0f}k/s",

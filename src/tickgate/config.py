@@ -80,6 +80,9 @@ class FeedClientSettings(BaseModel, frozen=True):
         " so it is spread evenly at once instead of piled on the first socket and then moved.",
     )
     decode_batch_frames: int = Field(4096, ge=1, description="Frames decoded per batch on the hot path.")
+    decode_batch_bytes: int = Field(
+        256 * 1024, ge=1, description="Bytes decoded per batch at most (stacked frames carry many packets)."
+    )
     max_pending_frames: int = Field(
         1_000_000, ge=1, description="Received-but-undecoded frames kept; beyond it the oldest are dropped."
     )

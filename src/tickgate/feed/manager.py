@@ -204,11 +204,19 @@ class FeedManager:
             self._decode_some()
 
     def _decode_some(self) -> None:
-        size = min(len(self._frames), self.settings.feed.decode_batch_frames)
+        """Decode one batch: at most ``decode_batch_frames`` frames and about ``decode_batch_bytes`` bytes,
+        so a backlog of stacked frames is still cut into slices short enough to keep the loop responsive."""
+        limit = min(len(self._frames), self.settings.feed.decode_batch_frames)
+        budget = self.settings.feed.decode_batch_bytes
         popf, popt = self._frames.popleft, self._times.popleft
-        frames = [popf() for _ in range(size)]
+        frames: list[bytes] = []
+        taken = 0
+        while len(frames) < limit and taken < budget:
+            frame = popf()
+            frames.append(frame)
+            taken += len(frame)
         oldest = popt()
-        for _ in range(size - 1):
+        for _ in range(len(frames) - 1):
             popt()
         batch = decode_batch(frames)
         now = time.monotonic_ns()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -186,6 +187,10 @@ class TickgateService:
             self.eod.start()
         self._tasks = [asyncio.create_task(self._recentre_loop(), name="tickgate-recentre")]
         self.snapshot_subscriptions()
+        # Everything built so far (registry indexes, plan, keys) lives for the whole process: keep it out
+        # of the cyclic GC's full collections, whose pauses would otherwise stall the feed's event loop.
+        gc.collect()
+        gc.freeze()
         self.started_at = time.time()
         log.info("tickgate started in %.2fs", time.perf_counter() - started)
 
