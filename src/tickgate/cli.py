@@ -8,10 +8,16 @@ from typing import Annotated
 import typer
 
 from tickgate import __version__
+from tickgate.api.cli import eod, serve, users_app
+from tickgate.chains.cli import tierb_app
 from tickgate.instruments.cli import instruments_app
 
 app = typer.Typer(help="tickgate: DhanHQ live-feed subscription gateway.", no_args_is_help=True)
 app.add_typer(instruments_app, name="instruments")
+app.add_typer(tierb_app, name="tierb")
+app.add_typer(users_app, name="users")
+app.command()(serve)
+app.command()(eod)
 
 
 @app.command()
@@ -21,11 +27,15 @@ def version() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Run tickgate on its embedded defaults (offline: no credentials, no network)."""
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Run tickgate on its embedded defaults: generated master, simulator, Tier B, demo watchlists, API."""
     from tickgate.demo import main
 
-    main()
+    main(duration)
 
 
 @app.command()

@@ -1,72 +1,151 @@
-"""``tickgate demo``: show what exists, on embedded defaults, without network or credentials.
+"""``tickgate demo`` (``make demo``): the whole service on its embedded defaults, offline.
 
-It grows with the project; today it exercises the wire protocol end to end on a synthetic feed burst.
+A generated full-size scrip master, the Dhan-compatible simulator on loopback streaming at a realistic rate,
+Tier B loaded, a demo user with a few watchlist chains, and — when the API package is present — the REST API
+and dashboard on http://127.0.0.1:8000 with the demo key printed. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tickgate.config import get_settings
-from tickgate.dhan.batch import decode_batch
-from tickgate.dhan.protocol import (
-    ExchangeSegment,
-    FeedMode,
-    InstrumentKey,
-    ResponseCode,
-    decode_frame,
-    empty_packets,
-    encode_disconnect,
-    subscribe_messages,
-)
+from tickgate.config import Settings
+from tickgate.dhan.client import Credentials
+
+DEMO_USER = "demo"
+DEMO_WATCHLIST = ("RELIANCE", "HDFCBANK", "INFY", "TCS", "SBIN")
+DEMO_RATE = 20_000.0  # packets/s across all sockets: a busy but ordinary market
 
 
-def run_protocol_demo(console: Console, packets: int = 200_000) -> None:
-    """Encode a burst of full/quote packets, decode it both ways, print rates and counters."""
-    limits = get_settings().limits
-    keys = [InstrumentKey(ExchangeSegment.NSE_FNO, 40_000 + i) for i in range(250)]
-    messages = list(subscribe_messages(FeedMode.FULL, keys))
-    console.print(
-        f"[bold]Subscribe[/]: {len(keys)} keys → {len(messages)} messages of ≤ "
-        f"{limits.instruments_per_message}; first: {messages[0][:96]}…"
-    )
-    rng = np.random.default_rng(0)
-    frames: list[bytes] = []
-    for code, share in ((ResponseCode.FULL, 0.6), (ResponseCode.QUOTE, 0.4)):
-        n = int(packets * share)
-        array = empty_packets(code, n)
-        array["segment"] = int(ExchangeSegment.NSE_FNO)
-        array["security_id"] = rng.integers(40_000, 40_250, n)
-        array["ltp"] = rng.uniform(50, 500, n)
-        raw, size = array.tobytes(), array.dtype.itemsize
-        frames.extend(raw[i : i + size] for i in range(0, len(raw), size))
-    frames.append(b"\x08\xa2\x00garbage")  # a corrupt frame is counted, never fatal
-    frames.append(encode_disconnect(807))
+def demo_settings() -> Settings:
+    settings = Settings()
+    data_dir = Path(os.environ.get("TICKGATE_DATA_DIR", Path.cwd() / ".data" / "demo"))
+    updates: dict[str, object] = {"data_dir": data_dir}
+    return settings.model_copy(update=updates)
 
-    table = Table(title=f"Decoding {len(frames):,} frames")
-    for column in ("decoder", "packets", "seconds", "packets/s"):
+
+def status_table(service: object) -> Table:
+    from tickgate.planner import Tier
+    from tickgate.service import TickgateService
+
+    assert isinstance(service, TickgateService)
+    cap = service.planner.plan_capacity()
+    table = Table(title="tickgate demo — live")
+    for column in ("connection", "state", "instruments", "reconnects", "last data"):
         table.add_column(column, justify="right")
-    start = time.perf_counter()
-    decoded = sum(len(decode_frame(f)) for f in frames)
-    elapsed = time.perf_counter() - start
-    table.add_row("per frame", f"{decoded:,}", f"{elapsed:.3f}", f"{decoded / elapsed:,.0f}")
-    start = time.perf_counter()
-    batches = [decode_batch(frames[i : i + 4096]) for i in range(0, len(frames), 4096)]
-    elapsed = time.perf_counter() - start
-    total = sum(len(b) for b in batches)
-    table.add_row("batch (numpy)", f"{total:,}", f"{elapsed:.3f}", f"{total / elapsed:,.0f}")
-    console.print(table)
-    corrupt = sum(b.stats.corrupt_frames for b in batches)
-    events = [e for b in batches for _, e in b.events]
-    console.print(f"corrupt frames counted: {corrupt}; server events: {events}")
+    for row in service.feed.connection_status():
+        age = row["last_data_age_s"]
+        table.add_row(
+            str(row["id"]),
+            row["state"],
+            f"{row['instruments']:,}",
+            str(row["reconnects"]),
+            "-" if age is None else f"{age:.1f}s ago",
+        )
+    totals = service.planner.totals()
+    table.caption = (
+        f"Tier B {totals.by_tier.get(Tier.B, 0):,} · Tier A {totals.by_tier.get(Tier.A, 0):,} · "
+        f"free {cap.free:,} of {cap.total:,} · packets {service.quotes.packets:,} · "
+        f"corrupt frames {service.feed.metrics.corrupt_frames}"
+    )
+    return table
 
 
-def main() -> None:
+async def run_demo(console: Console, *, serve_api: bool = True, duration: float | None = None) -> None:
+    from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
+    from tickgate.instruments import InstrumentRegistry
+    from tickgate.service import TickgateService
+    from tickgate.service.app import ist_today, resolve_master
+
+    settings = demo_settings()
+    today = ist_today()
+    console.print(f"[bold]Data directory[/]: {settings.data_dir}")
+    with console.status("Scrip master: generating/loading a full-size master…"):
+        master = await asyncio.to_thread(resolve_master, settings, today)
+        registry = await asyncio.to_thread(InstrumentRegistry.load, master, today=today)
+    console.print(f"[bold]Scrip master[/]: {master} ({len(registry):,} instruments)")
+    simulator = Simulator(
+        universe=RegistryUniverse(registry, today), master=master, today=today, rate=DEMO_RATE
+    )
+    await simulator.start()
+    console.print(f"[bold]Simulator[/]: {simulator.url} (Dhan protocol, {DEMO_RATE:,.0f} packets/s)")
+    service = TickgateService(
+        settings,
+        credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
+        feed_url=simulator.url,
+        registry=registry,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    server_task: asyncio.Task[None] | None = None
+    try:
+        await service.start()
+        user = await service.store.get_user_by_name(DEMO_USER)
+        key = None
+        if user is None:
+            user, key = await service.store.create_user(DEMO_USER)
+        else:
+            _key_row, key = await service.store.create_api_key(user.id)
+        for symbol in DEMO_WATCHLIST:
+            with contextlib.suppress(Exception):
+                await service.watchlists.add(user.id, symbol)
+        await service.feed.wait_until(service.feed.all_up, 10)
+        console.print(f"[bold]Demo user[/]: {DEMO_USER}  [bold]API key[/]: {key}")
+        if serve_api:
+            server_task = await _start_api(service, settings, console)
+        deadline = None if duration is None else loop.time() + duration
+        while not stop.is_set() and (deadline is None or loop.time() < deadline):
+            console.print(status_table(service))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+    finally:
+        console.print("Stopping…")
+        if server_task is not None:
+            server_task.cancel()
+            await asyncio.gather(server_task, return_exceptions=True)
+        await service.stop()
+        await simulator.close()
+        console.print("Stopped cleanly.")
+
+
+async def _start_api(service: object, settings: Settings, console: Console) -> asyncio.Task[None] | None:
+    """Serve the API + dashboard in this process if the API package is installed (it is, from issue 7)."""
+    try:
+        import uvicorn
+
+        from tickgate.api import create_app
+    except ImportError:
+        console.print("[yellow]API not available in this build: showing the live status only.[/]")
+        return None
+    app = create_app(service=service)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+
+    class _Server(uvicorn.Server):
+        """Leaves signals to the demo, which stops the API, the feed and the simulator in order."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    console.print(f"[bold]Dashboard[/]: http://{settings.host}:{settings.port}/   [bold]API docs[/]: /docs")
+    return task
+
+
+def main(duration: float | None = None) -> None:
     console = Console()
     console.rule("[bold]tickgate demo (offline, embedded defaults)")
-    run_protocol_demo(console)
+    asyncio.run(run_demo(console, duration=duration))
     console.rule()

@@ -1,0 +1,135 @@
+"""The FastAPI app: REST under ``/api/v2``, the push WebSocket, ``/metrics``, the dashboard at ``/``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tickgate import __version__
+from tickgate.api import errors
+from tickgate.api.auth import Authenticator
+from tickgate.api.logs import register_secret
+from tickgate.api.metrics import EventCounter, Metrics, route_of
+from tickgate.api.push import PushHub
+from tickgate.api.push import router as push_router
+from tickgate.api.routes import router as rest_router
+from tickgate.config import Settings, get_settings
+from tickgate.service import TickgateService
+
+PREFIX = "/api/v2"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+access_log = structlog.get_logger("tickgate.api.access")
+
+
+class AccessMiddleware:
+    """One log line and one latency observation per HTTP request. Logs the path only — never the query
+    string or headers, where API keys travel."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_of(Request(scope))
+            self.metrics.latency.labels(scope["method"], route, str(status)).observe(elapsed)
+            state: Any = scope.get("state") or {}
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                ms=round(elapsed * 1000, 2),
+                user=state.get("user") if isinstance(state, dict) else None,
+            )
+
+
+def create_app(service: TickgateService | None = None, settings: Settings | None = None) -> FastAPI:
+    """The app over ``service`` (built from ``settings`` if not given). The lifespan starts the service if
+    it is not running yet, and stops it on shutdown only if it started it — so a caller (``tickgate demo``,
+    tests) may hand in a running service and keep ownership of it."""
+    if service is None:
+        service = TickgateService(settings or get_settings())
+    settings = service.settings
+    register_secret(
+        settings.admin_key.get_secret_value() if settings.admin_key else None,
+        settings.dhan_access_token.get_secret_value() if settings.dhan_access_token else None,
+    )
+    events = EventCounter()
+    push = PushHub()
+    metrics = Metrics(service, events, push)
+    svc = service
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        owned = svc.started_at is None
+        if owned:
+            await svc.start()
+        events.attach(svc)
+        try:
+            yield
+        finally:
+            if owned:
+                await svc.stop()
+
+    app = FastAPI(
+        title="tickgate",
+        version=__version__,
+        description="Decides which instruments flow in from the DhanHQ live market feed, keeps them flowing,"
+        " serves them. Authenticate with the `X-API-Key` header.",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.auth = Authenticator(service)
+    app.state.push = push
+    app.state.metrics = metrics
+    app.state.events = events
+    errors.install(app)
+    app.include_router(rest_router, prefix=PREFIX)
+    app.include_router(push_router, prefix=PREFIX)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        events.attach(svc)
+        return metrics.render()
+
+    if settings.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.api.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(AccessMiddleware, metrics=metrics)
+    if STATIC_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
+    return app

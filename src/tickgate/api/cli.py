@@ -1,0 +1,139 @@
+"""``tickgate serve``, ``tickgate users add``, ``tickgate eod --now`` (registered in :mod:`tickgate.cli`).
+
+Heavy imports stay inside the functions so ``tickgate --help`` stays fast."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+users_app = typer.Typer(help="API users and their keys.", no_args_is_help=True)
+
+NO_CREDENTIALS = (
+    "DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN are not set: refusing to connect to Dhan's feed without them.\n"
+    "To try tickgate without an account, run `make demo` (or `tickgate demo`): it starts the built-in"
+    " simulator."
+)
+
+
+def serve(
+    *,
+    host: Annotated[str | None, typer.Option(help="Interface (default TICKGATE_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TICKGATE_PORT, 8000).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the API and the live feed in one process (uvicorn). Needs DHAN_CLIENT_ID/DHAN_ACCESS_TOKEN;
+    every other setting comes from TICKGATE_* variables (see `tickgate.config.Settings`)."""
+    import logging
+
+    import uvicorn
+
+    from tickgate.api.app import create_app
+    from tickgate.api.logs import configure_logging
+    from tickgate.config import get_settings
+
+    settings = get_settings()
+    if settings.dhan_client_id is None or settings.dhan_access_token is None:
+        typer.echo(NO_CREDENTIALS, err=True)
+        raise typer.Exit(2)
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    configure_logging(getattr(logging, log_level.upper(), logging.INFO))
+    app = create_app(settings=settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_max_size=settings.api.max_ws_message_bytes,
+        lifespan="on",
+    )
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (unique).")],
+    *,
+    admin: Annotated[bool, typer.Option("--admin", help="May call the admin endpoints.")] = False,
+) -> None:
+    """Create a user and print its API key — once: only its hash is stored."""
+    from tickgate.config import get_settings
+    from tickgate.store import Store
+    from tickgate.store.types import DuplicateError
+
+    async def run() -> str:
+        store = await Store.from_settings(get_settings())
+        try:
+            _user, key = await store.create_user(name, admin=admin)
+        finally:
+            await store.close()
+        return key
+
+    try:
+        key = asyncio.run(run())
+    except DuplicateError:
+        typer.echo(f"a user named {name!r} already exists", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"created {'admin ' if admin else ''}user {name}; API key (shown once, keep it):", err=True)
+    typer.echo(key)
+
+
+def eod(
+    *,
+    now: Annotated[bool, typer.Option("--now", help="Clear now, whatever the clock says.")] = False,
+    session: Annotated[str | None, typer.Option(help="NSE_BSE or MCX (default: all).")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="A running server to ask (default http://TICKGATE_HOST:TICKGATE_PORT).")
+    ] = None,
+) -> None:
+    """End-of-day cleanup of Tier A watchlists (Tier B stays). A running server is asked to do it
+    (POST /admin/cleanup with TICKGATE_ADMIN_KEY) so its live plan follows; with no server reachable, the
+    database is cleared directly and the next start restores nothing of it."""
+    import httpx
+
+    from tickgate.config import get_settings
+    from tickgate.schedule.eod import SESSIONS
+
+    if not now:
+        typer.echo("end of day runs on its own schedule inside `tickgate serve`; pass --now to run it now.")
+        raise typer.Exit(2)
+    if session is not None and session not in SESSIONS:
+        typer.echo(f"unknown session {session!r}: one of {', '.join(SESSIONS)}", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    base = url or f"http://{settings.host}:{settings.port}"
+    if settings.admin_key is not None:
+        try:
+            r = httpx.post(
+                f"{base}/api/v2/admin/cleanup",
+                params={"session": session} if session else None,
+                headers={"X-API-Key": settings.admin_key.get_secret_value()},
+                timeout=30,
+            )
+        except httpx.TransportError:
+            pass
+        else:
+            if r.status_code != 200:
+                typer.echo(f"server answered {r.status_code}: {r.text}", err=True)
+                raise typer.Exit(1)
+            typer.echo(r.text)
+            return
+    typer.echo(f"no server answering at {base}: clearing the database directly", err=True)
+
+    async def offline() -> list[dict[str, object]]:
+        from tickgate.service import TickgateService
+        from tickgate.store import Store
+
+        store = await Store.from_settings(settings)
+        try:
+            service = TickgateService(settings, store=store, scheduler=False)
+            return await service.eod_now(session)
+        finally:
+            await store.close()
+
+    import json
+
+    typer.echo(json.dumps(asyncio.run(offline()), default=str))

@@ -1,0 +1,262 @@
+"""``GET /metrics``: Prometheus exposition of the service, read on scrape.
+
+Each app owns its own :class:`CollectorRegistry` (no process-global state, so tests can build many apps).
+Gauges and counters of the service are produced by a custom collector at scrape time from the planner,
+the feed, the quote store and the store writer; only API latency (a histogram updated by a middleware) and
+planner-event counts (evictions, suspensions, reconnects by reason) are accumulated here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tickgate.dhan.client import ConnectionState
+from tickgate.dhan.protocol import ResponseCode
+from tickgate.planner import PlannerEvent
+from tickgate.planner.types import EventKind
+from tickgate.service import TickgateService
+from tickgate.service.errors import NotReady
+
+if TYPE_CHECKING:
+    from tickgate.api.push import PushHub
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def reason_label(reason: str | None) -> str:
+    """A low-cardinality label for a disconnect reason: Dhan's code, else its leading phrase."""
+    if not reason:
+        return "unknown"
+    head = reason.split(":", 1)[0].strip().lower()
+    head = re.sub(r"\d+(\.\d+)?", "n", head) if not head.isdigit() else head
+    return re.sub(r"[^a-z0-9_ -]", "", head)[:40] or "unknown"
+
+
+class EventCounter:
+    """Counts planner events as they are flushed (the service keeps none; we tap the feed's callback)."""
+
+    def __init__(self) -> None:
+        self.by_kind: Counter[str] = Counter()
+        self.down_reasons: Counter[str] = Counter()
+        self.attached_to: int | None = None
+
+    def attach(self, service: TickgateService) -> None:
+        """Wrap the feed manager's event callback (once per feed manager)."""
+        try:
+            feed = service.feed
+        except NotReady:
+            return
+        if self.attached_to == id(feed):
+            return
+        inner: Callable[[list[PlannerEvent]], None] | None = feed._on_events
+
+        def tap(events: list[PlannerEvent]) -> None:
+            for e in events:
+                self.by_kind[e.kind.value] += 1
+                if e.kind is EventKind.CONNECTION_DOWN:
+                    self.down_reasons[reason_label(e.reason)] += 1
+            if inner is not None:
+                inner(events)
+
+        feed._on_events = tap
+        self.attached_to = id(feed)
+
+
+class ServiceCollector(Collector):
+    def __init__(self, service: TickgateService, events: EventCounter, push: PushHub) -> None:
+        self.service = service
+        self.events = events
+        self.push = push
+
+    def collect(self) -> Iterator[Metric]:
+        svc = self.service
+        yield from self._push()
+        yield from self._events()
+        if svc.started_at is None:
+            return
+        try:
+            feed = svc.feed
+            store = svc.store
+        except NotReady:
+            return
+        planner = svc.planner
+        totals, cap = planner.totals(), planner.plan_capacity()
+        g = GaugeMetricFamily(
+            "tickgate_subscriptions", "Distinct instruments desired, per tier", labels=["tier"]
+        )
+        for tier, n in totals.by_tier.items():
+            g.add_metric([str(tier)], n)
+        yield g
+        g = GaugeMetricFamily(
+            "tickgate_connection_instruments", "Instruments placed per feed connection", labels=["connection"]
+        )
+        for conn, n in totals.by_connection.items():
+            g.add_metric([str(conn)], n)
+        yield g
+        g = GaugeMetricFamily("tickgate_capacity", "Capacity accounting (instruments)", labels=["kind"])
+        for kind in ("total", "live", "tier_b", "tier_a", "free", "placed", "live_free", "suspended_keys"):
+            g.add_metric([kind], getattr(cap, kind))
+        yield g
+        yield GaugeMetricFamily(
+            "tickgate_capacity_used_ratio",
+            "Share of total capacity in use",
+            value=cap.placed / max(cap.total, 1),
+        )
+        yield GaugeMetricFamily(
+            "tickgate_suspended_groups",
+            "Groups suspended (no room while connections are down)",
+            value=len(planner.suspended()),
+        )
+        status = feed.pool.status()
+        up = GaugeMetricFamily(
+            "tickgate_connection_up", "1 if the feed connection is up", labels=["connection"]
+        )
+        rc = CounterMetricFamily(
+            "tickgate_connection_reconnects", "Reconnects per connection", labels=["connection"]
+        )
+        for s in status:
+            up.add_metric([str(s.id)], 1 if s.state is ConnectionState.UP else 0)
+            rc.add_metric([str(s.id)], s.reconnects)
+        yield up
+        yield rc
+        m = feed.metrics
+        c = CounterMetricFamily("tickgate_packets", "Packets decoded by response code", labels=["code"])
+        for code, n in m.packets_by_code.items():
+            c.add_metric([_code_name(code)], n)
+        yield c
+        c = CounterMetricFamily(
+            "tickgate_server_disconnects", "Dhan disconnect packets by code", labels=["code"]
+        )
+        for code, n in m.server_disconnects.items():
+            c.add_metric([str(code)], n)
+        yield c
+        yield CounterMetricFamily("tickgate_frames", "Feed frames received", value=m.frames)
+        yield CounterMetricFamily(
+            "tickgate_corrupt_frames", "Frames that failed to decode", value=m.corrupt_frames
+        )
+        yield CounterMetricFamily(
+            "tickgate_dropped_frames", "Frames dropped (backlog full)", value=m.dropped_frames
+        )
+        yield CounterMetricFamily(
+            "tickgate_stale_recycles", "Silent sockets recycled", value=m.stale_recycles
+        )
+        yield GaugeMetricFamily(
+            "tickgate_decode_lag_seconds", "Receive-to-store lag of the last batch", value=m.decode_lag_last_s
+        )
+        yield GaugeMetricFamily(
+            "tickgate_decode_lag_max_seconds", "Largest receive-to-store lag", value=m.decode_lag_max_s
+        )
+        yield GaugeMetricFamily(
+            "tickgate_decode_backlog_frames", "Frames waiting to be decoded", value=feed.backlog
+        )
+        yield GaugeMetricFamily(
+            "tickgate_quote_instruments", "Instruments in the quote store", value=len(svc.quotes)
+        )
+        yield GaugeMetricFamily(
+            "tickgate_feed_alert",
+            "1 if the feed stopped retrying (fatal)",
+            value=0 if feed.alert is None else 1,
+        )
+        stats = store.writer.stats()
+        g = GaugeMetricFamily("tickgate_store_writer", "Store writer counters and queue", labels=["stat"])
+        for name, value in stats.items():
+            if isinstance(value, bool | int | float):
+                g.add_metric([name], float(value))
+        yield g
+        yield CounterMetricFamily(
+            "tickgate_recentres", "ATM recentres of tracked chains", value=svc.recentres
+        )
+
+    def _events(self) -> Iterator[Metric]:
+        ev = CounterMetricFamily("tickgate_planner_events", "Planner decisions by kind", labels=["kind"])
+        for kind in EventKind:
+            ev.add_metric([kind.value], self.events.by_kind.get(kind.value, 0))
+        yield ev
+        yield CounterMetricFamily(
+            "tickgate_evictions",
+            "Tier A chains evicted for room",
+            value=self.events.by_kind.get(EventKind.EVICT.value, 0),
+        )
+        yield CounterMetricFamily(
+            "tickgate_suspensions",
+            "Groups suspended",
+            value=self.events.by_kind.get(EventKind.SUSPEND.value, 0),
+        )
+        r = CounterMetricFamily(
+            "tickgate_reconnect_reasons", "Feed connections lost, by reason", labels=["reason"]
+        )
+        for reason, n in self.events.down_reasons.items():
+            r.add_metric([reason], n)
+        yield r
+
+    def _push(self) -> Iterator[Metric]:
+        p = self.push
+        yield GaugeMetricFamily("tickgate_push_clients", "Connected push clients", value=p.clients)
+        yield CounterMetricFamily("tickgate_push_messages", "Push messages sent", value=p.messages_sent)
+        yield CounterMetricFamily("tickgate_push_quotes", "Quotes pushed", value=p.quotes_sent)
+        yield CounterMetricFamily(
+            "tickgate_push_coalesced", "Updates coalesced away (latest wins)", value=p.coalesced
+        )
+        d = CounterMetricFamily(
+            "tickgate_push_dropped", "Push clients closed by us, by reason", labels=["reason"]
+        )
+        for reason, n in p.dropped.items():
+            d.add_metric([reason], n)
+        yield d
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ResponseCode(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
+class Metrics:
+    """One app's registry: the service collector plus the API latency histogram."""
+
+    def __init__(self, service: TickgateService, events: EventCounter, push: PushHub) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServiceCollector(service, events, push))
+        self.latency = Histogram(
+            "tickgate_api_request_seconds",
+            "API request latency",
+            labelnames=("method", "route", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
+
+
+RequestHandler = Callable[[Request], Awaitable[Response]]
+
+
+def route_of(request: Request) -> str:
+    """The route template (``/api/v2/watchlist/{watchlist_id}``), so ids do not explode label cardinality."""
+    route: Any = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if not path:
+        return "unmatched"
+    full = str(request.scope.get("path", ""))
+    # included routers may report their path without the prefix: put it back
+    if not full.startswith(str(path).split("{", 1)[0]) and "/api/v2" + str(path) != path:
+        prefix = full[: max(full.find(str(path).split("{", 1)[0]), 0)]
+        return prefix + str(path)
+    return str(path)
+
+
+def elapsed_since(started: float) -> float:
+    return time.perf_counter() - started

@@ -1,0 +1,355 @@
+"""Request and response bodies of the REST API: every body in the OpenAPI schema is one of these."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JSONScalar = str | int | float | bool | None
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable error code, e.g. `capacity_exceeded`.")
+    message: str = Field(description="What went wrong, for a human.")
+    details: dict[str, Any] = Field(default_factory=dict, description="Structured context (free-form).")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# -- instruments ----------------------------------------------------------------------------------------
+
+
+class InstrumentOut(BaseModel):
+    key: str = Field(description="Feed key `SEGMENT:SECURITY_ID`.")
+    segment: str
+    security_id: int
+    exchange: str
+    instrument: str
+    symbol: str
+    trading_symbol: str
+    display_name: str
+    lot_size: int
+    tick_size: float
+    expiry: dt.date | None = None
+    strike: float | None = None
+    option_type: str | None = None
+    underlying_symbol: str | None = None
+
+
+class SearchResponse(BaseModel):
+    query: str
+    count: int
+    results: list[InstrumentOut]
+
+
+class ExpiryOut(BaseModel):
+    date: dt.date
+    kind: str
+
+
+class ExpiriesResponse(BaseModel):
+    symbol: str
+    exchange: str
+    expiries: list[ExpiryOut]
+
+
+# -- quotes ---------------------------------------------------------------------------------------------
+
+
+class QuoteOut(BaseModel):
+    key: str
+    ltp: float | None = None
+    ltt: int | None = None
+    ltq: int | None = None
+    atp: float | None = None
+    volume: int | None = None
+    oi: int | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    prev_close: float | None = None
+    change: float | None = None
+    change_pct: float | None = None
+    bid: float | None = None
+    ask: float | None = None
+    bids: list[list[float]] = Field(default_factory=list, description="Depth `[price, qty, orders]`.")
+    asks: list[list[float]] = Field(default_factory=list)
+    total_buy_qty: int | None = None
+    total_sell_qty: int | None = None
+    updates: int = Field(0, description="Packets folded into this quote so far (0: no data yet).")
+
+
+class QuotesResponse(BaseModel):
+    quotes: list[QuoteOut]
+    missing: list[str] = Field(default_factory=list, description="Keys the quote store has never seen.")
+
+
+# -- option chain ---------------------------------------------------------------------------------------
+
+
+class LegOut(BaseModel):
+    security_id: int
+    key: str
+    quote: QuoteOut | None = None
+
+
+class ChainRowOut(BaseModel):
+    strike: float
+    atm: bool = False
+    ce: LegOut | None = None
+    pe: LegOut | None = None
+
+
+class OptionChainResponse(BaseModel):
+    symbol: str
+    exchange: str
+    expiry: dt.date
+    expiry_kind: str
+    atm_strike: float
+    ltp: float
+    ltp_source: str
+    step: float
+    strikes: int
+    listed: int
+    truncated_below: int
+    truncated_above: int
+    underlying: LegOut
+    rows: list[ChainRowOut]
+    watchlist_id: int | None = Field(None, description="The caller's watchlist entry for this chain, if any.")
+
+
+# -- watchlists -----------------------------------------------------------------------------------------
+
+
+class WatchlistAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str = Field(min_length=1, max_length=64, description="Underlying symbol, e.g. RELIANCE.")
+    expiry: dt.date | None = Field(None, description="Option expiry; default: the nearest listed.")
+    strikes: int | None = Field(
+        None, ge=0, le=1001, description="Strikes around the ATM; default by kind; 0: the underlying alone."
+    )
+    mode: Literal["ticker", "quote", "full"] = "quote"
+    exchange: str | None = Field(
+        None, max_length=16, description="NSE, BSE, MCX… when a symbol is in several."
+    )
+    ltp: float | None = Field(
+        None, gt=0, lt=1e9, description="Centre on this price when there is no live one."
+    )
+
+
+class ChainSubscribe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expiry: dt.date | None = None
+    strikes: int | None = Field(None, ge=1, le=1001)
+    mode: Literal["ticker", "quote", "full"] = "quote"
+    exchange: str | None = Field(None, max_length=16)
+    ltp: float | None = Field(None, gt=0, lt=1e9)
+
+
+class EvictedOut(BaseModel):
+    group: str
+    user_id: int | None
+    symbol: str | None
+    expiry: str | None
+    size: int
+
+
+class WatchlistEntryOut(BaseModel):
+    id: int
+    symbol: str
+    exchange: str
+    expiry: dt.date | None
+    strikes: int | None
+    mode: str
+    group_id: str
+    created: dt.datetime
+    last_used: dt.datetime
+    state: str
+    state_reason: str | None
+    size: int = 0
+    placed: bool = False
+    suspended: bool = False
+    atm_strike: float | None = None
+    stream_id: str = Field(description="Push-channel id of this chain (`chain:<id>`).")
+
+
+class WatchlistAddResponse(BaseModel):
+    status: Literal["added", "touched"]
+    message: str
+    entry: WatchlistEntryOut
+    keys: list[str]
+    evicted: list[EvictedOut]
+    suspended: bool
+    atm_strike: float | None = None
+
+
+class CapacityOut(BaseModel):
+    total: int
+    live: int
+    tier_b: int
+    tier_a: int
+    free: int
+    placed: int
+    live_free: int
+    suspended_keys: int
+    live_connections: int
+
+
+class WatchlistResponse(BaseModel):
+    entries: list[WatchlistEntryOut]
+    capacity: CapacityOut
+
+
+class WatchlistRemoveResponse(BaseModel):
+    removed: WatchlistEntryOut
+
+
+# -- status ---------------------------------------------------------------------------------------------
+
+
+class GroupOut(BaseModel):
+    group: str
+    tier: str
+    owner: str
+    mode: str
+    size: int
+    pinned: bool
+    suspended: bool
+    created: dt.datetime
+    last_used: dt.datetime
+
+
+class SubscriptionsResponse(BaseModel):
+    capacity: CapacityOut
+    desired: int
+    placed: int
+    by_tier: dict[str, int]
+    by_connection: dict[str, int]
+    groups: list[GroupOut]
+    suspended: list[str]
+
+
+class ConnectionOut(BaseModel):
+    id: int
+    state: str
+    instruments: int
+    connects: int
+    reconnects: int
+    frames: int
+    last_data_age_s: float | None
+    up_for_s: float | None
+    last_disconnect: str | None
+    next_attempt_in_s: float | None
+
+
+class WsStatusResponse(BaseModel):
+    connections: list[ConnectionOut]
+    alert: str | None
+    backlog: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "starting"]
+    live: bool
+    ready: bool
+    registry_loaded: bool
+    instruments: int
+    database: bool
+    feed_up: int
+    feed_connections: int
+    alert: str | None = None
+    uptime_s: float | None = None
+
+
+# -- admin ----------------------------------------------------------------------------------------------
+
+
+class EodRunOut(BaseModel):
+    session: str
+    skipped: bool = False
+    exchanges: list[str] = Field(default_factory=list)
+    close: str | None = None
+    groups_cleared: int = 0
+    watchlist_rows_deleted: int = 0
+    catch_up: bool = False
+
+
+class CleanupResponse(BaseModel):
+    runs: list[EodRunOut]
+
+
+class RebalanceResponse(BaseModel):
+    moves: int
+    actions: int
+    by_connection: dict[str, int]
+
+
+class TierBGroupOut(BaseModel):
+    group: str
+    size: int
+    mode: str
+
+
+class TierBReloadResponse(BaseModel):
+    total: int
+    groups: list[TierBGroupOut]
+    source: str | None = None
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    group_id: str | None
+    owner: str | None
+    tier: str | None
+    connection: int | None
+    target: int | None
+    count: int
+    mode: str | None
+    reason: str | None
+    details: Any = None
+
+
+class AuditResponse(BaseModel):
+    entries: list[AuditEntryOut]
+    next_cursor: int | None
+
+
+class FeedStatsOut(BaseModel):
+    frames: int
+    batches: int
+    packets_by_code: dict[str, int]
+    corrupt_frames: int
+    unknown_segment: int
+    dropped_frames: int
+    undelivered_actions: int
+    requests_sent: int
+    decode_lag_last_s: float
+    decode_lag_max_s: float
+    server_disconnects: dict[str, int]
+    stale_recycles: int
+    quote_packets: int
+    instruments_in_store: int
+
+
+class StatsResponse(BaseModel):
+    version: str
+    uptime_s: float | None
+    today: dt.date
+    instruments: int
+    capacity: CapacityOut
+    feed: FeedStatsOut
+    store_writer: dict[str, JSONScalar]
+    push_clients: int
+    recentres: int
+    eod_runs: int
+    tier_b_total: int

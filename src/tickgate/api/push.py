@@ -1,0 +1,298 @@
+"""Live push: ``WS /api/v2/stream`` — quote-store updates, coalesced per instrument, at a bounded rate.
+
+Protocol (JSON text frames from the client; JSON text or, with ``?format=msgpack``, msgpack binary frames
+from the server):
+
+- authenticate with ``?key=API_KEY`` or the ``X-API-Key`` header;
+- send ``{"subscribe": ["NSE_EQ:2885", "chain:12"]}`` / ``{"unsubscribe": [...]}``: instrument keys or
+  watchlist chains (``chain:<watchlist id>``, the ``stream_id`` of a watchlist entry; a chain follows its
+  window as the ATM moves);
+- receive ``{"type": "subscribed", "keys": n, "items": [...], "rejected": [{"item", "reason"}]}`` after each
+  request, then ``{"type": "quotes", "quotes": [...], "coalesced": n}`` messages: each instrument at most
+  once per message with its latest state, at most ``api.push_max_hz`` messages a second.
+
+Each client *pulls* from the quote store (:class:`QuoteWatch`) when it is ready to send, so a slow client
+simply gets fewer, newer updates and holds no queue. A client that stays unwritable for
+``api.push_send_timeout_s``, or sends an oversized or malformed message, is closed with the reason.
+Push subscriptions only read the quote store: what flows from Dhan is decided by watchlists and Tier B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgpack
+import structlog
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from tickgate.api.auth import Authenticator, Principal
+from tickgate.dhan.protocol import InstrumentKey
+from tickgate.feed.quotes import QuoteWatch
+from tickgate.service import TickgateService
+
+log = structlog.get_logger("tickgate.api.push")
+
+CHAIN_PREFIX = "chain:"
+CHAIN_REFRESH_S = 1.0
+
+# Close codes (RFC 6455 + application range).
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
+CLOSE_UNAUTHORIZED = 4401
+
+router = APIRouter()
+
+
+class ClientError(Exception):
+    """The client broke the protocol: it is closed with this reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class PushHub:
+    """Counts and limits of the push channel (read by ``/metrics`` and ``/admin/stats``)."""
+
+    def __init__(self) -> None:
+        self.clients = 0
+        self.connections = 0
+        self.messages_sent = 0
+        self.quotes_sent = 0
+        self.coalesced = 0
+        self.dropped: Counter[str] = Counter()
+
+
+class PushClient:
+    def __init__(
+        self, ws: WebSocket, service: TickgateService, hub: PushHub, principal: Principal, binary: bool
+    ) -> None:
+        self.ws = ws
+        self.service = service
+        self.hub = hub
+        self.principal = principal
+        self.binary = binary
+        self.settings = service.settings.api
+        self.keys: set[InstrumentKey] = set()
+        self.chains: dict[int, str] = {}  # watchlist id -> group id
+        self.watch: QuoteWatch = service.quotes.watch(())
+        self._coalesced_seen = 0
+        self._changed = asyncio.Event()
+
+    # -- sending -------------------------------------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        timeout = self.settings.push_send_timeout_s
+        try:
+            if self.binary:
+                await asyncio.wait_for(self.ws.send_bytes(msgpack.packb(message, use_bin_type=True)), timeout)
+            else:
+                await asyncio.wait_for(self.ws.send_text(json.dumps(message, separators=(",", ":"))), timeout)
+        except TimeoutError:
+            raise ClientError(CLOSE_POLICY, f"client unwritable for {timeout:g}s: dropped") from None
+        self.hub.messages_sent += 1
+
+    def watched(self) -> list[InstrumentKey]:
+        keys = set(self.keys)
+        planner = self.service.planner
+        for group in self.chains.values():
+            if planner.has_group(group):
+                keys.update(planner.group_keys(group))
+        return sorted(keys)
+
+    def refresh(self) -> None:
+        keys = self.watched()
+        if keys != self.watch.keys:
+            self.watch.set_keys(keys)
+
+    async def pump(self) -> None:
+        """Send what changed, at most ``push_max_hz`` times a second; pull-based, so nothing queues."""
+        interval = 1.0 / self.settings.push_max_hz
+        quotes = self.service.quotes
+        last_refresh = time.monotonic()
+        while True:
+            started = time.monotonic()
+            if self.chains and started - last_refresh >= CHAIN_REFRESH_S:
+                self.refresh()
+                last_refresh = started
+            taken = self.watch.take()
+            if taken:
+                coalesced = self.watch.coalesced - self._coalesced_seen
+                self._coalesced_seen = self.watch.coalesced
+                self.hub.coalesced += coalesced
+                payload = []
+                for q in taken:
+                    item = q.as_dict()
+                    item["updates"] = q.updates
+                    payload.append(item)
+                await self.send({"type": "quotes", "quotes": payload, "coalesced": coalesced})
+                self.hub.quotes_sent += len(payload)
+            # Wait for fresh data (or a subscription change), then keep to the rate limit.
+            self._changed.clear()
+            waiter = asyncio.ensure_future(quotes.wait_changed())
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({waiter, changed}, timeout=CHAIN_REFRESH_S, return_when="FIRST_COMPLETED")
+            finally:
+                waiter.cancel()
+                changed.cancel()
+            spent = time.monotonic() - started
+            if spent < interval:
+                await asyncio.sleep(interval - spent)
+
+    # -- receiving -----------------------------------------------------------------------------------------
+
+    def parse(self, raw: str | bytes) -> dict[str, list[str]]:
+        if len(raw) > self.settings.max_ws_message_bytes:
+            raise ClientError(
+                CLOSE_TOO_BIG, f"message of {len(raw)} bytes exceeds {self.settings.max_ws_message_bytes}"
+            )
+        try:
+            message = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ClientError(CLOSE_POLICY, "malformed message: not JSON") from None
+        if not isinstance(message, dict) or not message or set(message) - {"subscribe", "unsubscribe"}:
+            raise ClientError(
+                CLOSE_POLICY, 'malformed message: expected {"subscribe": [...]} or {"unsubscribe": [...]}'
+            )
+        out: dict[str, list[str]] = {}
+        for op, items in message.items():
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ClientError(CLOSE_POLICY, f"malformed message: {op} must be a list of strings")
+            out[op] = items
+        return out
+
+    async def handle(self, request: dict[str, list[str]]) -> None:
+        rejected: list[dict[str, str]] = []
+        accepted: list[str] = []
+        for op, items in request.items():
+            for item in items:
+                try:
+                    await self._apply(op, item.strip())
+                    accepted.append(item)
+                except ValueError as exc:
+                    rejected.append({"item": item[:100], "reason": str(exc)[:200]})
+        self.refresh()
+        self._changed.set()
+        await self.send(
+            {
+                "type": "subscribed",
+                "keys": len(self.watch.keys),
+                "items": sorted([str(k) for k in self.keys] + [f"{CHAIN_PREFIX}{c}" for c in self.chains]),
+                "accepted": accepted,
+                "rejected": rejected,
+            }
+        )
+
+    async def _apply(self, op: str, item: str) -> None:
+        if item.startswith(CHAIN_PREFIX):
+            ident = item[len(CHAIN_PREFIX) :]
+            if not ident.isdigit() or len(ident) > 18:
+                raise ValueError(f"chain id must be chain:<watchlist id>, got {item!r}")
+            wid = int(ident)
+            if op == "unsubscribe":
+                self.chains.pop(wid, None)
+                return
+            entry = await self.service.store.get_watchlist(wid)
+            if entry is None or entry.user_id != self.principal.user_id:
+                raise ValueError(f"no watchlist entry {wid} for this user")
+            if not self.service.planner.has_group(entry.group_id):
+                raise ValueError(f"watchlist entry {wid} is not subscribed ({entry.state})")
+            self.chains[wid] = entry.group_id
+        else:
+            key = InstrumentKey.parse(item)  # ValueError names the problem
+            if op == "unsubscribe":
+                self.keys.discard(key)
+                return
+            self.keys.add(key)
+        if len(self.watched()) > self.settings.push_max_keys:
+            if item.startswith(CHAIN_PREFIX):
+                self.chains.pop(int(item[len(CHAIN_PREFIX) :]), None)
+            else:
+                self.keys.discard(InstrumentKey.parse(item))
+            raise ValueError(f"at most {self.settings.push_max_keys} instruments per client")
+
+    async def receive_loop(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(int(message.get("code") or 1000))
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            await self.handle(self.parse(raw))
+
+
+@router.websocket("/stream")
+async def stream(ws: WebSocket, key: str | None = None, format: str = "json") -> None:
+    service: TickgateService = ws.app.state.service
+    hub: PushHub = ws.app.state.push
+    auth: Authenticator = ws.app.state.auth
+    await ws.accept()
+    hub.connections += 1
+    try:
+        principal = await auth.authenticate(key or ws.headers.get("x-api-key"))
+    except Exception:  # service not ready
+        principal = None
+        await _close(ws, CLOSE_TRY_LATER, "service not ready")
+        return
+    if principal is None:
+        hub.dropped["unauthorized"] += 1
+        await _close(ws, CLOSE_UNAUTHORIZED, "missing or unknown API key")
+        return
+    if format not in {"json", "msgpack"}:
+        await _close(ws, CLOSE_POLICY, "format must be json or msgpack")
+        return
+    if hub.clients >= service.settings.api.push_max_clients:
+        hub.dropped["too_many_clients"] += 1
+        await _close(ws, CLOSE_TRY_LATER, "too many push clients: try again later")
+        return
+    client = PushClient(ws, service, hub, principal, binary=format == "msgpack")
+    hub.clients += 1
+    log.info("push client connected", user=principal.name, format=format)
+    outcome: list[BaseException] = []
+
+    async def run(part: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+        try:
+            await part()
+        except (ClientError, WebSocketDisconnect) as exc:
+            outcome.append(exc)
+        except Exception as exc:
+            outcome.append(exc)
+            log.error("push client failed", error=type(exc).__name__)
+        scope.cancel()  # either side ending ends the session
+
+    reason = "closed"
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, client.pump, tg.cancel_scope)
+            tg.start_soon(run, client.receive_loop, tg.cancel_scope)
+        exc = outcome[0] if outcome else None
+        if isinstance(exc, ClientError):
+            reason = exc.reason
+            hub.dropped["too_big" if exc.code == CLOSE_TOO_BIG else "policy"] += 1
+            await _close(ws, exc.code, exc.reason)
+        elif isinstance(exc, WebSocketDisconnect):
+            reason = "client disconnected"
+        elif exc is not None:
+            reason = f"error: {type(exc).__name__}"
+            await _close(ws, 1011, "internal error")
+    finally:
+        hub.clients -= 1
+        log.info("push client closed", user=principal.name, reason=reason, sent=client.watch.delivered)
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    if ws.application_state is WebSocketState.CONNECTED and ws.client_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await ws.close(code=code, reason=reason)
