@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import negative_data_rejection
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from .conftest import ADMIN_KEY
 from .test_push import live  # the real uvicorn server fixture
@@ -41,10 +41,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def test_api_conforms(case: Any) -> None:
     CASES.append(case.operation.label)
     # negative_data_rejection is off: FastAPI (rightly) ignores unknown query parameters and parses
-    # numbers as timestamps, which that check counts as accepting invalid data. Everything else is on:
-    # no 5xx, status codes/content types/bodies/headers as documented, valid data accepted, auth enforced.
+    # numbers as timestamps, which that check counts as accepting invalid data. positive_data_acceptance
+    # is off too: a schema-valid security id can be ambiguous across segments, which is a documented 400
+    # naming the segments (the schema cannot express "unique in the master"). Everything else is on:
+    # no 5xx, status codes/content types/bodies/headers as documented, auth enforced.
     case.call_and_validate(
-        headers={"X-API-Key": ADMIN_KEY}, timeout=30, excluded_checks=[negative_data_rejection]
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=30,
+        excluded_checks=[negative_data_rejection, positive_data_acceptance],
     )
 
 

@@ -142,6 +142,7 @@ class WatchlistManager:
                 quotes=svc.quotes.get,
                 exchange=underlying.exchange,
                 today=svc.today(),
+                now=time.time(),  # listings and windows are reused within the engine's TTL
             )
         except ChainError as exc:
             raise _chain_error(exc) from None

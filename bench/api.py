@@ -1,0 +1,318 @@
+"""API benchmark over real HTTP: a `tickgate serve` process (one uvicorn worker) with 25,000 instruments live,
+fed by the simulator in a third process.
+
+1. Fill to capacity with watchlist adds (Tier B + ~350 Tier A chains), then time adds at capacity (each one
+   evicts the least recently used chain): p50/p99 as the client sees them.
+2. ``GET /option-chain/NIFTY?strikes=101`` (101 strikes, live quotes of every leg) under concurrent load with
+   ``wrk`` (Debian's; a Python client is the fallback and the bottleneck): requests/s.
+3. Push fan-out: 100 WebSocket clients on NIFTY chains while the simulator streams 50k packets/s with its
+   latency probe (send time in the volume field): p50/p99 tick→client.
+
+Run: ``python bench/api.py``. Targets (issue 7): chain >= 3,000 req/s; add p99 <= 10 ms; push p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, print_table
+from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
+from tickgate.instruments import InstrumentRegistry, generate_master
+
+OUT = Path(__file__).resolve().parent / "out"
+ADMIN_KEY = "bench-admin-key-0123456789"
+U32 = 2**32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_simulator(master: Path, rate: int) -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tickgate",
+            "simulate",
+            "--master",
+            str(master),
+            "--rate",
+            str(rate),
+            "--latency-probe",
+            "--tick-ms",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = control = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("SIMULATOR "):
+            url = line.split()[1]
+        elif line.startswith("CONTROL "):
+            control = line.split()[1].removesuffix("/state")
+        if url and control:
+            break
+    return proc, url, control
+
+
+def start_server(master: Path, sim_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DHAN_CLIENT_ID": DEFAULT_CLIENT_ID,
+        "DHAN_ACCESS_TOKEN": DEFAULT_TOKEN,
+        "TICKGATE_FEED_URL": sim_url,
+        "TICKGATE_INSTRUMENTS": str(master),
+        "TICKGATE_DATA_DIR": str(data_dir),
+        "TICKGATE_DB_URL": f"sqlite+aiosqlite:///{data_dir / 'bench.db'}",
+        "TICKGATE_ADMIN_KEY": ADMIN_KEY,
+        "TICKGATE_PORT": str(port),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tickgate", "serve", "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_ready(http: httpx.AsyncClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if (await http.get("/api/v2/health")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.2)
+    raise TimeoutError("server never became ready")
+
+
+def stock_chains(registry: InstrumentRegistry) -> list[tuple[str, str]]:
+    """(symbol, expiry) of every stock option chain: what users add."""
+    frame = registry.frame
+    import polars as pl
+
+    rows = (
+        frame.filter(pl.col("instrument").cast(pl.Utf8) == "OPTSTK")
+        .select(pl.col("symbol").cast(pl.Utf8), pl.col("expiry"))
+        .unique()
+        .sort(["expiry", "symbol"])
+    )
+    return [(s, e.isoformat()) for s, e in rows.iter_rows()]
+
+
+async def fill_and_time_adds(
+    http: httpx.AsyncClient, chains: list[tuple[str, str]], at_capacity: int
+) -> dict:
+    i = 0
+    latencies: list[float] = []
+    evictions = 0
+    while True:
+        symbol, expiry = chains[i % len(chains)]
+        i += 1
+        start = time.perf_counter()
+        r = await http.post("/api/v2/watchlist", json={"symbol": symbol, "expiry": expiry})
+        elapsed = (time.perf_counter() - start) * 1000
+        if r.status_code != 200:
+            continue
+        body = r.json()
+        if body.get("evicted"):
+            evictions += len(body["evicted"])
+            latencies.append(elapsed)
+            if len(latencies) >= at_capacity:
+                break
+        if i > len(chains) * 3:
+            break
+    arr = np.array(latencies)
+    return {
+        "adds": i,
+        "evictions": evictions,
+        "p50": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
+        "p99": float(np.percentile(arr, 99)) if len(arr) else float("nan"),
+    }
+
+
+def run_wrk(url: str, seconds: int, connections: int) -> float | None:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "-H", f"X-API-Key: {ADMIN_KEY}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk saw errors: {non2xx.group(0)}")
+    return float(match.group(1)) if match else None
+
+
+async def python_load(base: str, path: str, seconds: float, concurrency: int) -> float:
+    """Fallback load generator (slower than the server: the figure is a floor)."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": ADMIN_KEY}, timeout=10) as http:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                r = await http.get(path)
+                r.raise_for_status()
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+async def push_fanout(ws_url: str, chain_id: int, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    messages = 0
+
+    async def client() -> None:
+        nonlocal messages
+        async with websockets.connect(f"{ws_url}?key={ADMIN_KEY}", max_size=None) as ws:
+            await ws.send(json.dumps({"subscribe": [f"chain:{chain_id}"]}))
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                now_us = int(time.time() * 1e6) % U32
+                msg = json.loads(raw)
+                if msg.get("type") != "quotes":
+                    continue
+                messages += 1
+                for q in msg["quotes"]:
+                    vol = q.get("volume")
+                    if vol:
+                        latencies.append(((now_us - vol) % U32) / 1000.0)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    arr = np.array(latencies)
+    # quotes that had not ticked since the previous push carry an old stamp: keep the fresh ones
+    fresh = arr[arr < 5_000] if len(arr) else arr
+    return {
+        "messages": messages,
+        "quotes": len(arr),
+        "p50": float(np.percentile(fresh, 50)) if len(fresh) else float("nan"),
+        "p99": float(np.percentile(fresh, 99)) if len(fresh) else float("nan"),
+    }
+
+
+async def run(args: argparse.Namespace) -> None:
+    OUT.mkdir(exist_ok=True)
+    master = OUT / "master-bench.csv"
+    if not master.exists():
+        generate_master(master, fmt="detailed", seed=0)
+    registry = InstrumentRegistry.load(master)
+    chains = stock_chains(registry)
+    data_dir = Path(tempfile.mkdtemp(prefix="tickgate-bench-api-"))
+    sim, sim_url, control = start_simulator(master, 2_000)
+    port = free_port()
+    server = start_server(master, sim_url, data_dir, port)
+    base = f"http://127.0.0.1:{port}"
+    results: dict[str, object] = {}
+    try:
+        async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": ADMIN_KEY}, timeout=30) as http:
+            await wait_ready(http)
+            adds = await fill_and_time_adds(http, chains, args.adds_at_capacity)
+            results["adds"] = adds
+            status = (await http.get("/api/v2/subscriptions")).json()
+            results["live"] = status
+            path = "/api/v2/option-chain/NIFTY?strikes=101"
+            r = await http.get(path)
+            r.raise_for_status()
+            rows = r.json()["rows"]
+            results["chain_rows"] = len(rows)
+            rps = run_wrk(base + path, args.seconds, args.connections)
+            results["chain_tool"] = "wrk" if rps is not None else "python"
+            if rps is None:
+                rps = await python_load(base, path, args.seconds, args.connections)
+            results["chain_rps"] = rps
+            # push: NIFTY weekly chain in the watchlist, 100 clients, simulator at 50k packets/s
+            nifty = (await http.post("/api/v2/watchlist", json={"symbol": "NIFTY", "strikes": 101})).json()
+            chain_id = nifty["entry"]["id"]
+            await http.get(f"{control}/rate", params={"pps": args.push_rate, "stack": 1})
+            await asyncio.sleep(1.0)
+            results["push"] = await push_fanout(
+                f"ws://127.0.0.1:{port}/api/v2/stream", chain_id, args.clients, args.push_seconds
+            )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        sim.send_signal(signal.SIGTERM)
+        server.wait(20)
+        sim.wait(20)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    adds = results["adds"]
+    push = results["push"]
+    assert isinstance(adds, dict)
+    assert isinstance(push, dict)
+    rps = float(results["chain_rps"])  # type: ignore[arg-type]
+    print_table(
+        f"API: one uvicorn worker, 25k live, simulator in its own process — {machine()}",
+        ["figure", "measured", "target", ""],
+        [
+            (
+                f"GET option-chain NIFTY ({results['chain_rows']} strikes + quotes), {args.connections} conns,"
+                f" {results['chain_tool']}",
+                f"{rps:,.0f} req/s",
+                ">= 3,000 req/s",
+                "met" if rps >= 3000 else "MISSED",
+            ),
+            (
+                f"POST /watchlist at capacity (each evicts LRU), n={args.adds_at_capacity}",
+                f"p50 {adds['p50']:.1f} ms, p99 {adds['p99']:.1f} ms",
+                "p99 <= 10 ms",
+                "met" if adds["p99"] <= 10 else "MISSED",
+            ),
+            (
+                f"push: {args.clients} WS clients on a NIFTY chain, feed {args.push_rate:,} packets/s",
+                f"p50 {push['p50']:.1f} ms, p99 {push['p99']:.1f} ms ({push['messages']:,} msgs)",
+                "p99 <= 50 ms",
+                "met" if push["p99"] <= 50 else "MISSED",
+            ),
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--adds-at-capacity", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--push-rate", type=int, default=50_000)
+    parser.add_argument("--push-seconds", type=float, default=10.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
