@@ -13,12 +13,14 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from tickgate.config import Settings
 from tickgate.dhan.client import Credentials
+from tickgate.dhan.protocol import FeedMode
 
 DEMO_USER = "demo"
 DEMO_WATCHLIST = ("RELIANCE", "HDFCBANK", "INFY", "TCS", "SBIN")
@@ -88,7 +90,7 @@ async def run_demo(console: Console, *, serve_api: bool = True, duration: float 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    server_task: asyncio.Task[None] | None = None
+    server: Any = None
     try:
         await service.start()
         user = await service.store.get_user_by_name(DEMO_USER)
@@ -97,13 +99,13 @@ async def run_demo(console: Console, *, serve_api: bool = True, duration: float 
             user, key = await service.store.create_user(DEMO_USER)
         else:
             _key_row, key = await service.store.create_api_key(user.id)
-        for symbol in DEMO_WATCHLIST:
+        for symbol in DEMO_WATCHLIST:  # full mode: the dashboard's chain grid shows bid/ask depth
             with contextlib.suppress(Exception):
-                await service.watchlists.add(user.id, symbol)
+                await service.watchlists.add(user.id, symbol, mode=FeedMode.FULL)
         await service.feed.wait_until(service.feed.all_up, 10)
         console.print(f"[bold]Demo user[/]: {DEMO_USER}  [bold]API key[/]: {key}")
         if serve_api:
-            server_task = await _start_api(service, settings, console)
+            server = await _start_api(service, settings, console)
         deadline = None if duration is None else loop.time() + duration
         while not stop.is_set() and (deadline is None or loop.time() < deadline):
             console.print(status_table(service))
@@ -111,15 +113,15 @@ async def run_demo(console: Console, *, serve_api: bool = True, duration: float 
                 await asyncio.wait_for(stop.wait(), 5.0)
     finally:
         console.print("Stopping…")
-        if server_task is not None:
-            server_task.cancel()
-            await asyncio.gather(server_task, return_exceptions=True)
+        if server is not None:  # a graceful uvicorn shutdown (cancelling it would leak a traceback)
+            server.should_exit = True
+            await asyncio.gather(server.task, return_exceptions=True)
         await service.stop()
         await simulator.close()
         console.print("Stopped cleanly.")
 
 
-async def _start_api(service: object, settings: Settings, console: Console) -> asyncio.Task[None] | None:
+async def _start_api(service: object, settings: Settings, console: Console) -> Any:
     """Serve the API + dashboard in this process if the API package is installed (it is, from issue 7)."""
     try:
         import uvicorn
@@ -134,14 +136,16 @@ async def _start_api(service: object, settings: Settings, console: Console) -> a
     class _Server(uvicorn.Server):
         """Leaves signals to the demo, which stops the API, the feed and the simulator in order."""
 
+        task: asyncio.Task[None] | None = None
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
 
     server = _Server(config)
-    task = asyncio.create_task(server.serve())
+    server.task = asyncio.create_task(server.serve())
     console.print(f"[bold]Dashboard[/]: http://{settings.host}:{settings.port}/   [bold]API docs[/]: /docs")
-    return task
+    return server
 
 
 def main(duration: float | None = None) -> None:

@@ -11,8 +11,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tickgate import __version__
@@ -131,5 +130,19 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         )
     app.add_middleware(AccessMiddleware, metrics=metrics)
     if STATIC_DIR.is_dir():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
+        _serve_dashboard(app)
     return app
+
+
+def _serve_dashboard(app: FastAPI) -> None:
+    """The dashboard's few files as explicit GET routes, not a catch-all mount at ``/``: a mount would
+    answer a wrong-method API call (``GET`` on a ``POST`` route) with its own 404 instead of the 405 the
+    API documents."""
+    files = {"/": STATIC_DIR / "index.html"}
+    files.update({f"/{p.name}": p for p in STATIC_DIR.iterdir() if p.is_file()})
+    for path, file in files.items():
+
+        async def serve(file: Path = file) -> FileResponse:
+            return FileResponse(file)
+
+        app.add_api_route(path, serve, methods=["GET"], include_in_schema=False, name=f"web:{path}")
