@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -42,3 +45,37 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     Console(width=140).print(table)
+
+
+def start_simulator(master: Path, rate: int, *extra: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``tickgate simulate`` in its own process, latency probe on: (process, feed URL, control URL)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tickgate",
+            "simulate",
+            "--master",
+            str(master),
+            "--rate",
+            str(rate),
+            "--latency-probe",
+            "--tick-ms",
+            "5",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = control = ""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("SIMULATOR "):
+            url = line.split()[1]
+        elif line.startswith("CONTROL "):
+            control = line.split()[1].removesuffix("/state")
+        if url and control:
+            break
+    if not url:
+        raise RuntimeError("the simulator did not announce its URL")
+    return proc, url, control

@@ -33,7 +33,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table
+from _common import machine, print_table, start_simulator
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 from tickgate.instruments import InstrumentRegistry, generate_master
 
@@ -46,36 +46,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def start_simulator(master: Path, rate: int) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tickgate",
-            "simulate",
-            "--master",
-            str(master),
-            "--rate",
-            str(rate),
-            "--latency-probe",
-            "--tick-ms",
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = control = ""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("SIMULATOR "):
-            url = line.split()[1]
-        elif line.startswith("CONTROL "):
-            control = line.split()[1].removesuffix("/state")
-        if url and control:
-            break
-    return proc, url, control
 
 
 def start_server(master: Path, sim_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
@@ -281,7 +251,7 @@ async def run(args: argparse.Namespace) -> None:
         ["figure", "measured", "target", ""],
         [
             (
-                f"GET option-chain NIFTY ({results['chain_rows']} strikes + quotes), {args.connections} conns,"
+                f"GET option-chain NIFTY ({results['chain_rows']} strikes), {args.connections} conns,"
                 f" {results['chain_tool']}",
                 f"{rps:,.0f} req/s",
                 ">= 3,000 req/s",

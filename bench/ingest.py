@@ -15,7 +15,6 @@ import asyncio
 import gc
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table
+from _common import machine, print_table, start_simulator
 from tickgate.config import FeedClientSettings, Settings
 from tickgate.dhan.batch import PacketBatch
 from tickgate.dhan.client import Credentials
@@ -93,42 +92,12 @@ def pick_keys(registry: InstrumentRegistry, count: int) -> list[list[InstrumentK
     return [keys[i : i + 200] for i in range(0, len(keys), 200)]
 
 
-def start_simulator(master: Path) -> tuple[subprocess.Popen[str], str, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tickgate",
-            "simulate",
-            "--master",
-            str(master),
-            "--rate",
-            "0",
-            "--latency-probe",
-            "--tick-ms",
-            "5",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = control = ""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("SIMULATOR "):
-            url = line.split()[1]
-        elif line.startswith("CONTROL "):
-            control = line.split()[1]
-        if url and control:
-            break
-    return proc, url, control.removesuffix("/state")
-
-
 async def run(args: argparse.Namespace) -> None:
     OUT.mkdir(exist_ok=True)
     master = OUT / "master-bench.csv"
     if not master.exists():
         generate_master(master, fmt="detailed", seed=0)
-    proc, url, control = start_simulator(master)
+    proc, url, control = start_simulator(master, 0)
     http = httpx.AsyncClient(timeout=10)
     try:
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from tickgate import __version__
-from tickgate.api.auth import Admin, Service, User
+from tickgate.api.auth import Admin, Principal, Service, User
 from tickgate.api.errors import CONFLICT, ERROR_RESPONSES, FORBIDDEN, NOT_FOUND, invalid
 from tickgate.api.logs import redact
 from tickgate.api.models import (
@@ -310,17 +310,7 @@ async def option_chain(
 async def subscribe_chain(
     svc: Service, user: User, symbol: Symbol, body: ChainSubscribe | None = None
 ) -> WatchlistAddResponse:
-    body = body or ChainSubscribe()
-    result = await svc.watchlists.add(
-        user.user_id,
-        symbol,
-        expiry=body.expiry,
-        strikes=body.strikes,
-        mode=feed_mode(body.mode),
-        exchange=body.exchange,
-        ltp=body.ltp,
-    )
-    return add_out(result)
+    return await _add(svc, user, symbol, body or ChainSubscribe())
 
 
 # -- watchlist --------------------------------------------------------------------------------------------
@@ -330,9 +320,16 @@ async def subscribe_chain(
     "/watchlist", response_model=WatchlistAddResponse, responses={**NOT_FOUND, **CONFLICT}, tags=["watchlist"]
 )
 async def watchlist_add(svc: Service, user: User, body: WatchlistAdd) -> WatchlistAddResponse:
+    return await _add(svc, user, body.symbol, body)
+
+
+async def _add(
+    svc: TickgateService, user: Principal, symbol: str, body: ChainSubscribe | WatchlistAdd
+) -> WatchlistAddResponse:
+    """One add path for ``POST /watchlist`` and ``POST /option-chain/{symbol}/subscribe``."""
     result = await svc.watchlists.add(
         user.user_id,
-        body.symbol,
+        symbol,
         expiry=body.expiry,
         strikes=body.strikes,
         mode=feed_mode(body.mode),
