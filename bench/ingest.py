@@ -209,7 +209,7 @@ async def run(args: argparse.Namespace) -> None:
         ["figure", "measured", "target", ""],
         [
             (
-                "sustained packets/s (best sustained row)",
+                "highest offered rate sustained (packets/s)",
                 f"{best:,.0f}",
                 ">= 250,000",
                 "met" if best >= 250_000 else "MISSED",
@@ -239,10 +239,8 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instruments", type=int, default=25_000)
-    parser.add_argument(
-        "--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50_000, 150_000, 250_000, 400_000]
-    )
-    parser.add_argument("--stacks", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10])
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    parser.add_argument("--stacks", type=lambda s: [int(x) for x in s.split(",")], default=None)
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.5)
     args = parser.parse_args()

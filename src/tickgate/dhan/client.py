@@ -34,6 +34,16 @@ from tickgate.dhan.protocol import (
 )
 
 TOO_MANY_CONNECTIONS = 805
+# Bytes asyncio reads from a socket per callback (its default is 256 KiB). websockets parses everything read
+# in that callback, ~5 µs a frame, so a smaller read keeps five busy sockets from holding the loop for tens of
+# milliseconds at a time (pongs, decoding and the API wait behind them).
+READ_CHUNK_BYTES = 64 * 1024
+
+
+def _limit_read_size(ws: ClientConnection) -> None:
+    transport = ws.transport
+    if hasattr(transport, "max_size"):
+        transport.max_size = READ_CHUNK_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +373,7 @@ class _Connection:
                 return self._record_down(DownReason(None, text), was_up=False)
 
             self.ws = ws
+            _limit_read_size(ws)
             self._outbox = asyncio.Queue()
             pool.open_sockets += 1
             pool.max_open_sockets = max(pool.max_open_sockets, pool.open_sockets)

@@ -29,6 +29,8 @@ from tickgate.dhan.protocol import subscribe_messages, unsubscribe_messages
 from tickgate.feed.quotes import QuoteStore
 from tickgate.planner import Planner, PlannerEvent, PlanResult
 
+DECODE_SLICE_S = 0.005
+
 
 @dataclass
 class FeedMetrics:
@@ -192,12 +194,17 @@ class FeedManager:
         return len(self._frames)
 
     async def _decode_loop(self) -> None:
+        """Decode in time slices: batches until the queue is empty or ``DECODE_SLICE_S`` has passed, then
+        yield. One batch per turn of the loop would starve decoding behind five busy readers (throughput
+        collapses under overload); an unbounded drain would stall pings and the API."""
         while self._running:
             await self._wake.wait()
             self._wake.clear()
             while self._frames:
-                self._decode_some()
-                await asyncio.sleep(0)  # let readers, pings and the API run between batches
+                deadline = time.perf_counter() + DECODE_SLICE_S
+                while self._frames and time.perf_counter() < deadline:
+                    self._decode_some()
+                await asyncio.sleep(0)  # let readers, pings and the API run between slices
 
     def _drain(self) -> None:
         while self._frames:
