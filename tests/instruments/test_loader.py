@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickgate.dhan.protocol import ExchangeSegment, InstrumentKey
-from tickgate.instruments import InstrumentRegistry, MasterFormatError
+from tickgate.instruments import Expiry, InstrumentRegistry, MasterFormatError
 from tickgate.instruments import loader as loader_module
 from tickgate.instruments.generator import COMPACT_HEADER, DETAILED_HEADER
 
@@ -240,3 +242,51 @@ def test_block_reading_from_a_path_matches_bytes(
     monkeypatch.setattr(loader_module, "_CHUNK_BYTES", 1 << 22)
     assert tiny.frame.equals(loader_module.load_frame(head, max_bad_fraction=0.01).frame)
     assert tiny.stats.rows_read == 299
+
+
+def test_compact_symbols_without_a_date_tail_fall_back_to_the_symbol_name() -> None:
+    rows = [
+        *VARIANTS[:2],  # NIFTY-Oct2026-25800-CE: the tail is cut off
+        "NSE,D,50002,FUTSTK,0,ODDFUT,75.0,ODD FUT,2026-10-27,-0.01,XX,10.0,M,FUT,,ODDSTOCK",  # no tail
+        "NSE,D,50003,FUTSTK,0,BARE,75.0,BARE FUT,2026-10-27,-0.01,XX,10.0,M,FUT,,",  # no tail, no name
+        "NSE,E,22,EQUITY,0,MCDOWELL-N,1,United Spirits,,,,5,NA,ES,EQ,UNITED SPIRITS",  # not a derivative
+    ]
+    reg = InstrumentRegistry.load(_compact(rows), today=dt.date(2026, 10, 1))
+    symbols = {i.key.security_id: i.symbol for i in reg.get_many(_keys(reg))}
+    assert symbols == {13: "NIFTY", 44430: "NIFTY", 50002: "ODDSTOCK", 50003: "BARE", 22: "MCDOWELL-N"}
+
+
+def test_non_ascii_trading_symbols_are_cut_by_character() -> None:
+    """Blocks with non-ASCII text take the regex path (byte and character offsets differ)."""
+    rows = [
+        "NSE,D,44440,OPTIDX,0,NÏFTY-Oct2026-25800-CE,75.0,NÏFTY 27 OCT 25800 CALL,2026-10-27,25800,CE,5,W,"
+        "OP,,",
+        "NSE,D,44441,FUTSTK,0,BAJAJ-AUTO-Oct2026-FUT,75.0,BAJAJ-AUTO OCT FUT,2026-10-27,-0.01,XX,10.0,M,"
+        "FUT,,",
+        "NSE,D,44442,FUTSTK,0,ÉCRIN,75.0,ÉCRIN FUT,2026-10-27,-0.01,XX,10.0,M,FUT,,ÉCRIN LTD",
+    ]
+    reg = InstrumentRegistry.load(_compact(rows), today=dt.date(2026, 10, 1))
+    symbols = {i.key.security_id: i.symbol for i in reg.get_many(_keys(reg))}
+    assert symbols == {44440: "NÏFTY", 44441: "BAJAJ-AUTO", 44442: "ÉCRIN LTD"}
+    assert reg.option_expiries("NÏFTY") == [Expiry(dt.date(2026, 10, 27), "weekly")]
+
+
+def _keys(reg: InstrumentRegistry) -> list[InstrumentKey]:
+    return [InstrumentKey(ExchangeSegment(s), i) for s, i in reg.frame.select("fseg", "sid").iter_rows()]
+
+
+def test_loading_needs_neither_settings_nor_pydantic_and_the_cli_no_polars(small_masters: dict) -> None:
+    """A process that only loads a clean master does not import the settings (pydantic, ~20 MB); every
+    ``tickgate`` command imports the instruments sub-app, which must not import polars (~0.3 s)."""
+    path, _ = small_masters["compact"]
+    script = (
+        "import sys\n"
+        "import tickgate.instruments.cli\n"
+        "assert 'polars' not in sys.modules, 'the instruments CLI imports polars'\n"
+        "from tickgate.instruments import InstrumentRegistry\n"
+        f"reg = InstrumentRegistry.load({str(path)!r})\n"
+        "reg.warm()\n"
+        "assert reg.search('nifty')\n"
+        "assert 'pydantic' not in sys.modules, 'loading a clean master imported pydantic'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import random
 
 import pytest
 
@@ -284,3 +285,33 @@ def test_stats(detailed: InstrumentRegistry, small_masters: dict) -> None:
         == stats.by_instrument["INDEX"]
     )
     assert "1" not in repr(detailed) or "instruments" in repr(detailed)
+
+
+@pytest.mark.parametrize("entries", [3, 70_000])
+def test_trigram_index_lists_every_entry_once_per_bucket(entries: int) -> None:
+    """The chunked index build against a direct one, past 2^16 entries (wider entry numbers) and with
+    non-ASCII text (character vs byte offsets); trigrams across separators are left out."""
+    from tickgate.instruments import registry as registry_module
+
+    rng = random.Random(entries)
+    texts = [
+        "".join(rng.choice("ABCDÉ ") for _ in range(rng.randint(1, 6)))
+        + "\x1f"
+        + rng.choice(["X", "ÜBER", ""])
+        for _ in range(entries)
+    ]
+    hay = "\n".join(texts)
+    offsets = [0, *itertools.accumulate(len(t) + 1 for t in texts)]
+    starts, rows = registry_module._trigram_index(hay, offsets)
+    expected: dict[int, set[int]] = {}
+    for row, text in enumerate(texts):
+        for part in text.split("\x1f"):
+            data = part.encode()
+            for b in registry_module._trigram_buckets(data).tolist():
+                expected.setdefault(b, set()).add(row)
+    got = {
+        b: rows[starts[b] : starts[b + 1]].tolist()
+        for b in range(len(starts) - 1)
+        if starts[b + 1] > starts[b]
+    }
+    assert {b: sorted(r) for b, r in expected.items()} == got

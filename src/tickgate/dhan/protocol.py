@@ -19,8 +19,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tickgate.config import get_settings
-
 
 class ExchangeSegment(IntEnum):
     """Feed segment: the JSON requests use the name, binary response headers use the number."""
@@ -123,6 +121,8 @@ DISCONNECT_REQUEST_CODE = 12
 
 def _per_message(per_message: int | None) -> int:
     if per_message is None:
+        from tickgate.config import get_settings  # lazy: pydantic costs ~20 MB, unused by most importers
+
         per_message = get_settings().limits.instruments_per_message
     if per_message < 1:
         raise ValueError(f"instruments per message must be >= 1, got {per_message}")

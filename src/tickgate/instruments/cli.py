@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from tickgate.dhan.protocol import segment_for_master
-from tickgate.instruments.fetch import MasterFetchError, fetch_master
 from tickgate.instruments.generator import FULL_SIZE_ROWS, generate_master
 from tickgate.instruments.model import MasterFormatError
-from tickgate.instruments.registry import InstrumentRegistry
+
+# The registry (polars, numpy), the download (httpx) and the tables (rich) are imported inside the commands
+# that use them: every ``tickgate`` command imports this module to register the sub-app.
 
 instruments_app = typer.Typer(help="Dhan scrip master: generate, fetch, inspect.", no_args_is_help=True)
 
@@ -65,6 +63,8 @@ def fetch(
     force: Annotated[bool, typer.Option(help="Download even if today's copy is cached.")] = False,
 ) -> None:
     """Download Dhan's master, validate it and cache it for today; keeps the last good copy on failure."""
+    from tickgate.instruments.fetch import MasterFetchError, fetch_master
+
     try:
         result = fetch_master(url, data_dir, force=force)
     except MasterFetchError as exc:
@@ -82,6 +82,12 @@ def fetch(
 @instruments_app.command()
 def info(file: Annotated[Path, typer.Argument(help="A scrip master CSV (compact or detailed).")]) -> None:
     """Row counts per exchange / segment / instrument."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tickgate.dhan.protocol import segment_for_master
+    from tickgate.instruments.registry import InstrumentRegistry
+
     started = time.perf_counter()
     try:
         reg = InstrumentRegistry.load(file)

@@ -1,18 +1,24 @@
 """Scrip master CSV → one normalised polars frame, columnar end to end (no Python loop over rows).
 
 Both of Dhan's formats are read by header name (the detailed file's tail drifts between releases), comma or
-tab separated, in blocks of whole lines (bounded memory). Only the needed columns are parsed: numbers by the
-CSV reader itself (a malformed one becomes null instead of aborting the read), dates and symbols with
-tolerant vectorised expressions. Rows that still fail are skipped and counted by reason; if too many fail
-the file is rejected with the column, line and value of the first failure, because a master that is mostly
-garbage must not silently become an empty universe.
+tab separated, in blocks of whole lines (bounded memory). Only the needed columns are parsed, each straight
+into its working type: numbers by the CSV reader itself (a malformed one becomes null instead of aborting
+the read), low-cardinality text (exchange, segment, instrument, option type, flag, expiry) as categoricals
+whose few distinct values are mapped once (feed segment, option/future, expiry date) and applied by code,
+symbols with tolerant vectorised expressions. Rows that still fail are skipped and counted by reason; if too
+many fail the file is rejected with the column, line and value of the first failure, because a master that
+is mostly garbage must not silently become an empty universe.
+
+Memory: the frame is built from each block's final columns only (text columns are the parsed ones, no
+copy), and never copied as a whole afterwards (``drop`` would rechunk it: ``drop_in_place``).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,6 +82,7 @@ _BAD_REASONS: dict[str, tuple[str, str]] = {
     "bad_option_type": ("opt", "CE or PE"),
 }
 _NUMERIC = frozenset({"sid", "usid", "lot", "tick", "strike"})
+_CATEGORICAL = frozenset({"exch", "seg", "instrument", "opt", "flag"})
 _PAISE_SEGMENTS = ("E", "D", "C", "M")  # index rows carry their tick in rupees already
 
 # Derivative trading symbols look like NIFTY-Oct2024-25800-CE, BAJAJ-AUTO-Nov2026-FUT, GOLD-05Dec2026-FUT.
@@ -111,9 +118,23 @@ class _Header:
 
     @property
     def schema(self) -> dict[str, pl.DataType]:
-        """Numbers are parsed by the CSV reader itself (no text copy of them), everything else as text."""
-        numeric = {pos for canon, (pos, _) in self.columns.items() if canon in _NUMERIC}
-        return {f"c{i}": pl.Float64() if i in numeric else pl.String() for i in range(self.width)}
+        """Types at parse time, so no intermediate text column is built for what is not text: numbers
+        are parsed by the CSV reader itself, low-cardinality text (exchange, segment, instrument, option
+        type, flag, expiry) straight into categoricals (4 bytes a row instead of a 16-byte string view,
+        and mapped once per distinct value instead of once per row); only free text (symbols, names)
+        stays text. Columns read are named by their canonical names, so no rename is needed."""
+        kind = {pos: canon for canon, (pos, _) in self.columns.items()}
+        return {kind.get(i, f"_{i}"): _parse_type(kind.get(i)) for i in range(self.width)}
+
+
+def _parse_type(canon: str | None) -> pl.DataType:
+    if canon in _NUMERIC:
+        return pl.Float64()
+    if canon in _CATEGORICAL:
+        return pl.Categorical()
+    if canon == "expiry":  # own categories, so its codes stay few and dense (a table indexes them)
+        return pl.Categorical(pl.Categories("tickgate.master.expiry"))
+    return pl.String()
 
 
 def _head_bytes(source: Source) -> bytes:
@@ -151,10 +172,11 @@ def _parse_header(head: bytes) -> _Header:
     return _Header(fmt, sep, len(names), cols)
 
 
-_CHUNK_BYTES = 4 << 20
-"""Parse the file in ~4 MB blocks: every intermediate column then lives only for one block, which keeps
-peak memory near the size of the final typed frame instead of several times the file (the full master is
-~45 MB of text)."""
+_CHUNK_BYTES = 8 << 20
+"""Parse the file in ~8 MB blocks (~70k rows): every intermediate column then lives only for one block,
+which keeps peak memory near the size of the final typed frame instead of several times the file (the full
+master is 35-45 MB of text). Measured on the full master: 4 MB blocks cost ~15% more load time (per-block
+overheads) for at most 5 MB less peak; 16 MB blocks save nothing more and add ~5 MB."""
 
 
 def _blocks(source: Source) -> Iterator[bytes]:
@@ -167,24 +189,32 @@ def _blocks(source: Source) -> Iterator[bytes]:
             yield source[start:end]
             start = end
         return
+    # One reused read buffer, one copy out of it per block: fresh memory costs page faults.
+    buffer = bytearray(_CHUNK_BYTES)
+    view = memoryview(buffer)
     with open(source, "rb") as fh:
         fh.readline()
-        while data := fh.read(_CHUNK_BYTES):
-            cut = data.rfind(b"\n")
-            if 0 <= cut < len(data) - 1:  # re-read the partial last line with the next block
-                fh.seek(cut + 1 - len(data), io.SEEK_CUR)
-                data = data[: cut + 1]
-            elif cut == -1 and len(data) == _CHUNK_BYTES:  # a line longer than a block: take it whole
-                data += fh.readline()
-            yield data
+        while size := fh.readinto(buffer):
+            cut = buffer.rfind(b"\n", 0, size)
+            if 0 <= cut < size - 1:  # re-read the partial last line with the next block
+                fh.seek(cut + 1 - size, io.SEEK_CUR)
+                yield bytes(view[: cut + 1])
+            elif cut == -1 and size == _CHUNK_BYTES:  # a line longer than a block: take it whole
+                yield bytes(view[:size]) + fh.readline()
+            else:
+                yield bytes(view[:size])
 
 
-def _read_block(block: bytes, header: _Header) -> pl.DataFrame:
-    canon = sorted(header.columns, key=lambda c: header.columns[c][0])
+def _read_block(block: bytes, header: _Header, only: Iterable[str] | None = None) -> pl.DataFrame:
+    """Parse a block: the header's columns (or ``only`` these), named by their canonical names."""
+    wanted = set(header.columns if only is None else only)
+    if only is None and header.fmt == "compact":
+        wanted.discard("name")  # a rarely needed fallback: parsed on demand (see _block_rows)
+    canon = sorted(wanted & header.columns.keys(), key=lambda c: header.columns[c][0])
     positions = [header.columns[c][0] for c in canon]
     try:
-        df = pl.read_csv(
-            io.BytesIO(block),
+        return pl.read_csv(
+            block,
             separator=header.separator,
             has_header=False,
             columns=positions,
@@ -193,10 +223,9 @@ def _read_block(block: bytes, header: _Header) -> pl.DataFrame:
             encoding="utf8-lossy",
             raise_if_empty=False,
             ignore_errors=True,  # a malformed number becomes null; the row is then skipped with a reason
-        )
+        ).rechunk()  # (one chunk per block, not one per parse thread and slice: lighter downstream)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise MasterFormatError(f"unreadable scrip master CSV: {exc}") from exc
-    return df.rename(dict(zip(df.columns, canon, strict=True)))
 
 
 def _raw_value(source: Source, header: _Header, line: int, canon: str) -> str | None:
@@ -214,145 +243,93 @@ def _raw_value(source: Source, header: _Header, line: int, canon: str) -> str | 
     return None
 
 
-def _feed_segment_expr(raw: pl.DataFrame) -> pl.Expr:
-    """Feed segment number per row via :func:`segment_for_master` (the one mapping), asked once per
-    (exchange, segment) pair present in the file rather than once per row."""
-    chain: Any = None  # polars' When/Then/ChainedThen builder types
-    c = pl.col
-    for e in raw["exch"].unique().drop_nulls().to_list():
-        for g in raw["seg"].unique().drop_nulls().to_list():
-            fs = segment_for_master(e, g)
-            if fs is None:
-                continue
-            cond, code = (c("exch") == e) & (c("seg") == g), pl.lit(int(fs), pl.UInt8)
-            chain = pl.when(cond).then(code) if chain is None else chain.when(cond).then(code)
-    if chain is None:
-        return pl.lit(None, pl.UInt8)
-    expr: pl.Expr = chain.otherwise(pl.lit(None, pl.UInt8))
-    return expr
+class _CodeMap:
+    """A categorical column's texts → values computed once per distinct text for the whole load, applied
+    per row as one gather by code instead of a string operation per row. The code → value table is
+    rebuilt per block from that block's own (text, code) pairs: codes of a categories object are not
+    stable once no column uses it any more."""
+
+    def __init__(self, column: str, compute: Callable[[list[str]], list[Any]], dtype: pl.DataType) -> None:
+        self.column = column
+        self._compute = compute
+        self._dtype = dtype
+        self._values: dict[str, Any] = {}
+
+    def expr(self, distinct: pl.Series) -> pl.Expr:
+        """The mapping for a block whose column holds the ``distinct`` (categorical) values."""
+        texts = distinct.cast(pl.String).to_list()
+        if new := [t for t in texts if t not in self._values]:
+            self._values.update(zip(new, self._compute(new), strict=True))
+        codes = distinct.to_physical().to_list()
+        table: list[Any] = [None] * (max(codes, default=0) + 1)
+        for code, text in zip(codes, texts, strict=True):
+            table[code] = self._values[text]
+        return pl.lit(pl.Series(table, dtype=self._dtype)).gather(pl.col(self.column).to_physical())
 
 
-def _expiry(col: pl.Series) -> pl.Series:
-    """ISO dates (``2026-02-24``, ``2026-02-24 14:30:00``) parse directly; anything left (spreadsheet
-    ``7/31/2025``) is parsed once per distinct value. Years before 1900 (``0001-01-01``) mean no expiry."""
-    iso = col.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
-    rest = col.filter(iso.is_null() & col.is_not_null()).unique()
-    if rest.len():
-        parsed = (
-            rest.str.strip_chars()
-            .str.extract(r"^(\d{1,2}/\d{1,2}/\d{4})")
-            .str.to_date("%m/%d/%Y", strict=False)
-        )
-        iso = pl.select(
-            pl.coalesce(iso, col.replace_strict(rest, parsed, default=None, return_dtype=pl.Date))
-        ).to_series()
-    return pl.select(pl.when(iso.dt.year() >= 1900).then(iso)).to_series().alias("expiry_d")
+def _parse_expiries(texts: list[str]) -> list[dt.date | None]:
+    """ISO dates (``2026-02-24``, ``2026-02-24 14:30:00``) and spreadsheet ``7/31/2025``; years before
+    1900 (``0001-01-01``) mean no expiry."""
+    text = pl.Series(texts, dtype=pl.String)
+    iso = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    mdy = text.str.strip_chars().str.extract(r"^(\d{1,2}/\d{1,2}/\d{4})")
+    mdy = mdy.str.to_date("%m/%d/%Y", strict=False)
+    dates = pl.select(pl.coalesce(iso, mdy)).to_series()
+    return pl.select(pl.when(dates.dt.year() >= 1900).then(dates)).to_series().to_list()
 
 
-def _symbols(raw: pl.DataFrame, fmt: MasterFormat) -> tuple[pl.Expr, pl.Expr]:
-    """(underlying/trading symbol, trading symbol) expressions. The compact file has no underlying
-    column: strip the ``-<[DD]Mon YYYY>-…`` tail off the trading symbol (symbols may contain '-', e.g.
-    BAJAJ-AUTO); a derivative without such a tail falls back to SM_SYMBOL_NAME."""
-    c = pl.col
-    is_deriv = c("instrument").str.starts_with("OPT") | c("instrument").str.starts_with("FUT")
-    if fmt == "compact":
-        stripped = c("tsym").str.replace(_DATE_TAIL_RE, "")
-        if "name" in raw.columns:
-            stripped = (
-                pl.when(is_deriv & (stripped == c("tsym")))
-                .then(pl.coalesce(c("name"), stripped))
-                .otherwise(stripped)
-            )
-        return stripped, c("tsym")
-    tsym = (
-        pl.when(is_deriv).then(pl.coalesce(c("name"), c("usym"))).otherwise(pl.coalesce(c("usym"), c("name")))
-    )
-    symbol = c("usym")
-    if raw["usym"].null_count():
-        symbol = pl.coalesce(c("usym"), c("name").str.replace(_DATE_TAIL_RE, ""))
-    return symbol, tsym
+def _instrument_kinds(names: list[str]) -> list[int]:
+    """2 = option, 1 = future, 0 = anything else."""
+    return [2 if n.startswith("OPT") else 1 if n.startswith("FUT") else 0 for n in names]
 
 
-def _transform(raw: pl.DataFrame, fmt: MasterFormat, first_line: int) -> pl.DataFrame:
-    """One block (text and number columns) → typed columns plus ``line`` and skip ``reason`` (null =
-    keep). One lazy query, so polars shares the sub-expressions and runs them in parallel."""
-    for optional in ("display", "flag", "name"):
-        if optional not in raw.columns:
-            raw = raw.with_columns(pl.lit(None, pl.String).alias(optional))
-    if "usid" not in raw.columns:
-        raw = raw.with_columns(pl.lit(None, pl.Float64).alias("usid"))
-    c = pl.col
-    symbol, tsym = _symbols(raw, fmt)
-    is_opt = c("instrument").str.starts_with("OPT").fill_null(False)
-    is_deriv = (is_opt | c("instrument").str.starts_with("FUT")).fill_null(False)
-    sid = c("sid")
-    prepared = (
-        raw.lazy()
-        .with_columns(_expiry(raw["expiry"]))
-        .with_row_index("line", offset=first_line)
-        .select(
-            "line", "exch", "seg", "instrument", "opt", "lot", "tick", "strike", "flag", "usid", "expiry_d",
-            _feed_segment_expr(raw).alias("fseg"),
-            pl.when((sid > 0) & (sid < 2**32) & (sid == sid.floor())).then(sid).cast(pl.Int64).alias("sid_i"),
-            symbol.alias("symbol"),
-            tsym.alias("tsym"),
-            (c("display") if fmt == "compact" else pl.coalesce(c("display"), c("name"))).alias("display"),
-            is_opt.alias("is_opt"),
-            is_deriv.alias("is_deriv"),
-            (c("exch").is_null() & c("seg").is_null() & sid.is_null()).alias("blank"),
-        )
-    )  # fmt: skip
-    reason = (
-        pl.when(c("blank")).then(pl.lit(BLANK))
-        .when(c("fseg").is_null()).then(pl.lit(UNSUPPORTED))
-        .when(c("sid_i").is_null()).then(pl.lit("bad_security_id"))
-        .when(c("instrument").is_null()).then(pl.lit("missing_instrument"))
-        .when(c("tsym").is_null()).then(pl.lit("missing_symbol"))
-        .when((c("exch") == "NSE") & c("tsym").str.ends_with("NSETEST")).then(pl.lit(NSE_TEST))
-        .when(c("lot").is_null() | (c("lot") <= 0)).then(pl.lit("bad_lot_size"))
-        .when(c("tick").is_null() & (c("seg") != "I")).then(pl.lit("bad_tick_size"))
-        .when(c("is_deriv") & c("expiry_d").is_null()).then(pl.lit("bad_expiry"))
-        .when(c("is_opt") & (c("strike").is_null() | (c("strike") <= 0))).then(pl.lit("bad_strike"))
-        .when(c("is_opt") & ~c("opt").is_in(["CE", "PE"]).fill_null(False)).then(pl.lit("bad_option_type"))
-        .otherwise(pl.lit(None, pl.String))
-    )  # fmt: skip
-    return prepared.select(
-        "line",
-        reason.alias("reason"),
-        (c("fseg").cast(pl.Int64) * (1 << 32) + c("sid_i")).alias("key"),
-        "fseg",
-        c("sid_i").alias("sid"),
-        "exch",
-        "seg",
-        "instrument",
-        "symbol",
-        "tsym",
-        "display",
-        c("lot").round(0).cast(pl.Int64, strict=False).alias("lot"),
-        pl.when(c("seg").is_in(_PAISE_SEGMENTS)).then(c("tick") / 100.0).otherwise(c("tick"))
-        .fill_null(0.0).alias("tick"),
-        pl.when(c("is_deriv")).then(c("expiry_d")).alias("expiry"),
-        pl.when(c("is_opt")).then(c("strike")).alias("strike"),
-        pl.when(c("is_opt")).then(c("opt")).alias("opt"),
-        pl.when(c("is_deriv") & c("flag").is_in(["W", "M"])).then(c("flag")).alias("flag"),
-        pl.when(c("usid") > 0).then(c("usid")).cast(pl.Int64, strict=False).alias("usid"),
-    ).collect()  # fmt: skip
+class _Codes:
+    """The per-load code maps: instrument kind, expiry date, and the feed segment of each (exchange,
+    segment) pair via :func:`segment_for_master` (the one mapping)."""
+
+    def __init__(self) -> None:
+        self.kind = _CodeMap("instrument", _instrument_kinds, pl.UInt8())
+        self.expiry = _CodeMap("expiry", _parse_expiries, pl.Date())
+        self._exchanges: list[str] = []
+        self._segments: list[str] = []
+        self.exch = _CodeMap("exch", lambda names: self._index(self._exchanges, names), pl.UInt32())
+        self.seg = _CodeMap("seg", lambda names: self._index(self._segments, names), pl.UInt32())
+
+    @staticmethod
+    def _index(known: list[str], names: list[str]) -> list[int]:
+        known.extend(names)
+        return list(range(len(known) - len(names), len(known)))
+
+    def distinct(self, raw: pl.DataFrame, **facts: pl.Expr) -> dict[str, Any]:
+        """Each mapped column's distinct values in the block, and the values of the scalar ``facts``
+        expressions: one query (small polars calls add up)."""
+        maps = (self.kind, self.expiry, self.exch, self.seg)
+        distinct = (pl.col(m.column).unique().drop_nulls().implode() for m in maps)
+        row = raw.lazy().select(*distinct, **facts).collect()
+        return {name: row[name][0] for name in row.columns}
+
+    def feed_segment(self, distinct: dict[str, Any]) -> pl.Expr:
+        e, g = self.exch.expr(distinct["exch"]), self.seg.expr(distinct["seg"])
+        width = len(self._segments)
+        pairs = [segment_for_master(x, y) for x in self._exchanges for y in self._segments]
+        table = pl.Series([None if fs is None else int(fs) for fs in pairs] or [None], dtype=pl.UInt8)
+        return pl.lit(table).gather(e * width + g)
 
 
-_COMPACT_TYPES: dict[str, pl.DataType] = {
-    # Low-cardinality text as categoricals (4 bytes a row instead of a 16-byte string view), ids and lots
-    # as 32-bit: the registry holds ~290k rows for the life of the process.
-    "exch": pl.Categorical(),
-    "seg": pl.Categorical(),
-    "instrument": pl.Categorical(),
-    "symbol": pl.Categorical(),
-    "opt": pl.Categorical(),
-    "flag": pl.Categorical(),
-    "sid": pl.UInt32(),
-    "lot": pl.Int32(),
-    "usid": pl.UInt32(),
-    "line": pl.UInt32(),
-}
+# Skip reasons in the order they are tested; a row's code is its reason's position + 1 (0 = keep).
+_REASON_ORDER = (
+    BLANK,
+    UNSUPPORTED,
+    "bad_security_id",
+    "missing_instrument",
+    "missing_symbol",
+    NSE_TEST,
+    "bad_lot_size",
+    "bad_tick_size",
+    "bad_expiry",
+    "bad_strike",
+    "bad_option_type",
+)
 
 
 @dataclass
@@ -365,41 +342,151 @@ class _Skips:
         self.first_line[reason] = min(self.first_line.get(reason, line), line)
 
 
-def _good_rows(block: pl.DataFrame, skips: _Skips) -> pl.DataFrame:
-    """Count the block's skipped rows by reason, return its good rows in the compact storage types."""
+@dataclass(frozen=True, slots=True)
+class _Load:
+    """What the blocks of one load share."""
+
+    header: _Header
+    codes: _Codes
+    skips: _Skips
+
+
+def _block_rows(raw: pl.DataFrame, block: bytes, first_line: int, load: _Load) -> pl.DataFrame:
+    """One parsed block → its good rows in the storage types (columns ``line`` + :data:`FRAME_COLUMNS`);
+    skipped rows are counted by reason. Mappings of categorical columns (feed segment, expiry date,
+    option/future) are applied by code; the rest is one lazy query, so polars shares the sub-expressions
+    and runs them in parallel. Only final columns outlive the block: the text columns of the result are
+    the parsed ones (no copy), every intermediate column is dropped with the block."""
+    header, codes = load.header, load.codes
+    for optional, dtype in (("display", pl.String()), ("flag", pl.Categorical())):
+        if optional not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype).alias(optional))
+    if "usid" not in raw.columns:
+        raw = raw.with_columns(pl.lit(None, pl.Float64).alias("usid"))
     c = pl.col
-    bad = block.filter(c("reason").is_not_null())
-    if bad.height:
-        for reason, n, line in bad.group_by("reason").agg(pl.len(), c("line").min()).iter_rows():
-            skips.add(reason, n, line)
-        block = block.filter(c("reason").is_null())
-    return block.select(
-        c(name).cast(_COMPACT_TYPES[name]) if name in _COMPACT_TYPES else c(name)
-        for name in ("line", *FRAME_COLUMNS)
+    ascii_symbols = c("tsym").str.len_bytes().sum() == c("tsym").str.len_chars().sum()
+    distinct = codes.distinct(raw, **({"ascii": ascii_symbols} if header.fmt == "compact" else {}))
+    kind = codes.kind.expr(distinct["instrument"])
+    is_opt, is_deriv = (kind == 2).fill_null(False), (kind >= 1).fill_null(False)
+    sid = c("sid")
+    derived = [
+        pl.int_range(first_line, first_line + raw.height, dtype=pl.UInt32).alias("line"),
+        codes.feed_segment(distinct).alias("fseg"),
+        pl.when((sid > 0) & (sid < 2**32) & (sid == sid.floor())).then(sid).cast(pl.UInt32).alias("sid_i"),
+        (c("exch").is_null() & c("seg").is_null() & sid.is_null()).alias("blank"),
+        codes.expiry.expr(distinct["expiry"]).alias("expiry_d"),
+        is_opt.alias("is_opt"),
+        is_deriv.alias("is_deriv"),
+    ]
+    if header.fmt == "compact":
+        # No underlying column: strip the ``-<[DD]Mon YYYY>-…`` tail off the trading symbol (symbols may
+        # contain '-', e.g. BAJAJ-AUTO). Finding the tail and cutting there is cheaper than a regex
+        # replace; byte offsets equal character offsets only for ASCII, so other blocks use the replace.
+        tsym = c("tsym")
+        if distinct["ascii"]:
+            at = tsym.str.find(_DATE_TAIL_RE)
+            stripped, no_tail = tsym.str.head(at.fill_null(1 << 30)), at.is_null()
+        else:
+            stripped = tsym.str.replace(_DATE_TAIL_RE, "")
+            no_tail = stripped.str.len_bytes() == tsym.str.len_bytes()
+        derived += [
+            stripped.cast(pl.Categorical).alias("symbol"),
+            (is_deriv & no_tail).alias("no_tail"),  # falls back to SM_SYMBOL_NAME, below
+        ]
+    else:
+        usym, name = c("usym"), c("name")
+        # (null counts are free: the coalescing forms, several times slower, only for blocks that need them)
+        if raw["usym"].null_count() or raw["name"].null_count():
+            tsym = pl.when(is_deriv).then(pl.coalesce(name, usym)).otherwise(pl.coalesce(usym, name))
+        else:
+            tsym = pl.when(is_deriv).then(name).otherwise(usym)
+        symbol = usym
+        if raw["usym"].null_count():
+            symbol = pl.coalesce(usym, name.str.replace(_DATE_TAIL_RE, ""))
+        display = pl.coalesce(c("display"), name) if raw["display"].null_count() else c("display")
+        derived += [symbol.cast(pl.Categorical).alias("symbol"), tsym.alias("tsym"), display.alias("display")]
+    prepared = raw.lazy().with_columns(derived)
+    reasons = (
+        c("blank"),
+        c("fseg").is_null(),
+        c("sid_i").is_null(),
+        c("instrument").is_null(),
+        c("tsym").is_null(),
+        (c("exch") == "NSE") & c("tsym").str.ends_with("NSETEST"),
+        c("lot").is_null() | (c("lot") <= 0),
+        c("tick").is_null() & (c("seg") != "I"),
+        c("is_deriv") & c("expiry_d").is_null(),
+        c("is_opt") & (c("strike").is_null() | (c("strike") <= 0)),
+        c("is_opt") & ~c("opt").is_in(["CE", "PE"]).fill_null(False),
     )
+    chain: Any = pl
+    for code, cond in enumerate(reasons, start=1):
+        chain = chain.when(cond).then(pl.lit(code, pl.UInt8))
+    reason: pl.Expr = chain.otherwise(pl.lit(0, pl.UInt8))
+    out = prepared.select(
+        "line",
+        reason.alias("reason"),
+        *(["no_tail"] if header.fmt == "compact" else []),
+        (c("fseg").cast(pl.Int64) * (1 << 32) + c("sid_i").cast(pl.Int64)).alias("key"),
+        "fseg",
+        c("sid_i").alias("sid"),
+        "exch",
+        "seg",
+        "instrument",
+        "symbol",
+        "tsym",
+        "display",
+        c("lot").round(0).cast(pl.Int32, strict=False).alias("lot"),
+        pl.when(c("seg").is_in(_PAISE_SEGMENTS)).then(c("tick") / 100.0).otherwise(c("tick"))
+        .fill_null(0.0).alias("tick"),
+        pl.when(c("is_deriv")).then(c("expiry_d")).alias("expiry"),
+        pl.when(c("is_opt")).then(c("strike")).alias("strike"),
+        pl.when(c("is_opt")).then(c("opt")).alias("opt"),
+        pl.when(c("is_deriv") & c("flag").is_in(["W", "M"])).then(c("flag")).alias("flag"),
+        pl.when(c("usid") > 0).then(c("usid")).cast(pl.UInt32, strict=False).alias("usid"),
+    ).collect()  # fmt: skip
+    if header.fmt == "compact":
+        if "name" in header.columns and out["no_tail"].any():
+            # a derivative symbol without a date tail: SM_SYMBOL_NAME instead (only those rows' names
+            # become categories)
+            names = _read_block(block, header, only=["name"])["name"]
+            fallback = pl.when(c("no_tail") & names.is_not_null()).then(names)
+            symbol = pl.coalesce(fallback, c("symbol").cast(pl.String)).cast(pl.Categorical)
+            out = out.with_columns(symbol.alias("symbol"))
+        out.drop_in_place("no_tail")  # (in place: no query, no copy)
+    if out["reason"].max():
+        bad = out.filter(c("reason") > 0).group_by("reason").agg(pl.len(), c("line").min())
+        for code, n, line in bad.iter_rows():
+            load.skips.add(_REASON_ORDER[code - 1], n, line)
+        out = out.filter(c("reason") == 0)
+    out.drop_in_place("reason")
+    return out
 
 
 class LoadedMaster(NamedTuple):
     frame: pl.DataFrame  # columns FRAME_COLUMNS, file order
     stats: RegistryStats
     sorted_keys: npt.NDArray[np.int64]  # frame["key"], ascending
-    key_rows: npt.NDArray[np.int64]  # frame row of each sorted key
+    key_rows: npt.NDArray[np.uint32]  # frame row of each sorted key
 
 
-def load_frame(source: Source, *, max_bad_fraction: float) -> LoadedMaster:
+def load_frame(source: Source, *, max_bad_fraction: float | None = None) -> LoadedMaster:
     """Read and normalise a master. Returns the frame (columns :data:`FRAME_COLUMNS`, file order) and what
-    happened. Raises :class:`MasterFormatError` for an unusable file."""
+    happened. Raises :class:`MasterFormatError` for an unusable file. ``max_bad_fraction`` defaults to
+    the ``master.max_bad_row_fraction`` setting, looked up only if the file has bad rows (the settings
+    module and pydantic cost ~20 MB and a clean file does not need them)."""
     skips = _Skips({}, {})
     parts: list[pl.DataFrame] = []
     line = 2
     try:
         header = _parse_header(_head_bytes(source))
+        load = _Load(header, _Codes(), skips)
         for block in _blocks(source):
             raw = _read_block(block, header)
-            del block
             if raw.height:
-                parts.append(_good_rows(_transform(raw, header.fmt, line), skips))
+                parts.append(_block_rows(raw, block, line, load))
                 line += raw.height
+            del raw, block  # (before the next block is read)
     except OSError as exc:
         raise MasterFormatError(f"cannot read scrip master: {exc}") from exc
     rows_read = line - 2 - skips.counts.pop(BLANK, 0)
@@ -426,7 +513,11 @@ def load_frame(source: Source, *, max_bad_fraction: float) -> LoadedMaster:
     skipped, first_line = skips.counts, skips.first_line
     bad = {r: n for r, n in skipped.items() if r in _BAD_REASONS}
     n_bad = sum(bad.values())
-    if n_bad and (good.height == 0 or n_bad > max_bad_fraction * rows_read):
+    if n_bad and max_bad_fraction is None:
+        from tickgate.config import get_settings
+
+        max_bad_fraction = get_settings().master.max_bad_row_fraction
+    if n_bad and (good.height == 0 or n_bad > (max_bad_fraction or 0.0) * rows_read):
         worst = max(bad, key=lambda r: (bad[r], -first_line[r]))
         canon, expected = _BAD_REASONS[worst]
         at = first_line[worst]
@@ -440,11 +531,12 @@ def load_frame(source: Source, *, max_bad_fraction: float) -> LoadedMaster:
             f"(limit {max_bad_fraction:.1%}); most common: column {column} should hold {expected}, "
             f"first at line {at} (value {value!r})"
         )
+    good.drop_in_place("line")  # (in place: ``drop`` would copy the whole frame into one chunk)
     return LoadedMaster(
-        good.drop("line"),
+        good,
         _skip_stats(header, rows_read, good.height, skipped, first_line),
         sorted_keys,
-        order.astype(np.int64),
+        order.astype(np.uint32),
     )
 
 
