@@ -6,11 +6,16 @@ issues ask for; ``dev`` is a quicker loop; ``fuzz`` is the long documented run.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from tickgate.instruments import InstrumentRegistry
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
@@ -33,3 +38,23 @@ def samples_dir() -> Path:
     if not SAMPLES_DIR.is_dir():
         pytest.fail(f"real Dhan samples not found at {SAMPLES_DIR} (set TICKGATE_SAMPLES_DIR)")
     return SAMPLES_DIR
+
+
+GENERATED_TODAY = dt.date(2026, 11, 25)  # the day the shared generated master is laid out from
+
+
+@pytest.fixture(scope="session")
+def master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full-size generated master (detailed format) for every suite that runs a whole service."""
+    from tickgate.instruments import generate_master
+
+    path = tmp_path_factory.mktemp("master") / "master.csv"
+    generate_master(path, fmt="detailed", seed=0, today=GENERATED_TODAY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry(master: Path) -> InstrumentRegistry:
+    from tickgate.instruments import InstrumentRegistry
+
+    return InstrumentRegistry.load(master, today=GENERATED_TODAY)

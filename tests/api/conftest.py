@@ -26,7 +26,7 @@ from tickgate.api import create_app
 from tickgate.config import ApiSettings, FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
-from tickgate.instruments import InstrumentRegistry, generate_master
+from tickgate.instruments import InstrumentRegistry
 from tickgate.service import TickgateService
 
 TODAY = dt.date(2026, 11, 25)
@@ -45,18 +45,6 @@ expiries = "next 1 weekly"
 """
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("master") / "master.csv"
-    generate_master(path, fmt="detailed", seed=0, today=TODAY)
-    return path
-
-
-@pytest.fixture(scope="session")
-def registry(master: Path) -> InstrumentRegistry:
-    return InstrumentRegistry.load(master, today=TODAY)
 
 
 class ThreadLoop:

@@ -11,7 +11,7 @@ import pytest
 from tickgate.config import FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
-from tickgate.instruments import InstrumentRegistry, generate_master
+from tickgate.instruments import InstrumentRegistry
 from tickgate.schedule.calendar import IST
 from tickgate.service import TickgateService
 
@@ -28,18 +28,6 @@ symbol = "NIFTY"
 exchange = "NSE"
 expiries = "next 1 weekly"
 """
-
-
-@pytest.fixture(scope="session")
-def master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("master") / "master.csv"
-    generate_master(path, fmt="detailed", seed=0, today=TODAY)
-    return path
-
-
-@pytest.fixture(scope="session")
-def registry(master: Path) -> InstrumentRegistry:
-    return InstrumentRegistry.load(master, today=TODAY)
 
 
 def service_settings(tmp: Path, *, limits: FeedLimits | None = None, tier_b: Path | None = None) -> Settings:

@@ -369,42 +369,29 @@ DEPTH_DTYPE = np.dtype(
         ("ask_price", "<f4"),
     ]
 )
+# Quote and Full share the trade fields and the OHLC block; Full puts open interest between them.
+_TRADE_FIELDS: list[tuple[str, str]] = [
+    ("ltp", "<f4"),
+    ("ltq", "<u2"),
+    ("ltt", "<u4"),
+    ("atp", "<f4"),
+    ("volume", "<u4"),
+    ("total_sell_qty", "<u4"),
+    ("total_buy_qty", "<u4"),
+]
+_OHLC_FIELDS: list[tuple[str, str]] = [("open", "<f4"), ("close", "<f4"), ("high", "<f4"), ("low", "<f4")]
 TICKER_DTYPE = np.dtype([*_HEADER_FIELDS, ("ltp", "<f4"), ("ltt", "<u4")])
-QUOTE_DTYPE = np.dtype(
-    [
-        *_HEADER_FIELDS,
-        ("ltp", "<f4"),
-        ("ltq", "<u2"),
-        ("ltt", "<u4"),
-        ("atp", "<f4"),
-        ("volume", "<u4"),
-        ("total_sell_qty", "<u4"),
-        ("total_buy_qty", "<u4"),
-        ("open", "<f4"),
-        ("close", "<f4"),
-        ("high", "<f4"),
-        ("low", "<f4"),
-    ]
-)
+QUOTE_DTYPE = np.dtype([*_HEADER_FIELDS, *_TRADE_FIELDS, *_OHLC_FIELDS])
 OI_DTYPE = np.dtype([*_HEADER_FIELDS, ("oi", "<u4")])
 PREV_CLOSE_DTYPE = np.dtype([*_HEADER_FIELDS, ("prev_close", "<f4"), ("prev_oi", "<u4")])
 FULL_DTYPE = np.dtype(
     [
         *_HEADER_FIELDS,
-        ("ltp", "<f4"),
-        ("ltq", "<u2"),
-        ("ltt", "<u4"),
-        ("atp", "<f4"),
-        ("volume", "<u4"),
-        ("total_sell_qty", "<u4"),
-        ("total_buy_qty", "<u4"),
+        *_TRADE_FIELDS,
         ("oi", "<u4"),
         ("oi_day_high", "<u4"),
         ("oi_day_low", "<u4"),
-        ("open", "<f4"),
-        ("close", "<f4"),
-        ("high", "<f4"),
-        ("low", "<f4"),
+        *_OHLC_FIELDS,
         ("depth", DEPTH_DTYPE, (DEPTH_LEVELS,)),
     ]
 )
