@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,28 @@ from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
     from tickgate.instruments import InstrumentRegistry
+
+
+def _tolerate_cpython_ast_bug() -> None:
+    """Hypothesis parses a lambda's module with ``ast`` only to *describe* the lambda (for reprs of
+    ``.filter(lambda …)``). On CPython 3.11.7 that parse, deep in schemathesis' call stack, randomly raises
+    "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905). A description is not worth
+    a failed test: fall back to Hypothesis' own "unknown" wording for it."""
+    from hypothesis.internal import lambda_sources
+
+    describe = lambda_sources.lambda_description
+
+    def lambda_description(f: object) -> str:
+        try:
+            return describe(f)
+        except SystemError:
+            return "lambda: <unknown>"
+
+    lambda_sources.lambda_description = lambda_description
+
+
+if sys.version_info < (3, 12):
+    _tolerate_cpython_ast_bug()
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

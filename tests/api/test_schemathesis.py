@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
@@ -16,11 +15,6 @@ from .test_push import live  # the real uvicorn server fixture
 __all__ = ["live"]
 
 pytestmark = pytest.mark.timeout(300)
-
-# schemathesis + hypothesis parse large modules with `ast` deep inside their call stacks; on CPython 3.11.7
-# a recursion limit hit during AST construction surfaces as "SystemError: AST constructor recursion depth
-# mismatch" (CPython gh-106905, fixed in later releases). More headroom avoids the spurious failure.
-sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
 
 CASES: list[str] = []
 

@@ -109,9 +109,17 @@ def test_dashboard_live_chain_and_eviction(live: Live, page: Page) -> None:
     meta = page.locator("#chain-meta").inner_text()
     assert f"ATM {atm_strike:,.0f}" in meta or f"ATM {atm_strike:,.2f}" in meta, meta
     # the ATM row is really highlighted: its cells are painted differently from a plain row's
-    atm_bg = atm.locator("td.f-ltp").first.evaluate("td => getComputedStyle(td).backgroundColor")
-    other_bg = rows.first.locator("td.f-oi").first.evaluate("td => getComputedStyle(td).backgroundColor")
-    assert atm_bg != other_bg
+    # (both sides: the ATM strike is in the money on one of them, and the highlight must win there too)
+    painted = "tds => tds.map(td => getComputedStyle(td).backgroundColor)"
+    atm_bgs = atm.locator("td.f-oi").evaluate_all(painted)  # OI: LTP cells flash when they tick
+    other_bgs = {
+        rows.nth(i).locator(f"td.{side}.f-oi").evaluate("td => getComputedStyle(td).backgroundColor")
+        for i in (0, 24)
+        for side in ("ce", "pe")
+    }
+    assert len(atm_bgs) == 2
+    assert len(set(atm_bgs)) == 1
+    assert atm_bgs[0] not in other_bgs
 
     # -- live prices: most LTP cells hold prices, and they keep changing with no reload
     wait_filled(page, LTP_CELLS, 40)
