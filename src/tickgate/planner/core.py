@@ -114,6 +114,14 @@ class _Group:
     def ref(self) -> GroupRef:
         return GroupRef(self.gid, self.owner, self.tier, len(self.keys))
 
+    def event(
+        self, kind: EventKind, reason: str | None, at: float | None, *, mode: FeedMode | None = None
+    ) -> PlannerEvent:
+        """A decision about this whole group (evicted, suspended, resumed, cleared at end of day)."""
+        return PlannerEvent(
+            kind, self.gid, self.owner, self.tier, count=len(self.keys), mode=mode, reason=reason, at=at
+        )
+
     def info(self) -> GroupInfo:
         return GroupInfo(
             group=self.gid,
@@ -473,18 +481,7 @@ class Planner:
             if only is not None and not only(g.info()):
                 continue
             self._drop(g)
-            tx.events.append(
-                PlannerEvent(
-                    EventKind.EOD,
-                    g.gid,
-                    g.owner,
-                    g.tier,
-                    count=len(g.keys),
-                    mode=g.mode,
-                    reason=reason,
-                    at=now,
-                )
-            )
+            tx.events.append(g.event(EventKind.EOD, reason, now, mode=g.mode))
         self._reconcile()
         return self._finish(tx)
 
@@ -723,18 +720,7 @@ class Planner:
         for v in victims:
             self._drop(v)
             tx.evicted.append(v.ref())
-            tx.events.append(
-                PlannerEvent(
-                    EventKind.EVICT,
-                    v.gid,
-                    v.owner,
-                    v.tier,
-                    count=len(v.keys),
-                    mode=v.mode,
-                    reason=reason,
-                    at=tx.at,
-                )
-            )
+            tx.events.append(v.event(EventKind.EVICT, reason, tx.at, mode=v.mode))
 
     # ------------------------------------------------------------------ internals: choosing groups
 
@@ -1091,30 +1077,10 @@ class Planner:
                 continue
             if g.suspended:
                 suspended.append(g.ref())
-                events.append(
-                    PlannerEvent(
-                        EventKind.SUSPEND,
-                        gid,
-                        g.owner,
-                        g.tier,
-                        count=len(g.keys),
-                        reason=f"live capacity {self.live_capacity}",
-                        at=tx.at,
-                    )
-                )
+                events.append(g.event(EventKind.SUSPEND, f"live capacity {self.live_capacity}", tx.at))
             elif was is not None:
                 resumed.append(g.ref())
-                events.append(
-                    PlannerEvent(
-                        EventKind.RESUME,
-                        gid,
-                        g.owner,
-                        g.tier,
-                        count=len(g.keys),
-                        reason=f"live capacity {self.live_capacity}",
-                        at=tx.at,
-                    )
-                )
+                events.append(g.event(EventKind.RESUME, f"live capacity {self.live_capacity}", tx.at))
         self._events.extend(events)
         self._tx = None
         return PlanResult(
