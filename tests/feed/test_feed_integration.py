@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,31 @@ async def _converged(manager: FeedManager, sim: Simulator, timeout: float = 10.0
     assert ok, (
         f"simulator view never matched the plan: {len(view_sets(sim))} vs {len(plan_sets(manager.planner))}"
     )
+
+
+async def tier_b_feed(
+    make_sim: Callable[..., Simulator],
+    running: list[object],
+    chains: int,
+    *,
+    sim: dict[str, Any] | None = None,
+    provider: Callable[[], Credentials] = credentials,
+    market_open: Callable[[], bool] = lambda: True,
+    **feed: float,
+) -> tuple[Simulator, FeedManager]:
+    """A simulator and a started feed carrying ``chains`` Tier B chains, converged: the common opening."""
+    universe, groups = big_universe(chains)
+    simulator = make_sim(universe=universe, **(sim or {}))
+    await simulator.start()
+    running.append(simulator)
+    settings = fast_settings(None, **feed)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, provider, url=simulator.url, market_open=market_open)
+    await manager.start()
+    running.append(manager)
+    await _converged(manager, simulator)
+    return simulator, manager
 
 
 async def test_25000_instruments_over_five_sockets(
@@ -135,17 +161,7 @@ async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
 
 
 async def test_805_backs_off_long(make_sim: Callable[..., Simulator], running: list[object]) -> None:
-    universe, groups = big_universe(2)
-    sim = make_sim(universe=universe)
-    await sim.start()
-    running.append(sim)
-    settings = fast_settings(startup_barrier_s=0.5, backoff_805_s=1.0)
-    planner = Planner(settings.limits)
-    add_groups(planner, groups, Tier.B, "B")
-    manager = FeedManager(settings, planner, credentials, url=sim.url)
-    await manager.start()
-    running.append(manager)
-    await _converged(manager, sim)
+    sim, manager = await tier_b_feed(make_sim, running, 2, startup_barrier_s=0.5, backoff_805_s=1.0)
     before = sim.stats.connections
     sim.disconnect("oldest", code=805)
     await manager.wait_until(lambda: not manager.all_up(), 5)
@@ -165,22 +181,12 @@ async def test_805_backs_off_long(make_sim: Callable[..., Simulator], running: l
 async def test_expired_token_stops_retrying_until_rollover(
     make_sim: Callable[..., Simulator], running: list[object]
 ) -> None:
-    universe, groups = big_universe(1)
-    sim = make_sim(universe=universe)
-    await sim.start()
-    running.append(sim)
     token = {"value": credentials().access_token}
-    settings = fast_settings(startup_barrier_s=0.5)
-    planner = Planner(settings.limits)
-    add_groups(planner, groups, Tier.B, "B")
 
     def provider() -> Credentials:
         return Credentials(DEFAULT_CLIENT_ID, token["value"])
 
-    manager = FeedManager(settings, planner, provider, url=sim.url)
-    await manager.start()
-    running.append(manager)
-    await _converged(manager, sim)
+    sim, manager = await tier_b_feed(make_sim, running, 1, provider=provider, startup_barrier_s=0.5)
     sim.expire_token()
     assert await manager.wait_until(lambda: manager.alert is not None, 5)
     assert manager.alert is not None
@@ -203,16 +209,9 @@ async def test_expired_token_stops_retrying_until_rollover(
 async def test_corrupt_frames_are_counted_not_fatal(
     make_sim: Callable[..., Simulator], running: list[object]
 ) -> None:
-    universe, groups = big_universe(1)
-    sim = make_sim(universe=universe, rate=5_000.0, corrupt_pct=5.0)
-    await sim.start()
-    running.append(sim)
-    settings = fast_settings(startup_barrier_s=0.5)
-    planner = Planner(settings.limits)
-    add_groups(planner, groups, Tier.B, "B")
-    manager = FeedManager(settings, planner, credentials, url=sim.url)
-    await manager.start()
-    running.append(manager)
+    sim, manager = await tier_b_feed(
+        make_sim, running, 1, sim={"rate": 5_000.0, "corrupt_pct": 5.0}, startup_barrier_s=0.5
+    )
     await manager.wait_until(lambda: manager.metrics.corrupt_frames > 5, 10)
     assert manager.metrics.corrupt_frames > 5
     assert manager.all_up()
@@ -223,17 +222,9 @@ async def test_corrupt_frames_are_counted_not_fatal(
 async def test_stalled_socket_is_recycled_by_the_watchdog(
     make_sim: Callable[..., Simulator], running: list[object]
 ) -> None:
-    universe, groups = big_universe(5)
-    sim = make_sim(universe=universe, rate=5_000.0)
-    await sim.start()
-    running.append(sim)
-    settings = fast_settings(startup_barrier_s=0.5, stale_after_s=1.0)
-    planner = Planner(settings.limits)
-    add_groups(planner, groups, Tier.B, "B")
-    manager = FeedManager(settings, planner, credentials, url=sim.url)
-    await manager.start()
-    running.append(manager)
-    await _converged(manager, sim)
+    sim, manager = await tier_b_feed(
+        make_sim, running, 5, sim={"rate": 5_000.0}, startup_barrier_s=0.5, stale_after_s=1.0
+    )
     sim.stall("oldest")  # still answers pings, sends no data
     assert await manager.wait_until(lambda: manager.metrics.stale_recycles >= 1, 8)
     assert await manager.wait_until(manager.all_up, 5)
@@ -243,17 +234,15 @@ async def test_stalled_socket_is_recycled_by_the_watchdog(
 async def test_watchdog_ignores_quiet_market_hours(
     make_sim: Callable[..., Simulator], running: list[object]
 ) -> None:
-    universe, groups = big_universe(1)
-    sim = make_sim(universe=universe, rate=0.0)  # nothing trades
-    await sim.start()
-    running.append(sim)
-    settings = fast_settings(startup_barrier_s=0.3, stale_after_s=0.5)
-    planner = Planner(settings.limits)
-    add_groups(planner, groups, Tier.B, "B")
-    manager = FeedManager(settings, planner, credentials, url=sim.url, market_open=lambda: False)
-    await manager.start()
-    running.append(manager)
-    await _converged(manager, sim)
+    _sim, manager = await tier_b_feed(
+        make_sim,
+        running,
+        1,
+        sim={"rate": 0.0},  # nothing trades
+        market_open=lambda: False,
+        startup_barrier_s=0.3,
+        stale_after_s=0.5,
+    )
     await asyncio.sleep(1.5)
     assert manager.metrics.stale_recycles == 0
     assert manager.all_up()
@@ -262,17 +251,9 @@ async def test_watchdog_ignores_quiet_market_hours(
 async def test_silent_socket_is_detected_by_ping_timeout(
     make_sim: Callable[..., Simulator], running: list[object]
 ) -> None:
-    universe, groups = big_universe(2)
-    sim = make_sim(universe=universe)
-    await sim.start()
-    running.append(sim)
-    settings = fast_settings(startup_barrier_s=0.3, ping_interval_s=0.3, ping_timeout_s=0.6)
-    planner = Planner(settings.limits)
-    add_groups(planner, groups, Tier.B, "B")
-    manager = FeedManager(settings, planner, credentials, url=sim.url)
-    await manager.start()
-    running.append(manager)
-    await _converged(manager, sim)
+    sim, manager = await tier_b_feed(
+        make_sim, running, 2, startup_barrier_s=0.3, ping_interval_s=0.3, ping_timeout_s=0.6
+    )
     sim.silence("oldest")  # no data, no pongs
     assert await manager.wait_until(lambda: sum(s.reconnects for s in manager.pool.status()) >= 1, 8)
     assert await manager.wait_until(manager.all_up, 5)
