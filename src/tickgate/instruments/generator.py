@@ -120,8 +120,10 @@ def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
     return year + m // 12, m % 12 + 1
 
 
-def _monthly(today: dt.date, weekday: int, count: int, months: frozenset[int] | None = None) -> list[dt.date]:
-    """The next ``count`` month-end expiries (last ``weekday`` of the month) not before ``today``."""
+def _per_month(
+    today: dt.date, count: int, months: frozenset[int] | None, day_in: Callable[[int, int], dt.date]
+) -> list[dt.date]:
+    """The next ``count`` dates ``day_in(year, month)`` not before ``today``, in ``months`` (None: all)."""
     out: list[dt.date] = []
     i = 0
     while len(out) < count:
@@ -129,10 +131,15 @@ def _monthly(today: dt.date, weekday: int, count: int, months: frozenset[int] | 
         i += 1
         if months is not None and m not in months:
             continue
-        d = _roll_back(_last_weekday(y, m, weekday))
+        d = day_in(y, m)
         if d >= today:
             out.append(d)
     return out
+
+
+def _monthly(today: dt.date, weekday: int, count: int, months: frozenset[int] | None = None) -> list[dt.date]:
+    """The next ``count`` month-end expiries (last ``weekday`` of the month) not before ``today``."""
+    return _per_month(today, count, months, lambda y, m: _roll_back(_last_weekday(y, m, weekday)))
 
 
 def _weekly(today: dt.date, weekday: int, count: int) -> list[dt.date]:
@@ -155,17 +162,11 @@ def _mcx_expiries(today: dt.date, rule: str, count: int) -> list[dt.date]:
     """MCX futures expiries by contract rule ("5:2,4,6,8,10,12" = 5th of those months, "ld" = last day)."""
     day_part, _, months_part = rule.partition(":")
     months = frozenset(int(x) for x in months_part.split(",")) if months_part else None
-    out: list[dt.date] = []
-    i = 0
-    while len(out) < count:
-        y, m = _add_months(today.year, today.month, i)
-        i += 1
-        if months is not None and m not in months:
-            continue
-        d = _last_business_day(y, m) if day_part == "ld" else _roll_back(dt.date(y, m, int(day_part)))
-        if d >= today:
-            out.append(d)
-    return out
+
+    def day_in(y: int, m: int) -> dt.date:
+        return _last_business_day(y, m) if day_part == "ld" else _roll_back(dt.date(y, m, int(day_part)))
+
+    return _per_month(today, count, months, day_in)
 
 
 # ------------------------------------------------------------------------------------------ strike grids
