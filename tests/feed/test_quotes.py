@@ -175,3 +175,41 @@ def test_feed_manager_uses_the_store_it_is_given_even_when_empty() -> None:
     settings = Settings()
     manager = FeedManager(settings, Planner(settings.limits), lambda: Credentials("c", "t"), store=store)
     assert manager.store is store
+
+
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from([1, 2, 5]), st.integers(0, 2**32 - 1)).map(
+                lambda t: InstrumentKey(ExchangeSegment(t[0]), t[1])
+            ),
+            max_size=30,
+        ),
+        max_size=12,
+    ),
+    st.integers(0, 10),
+)
+def test_incremental_index_finds_every_key_registered_or_ticked(
+    batches: list[list[InstrumentKey]], ticked: int
+) -> None:
+    """Keys arrive by registration (chain adds) and by first tick, in any order: every one of them is found
+    at its own slot, and ticks land on it."""
+    store = QuoteStore(capacity=4)
+    seen: list[InstrumentKey] = []
+    for i, batch in enumerate(batches):
+        if i % 2:
+            store.register(batch)
+        elif batch:
+            frames = b"".join(encode_packet(Ticker(k.segment, k.security_id, 1.0 + i, 1)) for k in batch)
+            store.apply(decode_batch([frames]), now_ns=i)
+        seen.extend(batch)
+    assert list(store._index_keys) == sorted(set(store._index_keys.tolist()))
+    assert len(store) == len(set(seen))
+    unique = list(dict.fromkeys(seen))[:: max(1, ticked)]
+    prices = {k: float(n + 2) for n, k in enumerate(unique)}
+    frames = b"".join(encode_packet(Ticker(k.segment, k.security_id, p, 1)) for k, p in prices.items())
+    if frames:
+        store.apply(decode_batch([frames]), now_ns=99)
+    for key, price in prices.items():
+        quote = store.get(key)
+        assert quote is not None and quote.key == key and quote.ltp == price
