@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.planner import DuplicateGroupError, EventKind, Planner, PlanResult, Tier
+from tickgate.planner import DuplicateGroupError, EventKind, KeyState, Planner, PlanResult, Tier
 
 from .model import ServerModel, key
 
@@ -54,6 +54,8 @@ class PlannerMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.counter = 0
         self.key_space = 1
+        self.view_of: Planner | None = None  # the planner the incremental view below follows
+        self.view: dict[InstrumentKey, KeyState] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -333,6 +335,21 @@ class PlannerMachine(RuleBasedStateMachine):
             self.apply(self.p.connection_up(c))
 
     # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def incremental_view_matches_full(self) -> None:
+        """``take_changed`` reports enough to keep the subscriptions view exact by re-reading only those
+        keys (what the store's writer does after every user action)."""
+        if self.view_of is not self.p:
+            self.view_of, self.view = self.p, {}
+        changed = self.p.take_changed()
+        fresh = self.p.key_states(changed)
+        for k in changed:
+            if k in fresh:
+                self.view[k] = fresh[k]
+            else:
+                self.view.pop(k, None)
+        assert self.view == self.p.key_states()
 
     @invariant()
     def connections_match_model(self) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from functools import partial
+
+import pytest
 
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner import Planner, Tier
 from tickgate.store import Store, SubscriptionRow, subscription_rows
+from tickgate.store.planner_view import PlannerSubscriptions
 
 from .conftest import Db
 
@@ -153,3 +157,63 @@ async def test_snapshots_are_written_at_most_once_per_interval(db: Db) -> None:
         assert len(await store.list_subscriptions()) == 7
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_incremental_changes_keep_the_table_equal_to_the_planner(store: Store, seed: int) -> None:
+    """The writer applies only what the planner changed (adds, removes, evictions, connection loss,
+    recovery, rebalances, mode changes), yet after every flush the table equals a full recomputation."""
+    rng = random.Random(seed)
+    limits = FeedLimits(sockets_per_account=3, instruments_per_socket=40, instruments_per_message=7)
+    p = Planner(limits)
+    view = PlannerSubscriptions(p)
+    keys = [InstrumentKey(FNO, i) for i in range(150)]
+    p.add_group("B:IDX", Tier.B, keys[:20], FeedMode.QUOTE, "system", 0.0)
+    for c in range(3):
+        p.connection_up(c)
+    groups: list[str] = []
+    for step in range(120):
+        op = rng.random()
+        if op < 0.45:
+            gid = f"A:{step}"
+            start = rng.randrange(0, 140)
+            result = p.add_group(
+                gid, Tier.A, keys[start : start + rng.randint(1, 25)], FeedMode.FULL, "u", step
+            )
+            if result.accepted:
+                groups.append(gid)
+            groups = [g for g in groups if p.has_group(g)]
+        elif op < 0.6 and groups:
+            p.remove_group(groups.pop(rng.randrange(len(groups))), step)
+        elif op < 0.7:
+            p.connection_down(rng.randrange(3))
+        elif op < 0.8:
+            p.connection_up(rng.randrange(3))
+        elif op < 0.88 and groups:
+            p.set_mode(rng.choice(groups), rng.choice(list(FeedMode)))
+        elif op < 0.94:
+            p.rebalance()
+        else:
+            view.resync()
+        store.writer.submit_subscriptions(view)
+        if rng.random() < 0.3:
+            await store.writer.flush(timeout=10)
+            assert _as_set(await store.list_subscriptions()) == _as_set(subscription_rows(p, T0)), step
+    await store.writer.flush(timeout=10)
+    assert _as_set(await store.list_subscriptions()) == _as_set(subscription_rows(p, T0))
+
+
+def test_changes_are_small_after_the_first_full_table() -> None:
+    p = _planner()
+    view = PlannerSubscriptions(p)
+    rows, gone, full = view.changes()
+    assert full
+    assert len(rows) == 16
+    assert gone == []
+    p.connection_up(0)
+    p.remove_group("A:2:Y", 3.0)
+    rows, gone, full = view.changes()
+    assert not full
+    assert {k.security_id for k in gone} == set(range(10, 16))  # nobody wants them any more
+    assert {r.key.security_id for r in rows} == set(range(10))  # placed on connection 0 now
+    assert view.changes()[:2] == ([], [])  # nothing changed since

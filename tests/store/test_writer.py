@@ -6,18 +6,20 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import exc as sa_exc
 
+from tickgate.dhan.protocol import FeedMode
 from tickgate.planner.types import EventKind, PlannerEvent, Tier
 from tickgate.store import Store
 
 from .conftest import Db, _pg_dsn
 
-Batch = Callable[[list[Any], list[Any], Any], Awaitable[None]]
+Batch = Callable[..., Awaitable[None]]
 
 
 def _events(n: int, start: int = 0) -> list[PlannerEvent]:
@@ -65,12 +67,12 @@ async def test_transient_errors_are_retried_without_loss(store: Store) -> None:
     failures = 3
 
     def wrapper(inner: Batch) -> Batch:
-        async def flaky(audit: list[Any], atm: list[Any], subs: Any) -> None:
+        async def flaky(audit: list[Any], atm: list[Any], subs: Any, touches: Any = ()) -> None:
             nonlocal failures
             if failures:
                 failures -= 1
                 raise sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
-            await inner(audit, atm, subs)
+            await inner(audit, atm, subs, touches)
 
         return flaky
 
@@ -84,10 +86,10 @@ async def test_transient_errors_are_retried_without_loss(store: Store) -> None:
 
 async def test_a_refused_row_costs_only_itself(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     def wrapper(inner: Batch) -> Batch:
-        async def picky(audit: list[Any], atm: list[Any], subs: Any) -> None:
+        async def picky(audit: list[Any], atm: list[Any], subs: Any, touches: Any = ()) -> None:
             if any(r["actor"] == "poison" for r in audit):
                 raise sa_exc.IntegrityError("INSERT", {}, Exception("refused"))
-            await inner(audit, atm, subs)
+            await inner(audit, atm, subs, touches)
 
         return picky
 
@@ -106,9 +108,9 @@ async def test_backpressure_queues_everything_and_waits_for_room(db: Db) -> None
     gate = asyncio.Event()
 
     def wrapper(inner: Batch) -> Batch:
-        async def stalled(audit: list[Any], atm: list[Any], subs: Any) -> None:
+        async def stalled(audit: list[Any], atm: list[Any], subs: Any, touches: Any = ()) -> None:
             await gate.wait()  # the database "stops answering"
-            await inner(audit, atm, subs)
+            await inner(audit, atm, subs, touches)
 
         return stalled
 
@@ -196,3 +198,21 @@ async def test_writer_and_reads_survive_killed_postgres_connections(pg_db: Db) -
         assert await store.ping()
     finally:
         await store.close()
+
+
+async def test_touches_are_coalesced_and_written_without_waiting(store: Store) -> None:
+    """Viewing a chain records its last use through the writer: many views, one row update, no await."""
+    user, _ = await store.create_user("viewer")
+    entry = await store.add_watchlist(
+        user.id, "NIFTY", exchange="NSE", group_id="A:1:NSE:NIFTY:SPOT", mode=FeedMode.QUOTE
+    )
+    later = entry.last_used + timedelta(minutes=3)
+    for s in range(60):
+        store.writer.submit_touch(entry.id, later - timedelta(seconds=60 - s))
+    store.writer.submit_touch(entry.id, later)
+    store.writer.submit_touch(999_999, later)  # a row deleted meanwhile: nothing to update, no error
+    await store.writer.flush(timeout=10)
+    got = await store.get_watchlist(entry.id)
+    assert got is not None
+    assert got.last_used == later
+    assert store.writer.stats()["batches"] <= 2

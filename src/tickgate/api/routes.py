@@ -271,11 +271,9 @@ async def option_chain(
     group = group_id_for(user.user_id, exch, sym, exp)
     watchlist_id = None
     if svc.planner.has_group(group):  # looking at a watched chain is a use (LRU)
-        svc.planner.touch(group, time.time())
-        entry = await svc.store.get_watchlist_by_group(group)
-        if entry is not None:
-            watchlist_id = entry.id
-            await svc.store.touch_watchlist(entry.id)
+        watchlist_id = await svc.watchlists.entry_id(group)
+        if watchlist_id is not None:
+            svc.watchlists.touch(group, watchlist_id)
     underlying = _leg(svc, window.underlying.key)
     assert underlying is not None
     atm = window.atm_strike

@@ -35,6 +35,7 @@ from tickgate.planner.types import (
     GroupId,
     GroupInfo,
     GroupRef,
+    KeyState,
     PlannerError,
     PlannerEvent,
     PlanResult,
@@ -241,6 +242,8 @@ class Planner:
         # Placement slot of each key touched by the current call, as it was when the call started.
         self._orig: dict[InstrumentKey, int] = {}
         self._tx: _Tx | None = None
+        # Keys whose owners, tier or placement may have changed since ``take_changed`` (None: not tracked).
+        self._changed: set[InstrumentKey] | None = None
 
     # ------------------------------------------------------------------ properties / introspection
 
@@ -348,6 +351,50 @@ class Planner:
         out, self._events = self._events, []
         return out
 
+    def take_changed(self) -> set[InstrumentKey]:
+        """Keys whose owners, tier, mode or placement may have changed since the previous call (a superset:
+        re-reading an unchanged key is harmless). The first call starts the tracking and returns every
+        desired key. This is what lets the subscriptions view be written as a small diff per user action
+        instead of being recomputed from all 25,000 keys."""
+        if self._changed is None:
+            self._changed = set()
+            return set(self._keys)
+        out, self._changed = self._changed, set()
+        return out
+
+    def key_states(self, keys: Iterable[InstrumentKey] | None = None) -> dict[InstrumentKey, KeyState]:
+        """The subscriptions view of ``keys`` (default: every desired key); keys nobody wants are absent.
+        Owners are group ids, sorted."""
+        table = self._keys
+        wanted: Mapping[InstrumentKey, object] | set[InstrumentKey]
+        wanted = table if keys is None else {k for k in keys if k in table}
+        if not wanted:
+            return {}
+        owners: dict[InstrumentKey, list[GroupId]] = {}
+        richest: dict[InstrumentKey, int] = {}
+        for tier in (Tier.B, Tier.A):
+            for g in self._lru[tier].values():
+                hit = g.keys if keys is None else g.keys.keys() & wanted
+                gid, idx = g.gid, g.idx
+                for k in hit:
+                    found = owners.get(k)
+                    if found is None:
+                        owners[k] = [gid]
+                        richest[k] = idx
+                    else:
+                        found.append(gid)
+                        richest[k] = max(richest[k], idx)
+        out: dict[InstrumentKey, KeyState] = {}
+        for k, gids in owners.items():
+            ks = table[k]
+            slot = ks[_SLOT]
+            if slot >= 0:
+                conn, mode = divmod(slot, _NM)
+                out[k] = KeyState(tuple(sorted(gids)), ks[_BREFS] > 0, conn, _MODES[mode])
+            else:
+                out[k] = KeyState(tuple(sorted(gids)), ks[_BREFS] > 0, None, _MODES[richest[k]])
+        return out
+
     # ------------------------------------------------------------------ groups
 
     def add_group(  # noqa: PLR0917 - the positional order is the agreed API
@@ -446,6 +493,8 @@ class Planner:
         tx = self._begin("set_mode", g, None)
         tx.mode_event = True
         old, new = g.idx, _IDX[mode]
+        if self._changed is not None:
+            self._changed.update(g.keys)  # a suspended group's keys resume in the new mode
         if not g.suspended:
             keys, dirty = self._keys, self._dirty
             for k in g.keys:
@@ -649,6 +698,9 @@ class Planner:
         slot = _CNT + g.idx
         tier_b = g.tier is Tier.B
         active = not g.suspended
+        if self._changed is not None:
+            keys = list(keys)
+            self._changed.update(keys)
         for k in keys:
             ks = table.get(k)
             if ks is None:
@@ -672,6 +724,9 @@ class Planner:
 
     def _detach_keys(self, g: _Group, keys: Iterable[InstrumentKey]) -> None:
         table, dirty = self._keys, self._dirty
+        if self._changed is not None:
+            keys = list(keys)
+            self._changed.update(keys)
         slot = _CNT + g.idx
         tier_b = g.tier is Tier.B
         active = not g.suspended
@@ -901,6 +956,8 @@ class Planner:
         new_keys: list[InstrumentKey] = []
         new_states: list[list[int]] = []
         new_modes: list[int] = []
+        if self._changed is not None:
+            self._changed.update(self._dirty)
         for k, ks in self._dirty.items():
             if ks[_ACT]:
                 t = _TOP
@@ -1039,6 +1096,8 @@ class Planner:
                         moves[(c0, c1)] = moves.get((c0, c1), 0) + 1
             else:
                 subs.setdefault(s1, []).append(k)
+        if self._changed is not None:
+            self._changed.update(self._orig)
         self._orig.clear()
 
         events = tx.events

@@ -131,6 +131,18 @@ class GroupInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyState:
+    """One desired instrument as a row of the subscriptions view: who wants it, whether Tier B does, and
+    where it is placed (``connection`` None while every owner is suspended; ``mode`` is then the mode it
+    will resume in)."""
+
+    owners: tuple[GroupId, ...]
+    tier_b: bool
+    connection: int | None
+    mode: FeedMode
+
+
+@dataclass(frozen=True, slots=True)
 class CapacityPlan:
     """Capacity accounting. ``tier_a`` counts only keys no Tier B group wants (A's marginal use), so
     ``tier_b + tier_a + free == total``."""

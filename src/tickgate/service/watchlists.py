@@ -101,6 +101,9 @@ def _chain_error(exc: ChainError) -> Exception:
 class WatchlistManager:
     def __init__(self, service: TickgateService) -> None:
         self.service = service
+        # group id -> its watchlist row id. A group's row changes only through ``add`` (which sets it
+        # here); a removed group leaves the planner, so a stale entry is never read while it is absent.
+        self._ids: dict[str, int] = {}
 
     # -- building a group ------------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class WatchlistManager:
         existing = await svc.store.get_watchlist_by_group(group)
         if existing is not None and existing.user_id == user_id and svc.planner.has_group(group):
             svc.planner.touch(group, now)
-            await svc.store.touch_watchlist(existing.id)
+            svc.store.writer.submit_touch(existing.id, dt.datetime.fromtimestamp(now, dt.UTC))
             return AddResult(existing, "touched", svc.planner.group_keys(group), svc.tracker.window(group))
         if existing is not None:  # an evicted row (or a half-finished add): start it over
             await svc.store.remove_watchlist(existing.id)
@@ -207,6 +210,7 @@ class WatchlistManager:
                 total=cap.total,
             )
         svc.feed.execute(result)
+        self._ids[group] = entry.id
         if window is not None:
             svc.tracker.track(group, window, now)
             svc.remember_atm(window)
@@ -229,6 +233,24 @@ class WatchlistManager:
         suspended = group in svc.planner.suspended()
         return AddResult(entry, "added", keys, window, evicted, suspended, message)
 
+    def touch(self, group: str, watchlist_id: int) -> None:
+        """A use of a watched chain: first in the planner's LRU now, and its row's last use (what a restart
+        rebuilds the LRU from) written by the store's writer, coalesced — viewing a chain never waits for
+        the database."""
+        now = time.time()
+        self.service.planner.touch(group, now)
+        self.service.store.writer.submit_touch(watchlist_id, dt.datetime.fromtimestamp(now, dt.UTC))
+
+    async def entry_id(self, group: str) -> int | None:
+        """The watchlist row of a planner group (cached: a chain view must not cost a database read)."""
+        wid = self._ids.get(group)
+        if wid is None:
+            entry = await self.service.store.get_watchlist_by_group(group)
+            if entry is None:
+                return None
+            wid = self._ids[group] = entry.id
+        return wid
+
     async def _mark_evicted(self, evicted: Iterable[Evicted], *, by: str) -> None:
         svc = self.service
         groups = [e.group for e in evicted]
@@ -244,6 +266,7 @@ class WatchlistManager:
         if svc.planner.has_group(entry.group_id):
             svc.feed.execute(svc.planner.remove_group(entry.group_id, time.time()))
         svc.tracker.untrack(entry.group_id)
+        self._ids.pop(entry.group_id, None)
         removed = await svc.store.remove_watchlist(watchlist_id, user_id)
         svc.snapshot_subscriptions()
         svc.store.writer.submit_log(
@@ -278,8 +301,7 @@ class WatchlistManager:
         if entry is None or entry.user_id != user_id:
             raise NotFound(f"no watchlist entry {watchlist_id} for this user")
         if svc.planner.has_group(entry.group_id):
-            svc.planner.touch(entry.group_id, time.time())
-            await svc.store.touch_watchlist(entry.id)
+            self.touch(entry.group_id, entry.id)
         for view in await self.list(user_id):
             if view.entry.id == watchlist_id:
                 return view

@@ -501,25 +501,39 @@ class Store:
         return len(index)
 
     async def _write_subs(
-        self, conn: AsyncConnection, index: conv.SubIndex, previous: dict[conv.SubKey, conv.SubSig] | None
+        self,
+        conn: AsyncConnection,
+        subs: conv.SubIndex | conv.SubDelta,
+        previous: dict[conv.SubKey, conv.SubSig] | None,
     ) -> None:
         t = tbl.subscriptions
+        if isinstance(subs, conv.SubDelta):  # by key: correct on top of whatever the table holds
+            await self._delete_subs(conn, [*subs.gone, *subs.upserts])
+            if subs.upserts:
+                await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in subs.upserts.values()])
+            return
         if previous is None:
             await conn.execute(sa.delete(t))
-            if index:
-                await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in index.values()])
+            if subs:
+                await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in subs.values()])
             return
-        changed = [(k, r) for k, (sig, r) in index.items() if previous.get(k) != sig]
-        stale = [k for k in previous if k not in index] + [k for k, _ in changed if k in previous]
+        changed = [(k, r) for k, (sig, r) in subs.items() if previous.get(k) != sig]
+        await self._delete_subs(
+            conn, [k for k in previous if k not in subs] + [k for k, _ in changed if k in previous]
+        )
+        if changed:
+            await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in changed])
+
+    @staticmethod
+    async def _delete_subs(conn: AsyncConnection, keys: Iterable[conv.SubKey]) -> None:
+        t = tbl.subscriptions
         by_segment: dict[str, list[int]] = {}
-        for seg, sid in stale:
+        for seg, sid in keys:
             by_segment.setdefault(seg, []).append(sid)
         for seg, sids in by_segment.items():
             for i in range(0, len(sids), _DELETE_CHUNK):
                 chunk = sids[i : i + _DELETE_CHUNK]
                 await conn.execute(sa.delete(t).where(t.c.segment == seg, t.c.security_id.in_(chunk)))
-        if changed:
-            await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in changed])
 
     async def list_subscriptions(
         self, *, state: str | None = None, tier: Tier | None = None
@@ -687,32 +701,49 @@ class Store:
     # ------------------------------------------------------------------------------------------ writer hooks
 
     async def _write_batch(
-        self, audit: list[conv.Row], atm: list[conv.Row], subs: conv.SubIndex | None
+        self,
+        audit: list[conv.Row],
+        atm: list[conv.Row],
+        subs: conv.SubIndex | conv.SubDelta | None,
+        touches: Sequence[tuple[int, datetime]] = (),
     ) -> None:
-        """One transaction of the writer: audit rows, ATM upserts and a subscriptions snapshot together.
+        """One transaction of the writer: audit rows, ATM upserts and a subscriptions change together.
 
-        The snapshot is written as a difference from what was last written (a 25k-row view that changes
-        by one chain per user action should not be rewritten each time); the first snapshot after open,
-        and any after a failed write, is a full rewrite."""
+        The subscriptions table changes by one chain per user action, so it is never rewritten whole on
+        the hot path: a :class:`~tickgate.store.rows.SubDelta` (from an incremental source) is applied by
+        key; a full snapshot is written as a difference from what was last written (a full rewrite the
+        first time after open, and after any failed write)."""
         if subs is None:
-            await self._write(lambda conn: self._batch_tx(conn, audit, atm, None, None))
+            await self._write(lambda conn: self._batch_tx(conn, audit, atm, None, None, touches))
             return
         async with self._subs_lock:
             previous = self._subs_state
             self._subs_state = None  # unknown until this commits
-            await self._write(lambda conn: self._batch_tx(conn, audit, atm, subs, previous))
-            self._subs_state = {k: sig for k, (sig, _) in subs.items()}
+            await self._write(lambda conn: self._batch_tx(conn, audit, atm, subs, previous, touches))
+            if isinstance(subs, conv.SubDelta):
+                if previous is not None:
+                    for k in subs.gone:
+                        previous.pop(k, None)
+                    previous.update((k, sig) for k, (sig, _) in subs.upserts.items())
+                self._subs_state = previous
+            else:
+                self._subs_state = {k: sig for k, (sig, _) in subs.items()}
 
-    async def _batch_tx(
+    async def _batch_tx(  # noqa: PLR0917 - private, one call per batch part
         self,
         conn: AsyncConnection,
         audit: list[conv.Row],
         atm: list[conv.Row],
-        subs: conv.SubIndex | None,
+        subs: conv.SubIndex | conv.SubDelta | None,
         previous: dict[conv.SubKey, conv.SubSig] | None,
+        touches: Sequence[tuple[int, datetime]],
     ) -> None:
         if audit:
             await self._insert_audit(conn, audit)
+        if touches:
+            w = tbl.watchlist
+            stmt = sa.update(w).where(w.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
+            await conn.execute(stmt, [{"wid": wid, "at": utc(at)} for wid, at in touches])
         if atm:
             await self._upsert_atm_many(conn, atm)
         if subs is not None:

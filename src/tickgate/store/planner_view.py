@@ -3,50 +3,57 @@ kept for introspection and post-mortems; restart recovery never reads it back as
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
-from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.planner import Planner, Tier
+from tickgate.dhan.protocol import InstrumentKey
+from tickgate.planner import KeyState, Planner, Tier
 from tickgate.store.types import SubscriptionRow, utc
 
 
-def subscription_rows(planner: Planner, at: datetime) -> list[SubscriptionRow]:
-    """One row per desired instrument (suspended ones included): owners (group ids, sorted), tier (B when
-    any owner is Tier B), and where it is placed now. Suspended keys carry their desired mode."""
+def _row(key: InstrumentKey, state: KeyState, at: datetime) -> SubscriptionRow:
+    return SubscriptionRow(
+        key=key,
+        owners=state.owners,
+        tier=Tier.B if state.tier_b else Tier.A,
+        connection=state.connection,
+        mode=state.mode,
+        state="placed" if state.connection is not None else "suspended",
+        updated=at,
+    )
+
+
+def subscription_rows(
+    planner: Planner, at: datetime, keys: Iterable[InstrumentKey] | None = None
+) -> list[SubscriptionRow]:
+    """One row per desired instrument (or per desired one of ``keys``), suspended ones included: owners
+    (group ids, sorted), tier (B when any owner is Tier B), and where it is placed now. Suspended keys carry
+    the richest mode among their owners: the one they will resume in."""
     at = utc(at)
-    owners: dict[InstrumentKey, list[str]] = {}
-    richest: dict[InstrumentKey, FeedMode] = {}
-    tier_b: set[InstrumentKey] = set()
-    for g in planner.groups():
-        for k in planner.group_keys(g.group):
-            owners.setdefault(k, []).append(g.group)
-            cur = richest.get(k)
-            if cur is None or cur.rank < g.mode.rank:
-                richest[k] = g.mode
-            if g.tier is Tier.B:
-                tier_b.add(k)
-    placed: dict[InstrumentKey, tuple[int, FeedMode]] = {}
-    for c, keys in planner.actual().items():
-        for k, m in keys.items():
-            placed[k] = (c, m)
-    rows: list[SubscriptionRow] = []
-    for k, groups in owners.items():
-        where = placed.get(k)
-        conn: int | None
-        if where is not None:
-            conn, mode = where
-        else:
-            # Unplaced means every owner is suspended: the richest owner mode is the one it will resume in.
-            conn, mode = None, richest[k]
-        rows.append(
-            SubscriptionRow(
-                key=k,
-                owners=tuple(sorted(groups)),
-                tier=Tier.B if k in tier_b else Tier.A,
-                connection=conn,
-                mode=mode,
-                state="placed" if where is not None else "suspended",
-                updated=at,
-            )
-        )
-    return rows
+    return [_row(k, s, at) for k, s in planner.key_states(keys).items()]
+
+
+class PlannerSubscriptions:
+    """The writer's source of subscription-table changes: rows of the keys the planner changed since the
+    last write (a chain add touches ~100 rows, not 25,000), and a full rewrite the first time and after any
+    write that failed (:meth:`resync`). Submitted to the writer after each planner change; computed only
+    when the writer is about to write, on the event loop's thread like every planner call."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self._full = True
+
+    def changes(self) -> tuple[list[SubscriptionRow], list[InstrumentKey], bool]:
+        """(rows to upsert, keys to delete, whether the rows are the whole table)."""
+        at = datetime.now(UTC)
+        changed = self.planner.take_changed()
+        if self._full:
+            self._full = False
+            return subscription_rows(self.planner, at), [], True
+        rows = subscription_rows(self.planner, at, changed)
+        present = {r.key for r in rows}
+        return rows, [k for k in changed if k not in present], False
+
+    def resync(self) -> None:
+        """The last change set was not written: rewrite the whole table next time."""
+        self._full = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -157,6 +158,15 @@ def sub_index(rows: Iterable[SubscriptionRow]) -> SubIndex:
             r,
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class SubDelta:
+    """A change set of the subscriptions table: rows to (re)write and keys to delete. Applied by key, so it
+    is correct on top of whatever the table held, as long as every delta since the last full write is."""
+
+    upserts: SubIndex
+    gone: tuple[SubKey, ...]
 
 
 def sub_values(row: SubscriptionRow) -> Row:

@@ -27,14 +27,14 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import exc as sa_exc
 
 from tickgate.config import StoreSettings
-from tickgate.dhan.protocol import FeedMode
+from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.planner.types import PlannerEvent, Tier
 from tickgate.store import rows as conv
 from tickgate.store.types import AtmEntry, JSONValue, SubscriptionRow
@@ -47,6 +47,18 @@ log = logging.getLogger(__name__)
 SnapshotSource = Sequence[SubscriptionRow] | Callable[[], Sequence[SubscriptionRow]]
 """The rows themselves, or a function the writer calls when it is about to write (cheap to submit often:
 only the snapshot current at write time is ever materialised)."""
+
+
+class SubscriptionChanges(Protocol):
+    """An incremental source of the subscriptions table (see ``store.planner_view.PlannerSubscriptions``)."""
+
+    def changes(self) -> tuple[Sequence[SubscriptionRow], Sequence[InstrumentKey], bool]:
+        """(rows to upsert, keys to delete, whether the rows are the whole table), as of now."""
+        ...
+
+    def resync(self) -> None:
+        """The change set last handed out was not written: the next one must be the whole table."""
+        ...
 
 
 def is_transient(e: BaseException) -> bool:
@@ -80,8 +92,10 @@ class WriterStats:
 class _Batch:
     audit: list[conv.Row]
     atm: list[conv.Row]
-    subs: conv.SubIndex | None
+    subs: conv.SubIndex | conv.SubDelta | None
     upto: int
+    source: SubscriptionChanges | None = None  # told to resync if its change set is not written
+    touches: list[tuple[int, datetime]] = field(default_factory=list)
 
 
 class StoreWriter:
@@ -92,7 +106,8 @@ class StoreWriter:
         self._cfg = settings
         self._audit: deque[tuple[int, conv.Row]] = deque()
         self._atm: dict[tuple[str, date], conv.Row] = {}
-        self._subs: SnapshotSource | None = None
+        self._touches: dict[int, datetime] = {}  # watchlist id -> last used (latest wins)
+        self._subs: SnapshotSource | SubscriptionChanges | None = None
         self._subs_first_seq = 0  # sequence number of the oldest submission the pending snapshot stands for
         self._last_snapshot = (
             -math.inf
@@ -208,14 +223,23 @@ class StoreWriter:
             )
         )
 
-    def submit_subscriptions(self, source: SnapshotSource) -> None:
-        """Replace the pending subscriptions snapshot (latest wins: older pending ones are never written)."""
+    def submit_subscriptions(self, source: SnapshotSource | SubscriptionChanges) -> None:
+        """Replace the pending subscriptions snapshot (latest wins: older pending ones are never written).
+        An incremental source (:class:`SubscriptionChanges`) is asked what changed when the writer is about
+        to write, and that is written as a diff by key (the whole table when the source says so)."""
         self._check_accepting()
         self._stats.snapshots_submitted += 1
         self._bump()
         if self._subs is None:
             self._subs_first_seq = self._seq
         self._subs = source
+
+    def submit_touch(self, watchlist_id: int, at: datetime) -> None:
+        """Record that a watchlist entry was used (its LRU time, read back on restart). Coalesced per entry:
+        viewing a chain many times a second costs one row update per batch, and no wait."""
+        self._check_accepting()
+        self._touches[watchlist_id] = at
+        self._bump()
 
     def submit_atm(self, entry: AtmEntry) -> None:
         """Queue an ATM cache upsert (latest per underlying and expiry wins)."""
@@ -289,6 +313,10 @@ class StoreWriter:
             )
         self._wake.set()
 
+    def _has_rows(self) -> bool:
+        """Rows waiting to be written that do not wait for the snapshot interval."""
+        return bool(self._audit or self._atm or self._touches)
+
     def _bump(self) -> None:
         self._seq += 1
         self._wake.set()
@@ -306,28 +334,37 @@ class StoreWriter:
         taken = [self._audit.popleft() for _ in range(n)]
         atm = list(self._atm.values())
         self._atm.clear()
-        subs: conv.SubIndex | None = None
+        touches = list(self._touches.items())
+        self._touches.clear()
+        subs: conv.SubIndex | conv.SubDelta | None = None
+        changes: SubscriptionChanges | None = None
         if with_snapshot and self._subs is not None:
             source, self._subs = self._subs, None
             try:
-                subs = conv.sub_index(source() if callable(source) else source)
+                if isinstance(source, Sequence) or callable(source):
+                    subs = conv.sub_index(source() if callable(source) else source)
+                else:
+                    changes = source
+                    subs = _delta(*source.changes())
             except Exception:
                 self._stats.snapshots_failed += 1
+                if changes is not None:
+                    changes.resync()
                 log.exception("building the subscriptions snapshot failed; it is skipped")
         # Committed watermark: ATM rows pending now are all taken; audit rows up to the last one taken; a
         # snapshot left for later holds the mark below the first submission it stands for.
         upto = self._seq if not self._audit else taken[-1][0]
         if self._subs is not None:
             upto = min(upto, self._subs_first_seq - 1)
-        if not taken and not atm and subs is None:
+        if not taken and not atm and subs is None and not touches:
             self._done = max(self._done, upto)
             return None
-        return _Batch([row for _, row in taken], atm, subs, upto)
+        return _Batch([row for _, row in taken], atm, subs, upto, changes, touches)
 
     async def _run(self) -> None:
         while True:
             wait = self._snapshot_wait()
-            if not self._audit and not self._atm and wait != 0.0:
+            if not self._has_rows() and wait != 0.0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)  # None: until something arrives
             linger = self._cfg.writer_linger_s
@@ -345,7 +382,13 @@ class StoreWriter:
                     self._inflight = 0
                 self._done = max(self._done, batch.upto)
             self._notify()
-            if self._closing and not self._audit and not self._atm and self._subs is None:
+            if (
+                self._closing
+                and not self._audit
+                and not self._atm
+                and not self._touches
+                and self._subs is None
+            ):
                 return
 
     async def _commit(self, b: _Batch) -> None:
@@ -353,7 +396,7 @@ class StoreWriter:
         while True:
             t0 = time.perf_counter()
             try:
-                await self._store._write_batch(b.audit, b.atm, b.subs)
+                await self._store._write_batch(b.audit, b.atm, b.subs, b.touches)
             except Exception as e:
                 if not is_transient(e):
                     log.error("store writer batch refused; writing it row by row", exc_info=True)
@@ -386,22 +429,31 @@ class StoreWriter:
         for row in b.atm:
             if await self._write_alone([], [row], None, "ATM cache row"):
                 self._stats.atm_written += 1
+        if b.touches:
+            await self._write_alone([], [], None, "watchlist touches", b.touches)
         if b.subs is not None:
             self._last_snapshot = time.monotonic()
             if await self._write_alone([], [], b.subs, "subscriptions snapshot"):
                 self._stats.snapshots_written += 1
             else:
                 self._stats.snapshots_failed += 1
+                if b.source is not None:
+                    b.source.resync()
 
     async def _write_alone(
-        self, audit: list[conv.Row], atm: list[conv.Row], subs: conv.SubIndex | None, what: str
+        self,
+        audit: list[conv.Row],
+        atm: list[conv.Row],
+        subs: conv.SubIndex | conv.SubDelta | None,
+        what: str,
+        touches: Sequence[tuple[int, datetime]] = (),
     ) -> bool:
         """One piece of a refused batch: retried while the database is merely unavailable, given up (and
         logged in full, so the record survives in the logs) only when the database refuses it."""
         delay = 0.05
         while True:
             try:
-                await self._store._write_batch(audit, atm, subs)
+                await self._store._write_batch(audit, atm, subs, touches)
                 return True
             except Exception as e:
                 if is_transient(e):
@@ -449,3 +501,12 @@ class StoreWriter:
             self._fail_waiters(RuntimeError(f"store writer crashed: {err!r}"))
         else:
             self._notify()
+
+
+def _delta(
+    rows: Sequence[SubscriptionRow], gone: Sequence[InstrumentKey], full: bool
+) -> conv.SubIndex | conv.SubDelta:
+    index = conv.sub_index(rows)
+    if full:
+        return index
+    return conv.SubDelta(index, tuple((k.segment.name, k.security_id) for k in gone))
