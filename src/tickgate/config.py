@@ -133,6 +133,13 @@ class ApiSettings(BaseModel, frozen=True):
     cors_origins: tuple[str, ...] = Field(
         (), description="Origins allowed by CORS (JSON list in the environment); empty: CORS off."
     )
+    chain_cache_s: float = Field(
+        0.05,
+        ge=0,
+        le=5,
+        description="An option-chain GET is re-rendered at most this often per request shape (its quotes are"
+        " never older than this; 0: every time).",
+    )
 
 
 class ChainSettings(BaseSettings):

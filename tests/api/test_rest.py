@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from tickgate.api.models import OptionChainResponse
+
 from .conftest import PREFIX, Api
 
 pytestmark = pytest.mark.timeout(120)
@@ -133,6 +135,8 @@ def test_option_chain_has_live_quotes(api: Api) -> None:
         assert field in quote
     assert quote["ltp"] > 0
     assert quote["updates"] > 0
+    # the hand-rendered bytes are exactly the documented model: nothing missing, nothing extra
+    assert OptionChainResponse.model_validate(body).model_dump(mode="json") == body
 
 
 def test_option_chain_errors(api: Api) -> None:

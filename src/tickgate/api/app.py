@@ -21,6 +21,7 @@ from tickgate.api.logs import register_secret
 from tickgate.api.metrics import EventCounter, Metrics, route_of
 from tickgate.api.push import PushHub
 from tickgate.api.push import router as push_router
+from tickgate.api.render import ChainCache, QuoteRenderer
 from tickgate.api.routes import router as rest_router
 from tickgate.config import Settings, get_settings
 from tickgate.service import TickgateService
@@ -110,6 +111,8 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
     app.state.service = service
     app.state.auth = Authenticator(service)
     app.state.push = push
+    app.state.quotes_json = QuoteRenderer(service.quotes)
+    app.state.chains = ChainCache(service.settings.api.chain_cache_s)
     app.state.metrics = metrics
     app.state.events = events
     errors.install(app)

@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from tickgate import __version__
 from tickgate.api.auth import Admin, Principal, Service, User
@@ -17,7 +17,6 @@ from tickgate.api.models import (
     AuditEntryOut,
     AuditResponse,
     CapacityOut,
-    ChainRowOut,
     ChainSubscribe,
     CleanupResponse,
     ConnectionOut,
@@ -29,7 +28,6 @@ from tickgate.api.models import (
     GroupOut,
     HealthResponse,
     InstrumentOut,
-    LegOut,
     OptionChainResponse,
     QuoteOut,
     QuotesResponse,
@@ -46,6 +44,7 @@ from tickgate.api.models import (
     WatchlistResponse,
     WsStatusResponse,
 )
+from tickgate.api.render import CachedChain, ChainCache, chain_json, finish_chain
 from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot
@@ -242,13 +241,6 @@ def raise_not_found(message: str, **details: Any) -> NoReturn:
 # -- option chains ----------------------------------------------------------------------------------------
 
 
-def _leg(svc: TickgateService, key: InstrumentKey | None) -> LegOut | None:
-    if key is None:
-        return None
-    q = svc.quotes.get(key)
-    return LegOut(security_id=key.security_id, key=str(key), quote=None if q is None else quote_out(q))
-
-
 @router.get(
     "/option-chain/{symbol}",
     response_model=OptionChainResponse,
@@ -259,44 +251,36 @@ async def option_chain(
     *,
     svc: Service,
     user: User,
+    request: Request,
     symbol: Symbol,
     expiry: Annotated[dt.date | None, Query(description="Default: the nearest listed expiry.")] = None,
     strikes: Annotated[int | None, Query(ge=1, le=1001, description="Strikes around the ATM.")] = None,
     ltp: Annotated[float | None, Query(gt=0, lt=1e9, description="Centre here if no live price.")] = None,
     exchange: Exchange = None,
-) -> OptionChainResponse:
-    sym, exch, exp, _keys, window = svc.watchlists.build(symbol, expiry, strikes, exchange=exchange, ltp=ltp)
-    if window is None or exp is None:  # strikes >= 1 always yields a window; keep mypy and reality aligned
-        raise invalid("no option chain for this request")
-    group = group_id_for(user.user_id, exch, sym, exp)
+) -> Response:
+    """The chain around the ATM with every leg's live quote. Rendered once per ``api.chain_cache_s`` per
+    request shape and shared by every caller (only ``watchlist_id`` is the caller's own)."""
+    cache: ChainCache = request.app.state.chains
+    shape = (symbol.upper(), exchange.upper() if exchange else None, expiry, strikes, ltp)
+    chain = cache.get(shape)
+    if chain is None:
+        sym, exch, exp, _keys, window = svc.watchlists.build(
+            symbol, expiry, strikes, exchange=exchange, ltp=ltp
+        )
+        if (
+            window is None or exp is None
+        ):  # strikes >= 1 always yields a window; keep mypy and reality aligned
+            raise invalid("no option chain for this request")
+        body = chain_json(window, request.app.state.quotes_json)
+        chain = CachedChain(time.monotonic(), body, sym, exch, exp)
+        cache.put(shape, chain)
+    group = group_id_for(user.user_id, chain.exchange, chain.symbol, chain.expiry)
     watchlist_id = None
     if svc.planner.has_group(group):  # looking at a watched chain is a use (LRU)
         watchlist_id = await svc.watchlists.entry_id(group)
         if watchlist_id is not None:
             svc.watchlists.touch(group, watchlist_id)
-    underlying = _leg(svc, window.underlying.key)
-    assert underlying is not None
-    atm = window.atm_strike
-    return OptionChainResponse(
-        symbol=sym,
-        exchange=exch,
-        expiry=exp,
-        expiry_kind=str(window.expiry.kind),
-        atm_strike=atm,
-        ltp=window.ltp,
-        ltp_source=window.ltp_source,
-        step=window.step,
-        strikes=len(window.rows),
-        listed=window.listed,
-        truncated_below=window.truncated_below,
-        truncated_above=window.truncated_above,
-        underlying=underlying,
-        rows=[
-            ChainRowOut(strike=r.strike, atm=r.strike == atm, ce=_leg(svc, r.ce), pe=_leg(svc, r.pe))
-            for r in window.rows
-        ],
-        watchlist_id=watchlist_id,
-    )
+    return Response(finish_chain(chain.body, watchlist_id), media_type="application/json")
 
 
 @router.post(

@@ -278,6 +278,17 @@ class QuoteStore:
     def get_many(self, keys: Sequence[InstrumentKey]) -> list[QuoteSnapshot | None]:
         return [self.get(key) for key in keys]
 
+    def slot_of(self, key: InstrumentKey) -> int | None:
+        """The key's slot (stable for the store's lifetime), None if never registered nor ticked."""
+        return self._slot_of.get(pack_key(key.segment, key.security_id))
+
+    def updates_at(self, slot: int) -> int:
+        """Packets folded into the slot so far: a cheap "has it changed" check for readers that cache."""
+        return int(self._cols["updates"][slot])
+
+    def snapshot_at(self, slot: int) -> QuoteSnapshot:
+        return self._snapshot(slot)
+
     def _snapshot(self, slot: int) -> QuoteSnapshot:
         c = self._cols
 

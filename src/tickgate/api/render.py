@@ -1,0 +1,142 @@
+"""JSON rendering of quotes and option chains for the hot paths (chain GETs, the push channel).
+
+A quote is rendered to bytes once per update and reused by every reader: a hundred push clients on the
+NIFTY chain, or thousands of chain GETs a second, cost one ``json.dumps`` per instrument update instead of
+one per reader. An option-chain response is rendered whole and reused for ``api.chain_cache_s`` (a REST
+snapshot at most that old; the push channel is the live view). The bytes are exactly what the pydantic
+models (:class:`~tickgate.api.models.QuoteOut`, :class:`~tickgate.api.models.OptionChainResponse`) describe;
+a test validates them against those models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from tickgate.chains.atm import ChainWindow
+from tickgate.dhan.protocol import InstrumentKey
+from tickgate.feed.quotes import QuoteSnapshot, QuoteStore
+
+NULL = b"null"
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def quote_json(q: QuoteSnapshot) -> bytes:
+    data = q.as_dict()
+    data["updates"] = q.updates
+    return _dumps(data).encode()
+
+
+class QuoteRenderer:
+    """Rendered quotes by quote-store slot, re-rendered only when the slot's update counter moved."""
+
+    def __init__(self, store: QuoteStore) -> None:
+        self.store = store
+        self._cache: dict[int, tuple[int, bytes]] = {}
+        self.rendered = 0
+        self.reused = 0
+
+    def slot_json(self, slot: int) -> bytes:
+        updates = self.store.updates_at(slot)
+        hit = self._cache.get(slot)
+        if hit is not None and hit[0] == updates:
+            self.reused += 1
+            return hit[1]
+        body = quote_json(self.store.snapshot_at(slot))
+        self._cache[slot] = (updates, body)
+        self.rendered += 1
+        return body
+
+    def quote(self, key: InstrumentKey) -> bytes:
+        """The key's quote as JSON, ``null`` when the store has never heard of it."""
+        slot = self.store.slot_of(key)
+        return NULL if slot is None else self.slot_json(slot)
+
+    def leg(self, key: InstrumentKey | None) -> bytes:
+        """A :class:`~tickgate.api.models.LegOut` (or ``null``)."""
+        if key is None:
+            return NULL
+        return b'{"security_id":%d,"key":"%s","quote":%s}' % (
+            key.security_id,
+            str(key).encode(),
+            self.quote(key),
+        )
+
+
+def chain_json(window: ChainWindow, renderer: QuoteRenderer) -> bytes:
+    """An :class:`~tickgate.api.models.OptionChainResponse` without its closing ``,"watchlist_id":…}`` (that
+    part is the caller's: it differs per user)."""
+    atm = window.atm_strike
+    head = _dumps(
+        {
+            "symbol": window.symbol,
+            "exchange": window.exchange,
+            "expiry": window.expiry.date.isoformat(),
+            "expiry_kind": str(window.expiry.kind),
+            "atm_strike": float(atm),
+            "ltp": float(window.ltp),
+            "ltp_source": str(window.ltp_source),
+            "step": float(window.step),
+            "strikes": len(window.rows),
+            "listed": window.listed,
+            "truncated_below": window.truncated_below,
+            "truncated_above": window.truncated_above,
+        }
+    ).encode()
+    leg = renderer.leg
+    rows = b",".join(
+        b'{"strike":%s,"atm":%s,"ce":%s,"pe":%s}'
+        % (
+            repr(float(r.strike)).encode(),
+            b"true" if r.strike == atm else b"false",
+            leg(r.ce),
+            leg(r.pe),
+        )
+        for r in window.rows
+    )
+    return b'%s,"underlying":%s,"rows":[%s]' % (head[:-1], leg(window.underlying.key), rows)
+
+
+def finish_chain(body: bytes, watchlist_id: int | None) -> bytes:
+    return body + (
+        b',"watchlist_id":null}' if watchlist_id is None else b',"watchlist_id":%d}' % watchlist_id
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CachedChain:
+    built: float
+    body: bytes
+    symbol: str
+    exchange: str
+    expiry: dt.date
+
+
+class ChainCache:
+    """Rendered chains by request, kept ``max_age`` seconds; bounded (least recently used dropped)."""
+
+    def __init__(self, max_age: float, max_entries: int = 256) -> None:
+        self.max_age = max_age
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, CachedChain] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, request: Hashable) -> CachedChain | None:
+        hit = self._entries.get(request)
+        if hit is None or time.monotonic() - hit.built > self.max_age:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(request)
+        self.hits += 1
+        return hit
+
+    def put(self, request: Hashable, entry: CachedChain) -> None:
+        self._entries[request] = entry
+        self._entries.move_to_end(request)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)

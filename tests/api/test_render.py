@@ -1,0 +1,79 @@
+"""Hand-rendered JSON of the hot paths equals what the pydantic models say, and is reused until it changes."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tickgate.api.models import QuoteOut
+from tickgate.api.render import QuoteRenderer, finish_chain, quote_json
+from tickgate.api.routes import quote_out
+from tickgate.dhan.batch import decode_batch
+from tickgate.dhan.protocol import DepthLevel, ExchangeSegment, Full, InstrumentKey, Ticker, encode_packet
+from tickgate.feed.quotes import QuoteStore
+
+KEY = InstrumentKey(ExchangeSegment.NSE_FNO, 41_000)
+prices = st.floats(0.0625, 1e6, allow_nan=False, allow_infinity=False, width=32)
+
+
+def _full(ltp: float, volume: int, bid: float, ask: float) -> bytes:
+    depth = tuple(DepthLevel(10 + i, 20 + i, 1, 2, bid - i, ask + i) for i in range(5))
+    return encode_packet(
+        Full(
+            KEY.segment,
+            KEY.security_id,
+            ltp,
+            5,
+            1_000,
+            ltp,
+            volume,
+            7,
+            8,
+            900,
+            950,
+            800,
+            ltp,
+            ltp,
+            ltp,
+            ltp,
+            depth,
+        )
+    )
+
+
+@given(prices, st.integers(0, 2**31 - 1), prices, prices, st.booleans())
+def test_quote_json_is_the_model(ltp: float, volume: int, bid: float, ask: float, full: bool) -> None:
+    store = QuoteStore()
+    frame = (
+        _full(ltp, volume, bid, ask) if full else encode_packet(Ticker(KEY.segment, KEY.security_id, ltp, 9))
+    )
+    store.apply(decode_batch([frame]), now_ns=1)
+    snapshot = store.get(KEY)
+    assert snapshot is not None
+    rendered = json.loads(quote_json(snapshot))
+    assert rendered == quote_out(snapshot).model_dump(mode="json")
+    assert QuoteOut.model_validate(rendered).model_dump(mode="json") == rendered
+
+
+def test_a_quote_is_rendered_once_per_update_whoever_reads_it() -> None:
+    store = QuoteStore()
+    renderer = QuoteRenderer(store)
+    assert renderer.quote(KEY) == b"null"  # never seen
+    store.apply(decode_batch([_full(100.0, 10, 99.5, 100.5)]), now_ns=1)
+    first = [renderer.quote(KEY) for _ in range(100)]
+    assert len(set(first)) == 1
+    assert (renderer.rendered, renderer.reused) == (1, 99)
+    store.apply(decode_batch([_full(101.0, 11, 100.5, 101.5)]), now_ns=2)
+    assert json.loads(renderer.quote(KEY))["ltp"] == 101.0
+    assert renderer.rendered == 2
+    leg = json.loads(renderer.leg(KEY))
+    assert leg["security_id"] == KEY.security_id
+    assert leg["key"] == str(KEY)
+    assert leg["quote"]["volume"] == 11
+
+
+def test_the_caller_part_of_a_chain() -> None:
+    assert json.loads(finish_chain(b'{"symbol":"X"', None)) == {"symbol": "X", "watchlist_id": None}
+    assert json.loads(finish_chain(b'{"symbol":"X"', 12)) == {"symbol": "X", "watchlist_id": 12}
