@@ -127,11 +127,12 @@ async def _start_api(service: object, settings: Settings, console: Console) -> A
         import uvicorn
 
         from tickgate.api import create_app
+        from tickgate.api.app import uvicorn_config
     except ImportError:
         console.print("[yellow]API not available in this build: showing the live status only.[/]")
         return None
     app = create_app(service=service)  # type: ignore[arg-type]
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    config = uvicorn_config(app, settings, log_level="warning")
 
     class _Server(uvicorn.Server):
         """Leaves signals to the demo, which stops the API, the feed and the simulator in order."""

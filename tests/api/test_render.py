@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,3 +78,27 @@ def test_a_quote_is_rendered_once_per_update_whoever_reads_it() -> None:
 def test_the_caller_part_of_a_chain() -> None:
     assert json.loads(finish_chain(b'{"symbol":"X"', None)) == {"symbol": "X", "watchlist_id": None}
     assert json.loads(finish_chain(b'{"symbol":"X"', 12)) == {"symbol": "X", "watchlist_id": 12}
+
+
+def test_push_messages_equal_the_plain_encoding() -> None:
+    store = QuoteStore()
+    renderer = QuoteRenderer(store)
+    other = InstrumentKey(ExchangeSegment.IDX_I, 13)
+    frames = _full(100.0, 10, 99.5, 100.5) + encode_packet(
+        Ticker(other.segment, other.security_id, 24_000.5, 9)
+    )
+    store.apply(decode_batch([frames]), now_ns=1)
+    slots = [s for s in (store.slot_of(KEY), store.slot_of(other)) if s is not None]
+    assert len(slots) == 2
+    quotes = []
+    for slot in slots:
+        q = store.snapshot_at(slot)
+        quotes.append({**q.as_dict(), "updates": q.updates})
+    expected = {"type": "quotes", "quotes": quotes, "coalesced": 7}
+    assert json.loads(renderer.quotes_message(slots, 7, binary=False)) == expected
+    assert msgpack.unpackb(renderer.quotes_message(slots, 7, binary=True)) == expected
+    assert json.loads(renderer.quotes_message([], 0, binary=False)) == {
+        **expected,
+        "quotes": [],
+        "coalesced": 0,
+    }

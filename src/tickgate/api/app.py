@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tickgate import __version__
 from tickgate.api import errors
 from tickgate.api.auth import Authenticator
+from tickgate.api.fastpath import ChainFastPath
 from tickgate.api.logs import register_secret
 from tickgate.api.metrics import EventCounter, Metrics, route_of
 from tickgate.api.push import PushHub
@@ -111,7 +113,7 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
     app.state.service = service
     app.state.auth = Authenticator(service)
     app.state.push = push
-    app.state.quotes_json = QuoteRenderer(service.quotes)
+    app.state.renderer = QuoteRenderer(service.quotes)
     app.state.chains = ChainCache(service.settings.api.chain_cache_s)
     app.state.metrics = metrics
     app.state.events = events
@@ -124,6 +126,7 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         events.attach(svc)
         return metrics.render()
 
+    app.add_middleware(ChainFastPath, service=service, auth=app.state.auth, cache=app.state.chains)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -135,6 +138,24 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
     if STATIC_DIR.is_dir():
         _serve_dashboard(app)
     return app
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How tickgate is served (``tickgate serve`` and the demo): one worker, our logging, the push limits.
+
+    permessage-deflate is off unless ``api.push_compression``: every push message is compressed per client
+    (no shared context), which on a 2-core box costs more CPU than the loopback/LAN bandwidth it saves."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "ws_max_size": settings.api.max_ws_message_bytes,
+        "ws_per_message_deflate": settings.api.push_compression,
+        "lifespan": "on",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
 
 
 def _serve_dashboard(app: FastAPI) -> None:

@@ -66,6 +66,14 @@ class Authenticator:
         self._cache[digest] = (now + CACHE_TTL_S, principal)
         return principal
 
+    def peek(self, key: str) -> Principal | None:
+        """The principal of a key authenticated within the cache's lifetime, without any I/O; None when
+        the key is unknown, refused or not cached (callers then take the normal, awaiting path)."""
+        hit = self._cache.get(hashlib.sha256(key.encode()).digest())
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return hit[1]
+
     def forget(self) -> None:
         self._cache.clear()
 

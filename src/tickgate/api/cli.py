@@ -30,7 +30,7 @@ def serve(
 
     import uvicorn
 
-    from tickgate.api.app import create_app
+    from tickgate.api.app import create_app, uvicorn_config
     from tickgate.api.logs import configure_logging
     from tickgate.config import get_settings
 
@@ -42,15 +42,7 @@ def serve(
     settings = settings.model_copy(update=updates)
     configure_logging(getattr(logging, log_level.upper(), logging.INFO))
     app = create_app(settings=settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        ws_max_size=settings.api.max_ws_message_bytes,
-        lifespan="on",
-    )
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 @users_app.command("add")

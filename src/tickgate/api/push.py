@@ -9,7 +9,8 @@ from the server):
   window as the ATM moves);
 - receive ``{"type": "subscribed", "keys": n, "items": [...], "rejected": [{"item", "reason"}]}`` after each
   request, then ``{"type": "quotes", "quotes": [...], "coalesced": n}`` messages: each instrument at most
-  once per message with its latest state, at most ``api.push_max_hz`` messages a second.
+  once per message with its latest state, at most ``api.push_max_hz`` messages a second (``?max_hz=`` asks
+  for fewer).
 
 Each client *pulls* from the quote store (:class:`QuoteWatch`) when it is ready to send, so a slow client
 simply gets fewer, newer updates and holds no queue. A client that stays unwritable for
@@ -34,6 +35,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from tickgate.api.auth import Authenticator, Principal
+from tickgate.api.render import QuoteRenderer
 from tickgate.dhan.protocol import InstrumentKey
 from tickgate.feed.quotes import QuoteWatch
 from tickgate.service import TickgateService
@@ -74,15 +76,24 @@ class PushHub:
 
 
 class PushClient:
-    def __init__(
-        self, ws: WebSocket, service: TickgateService, hub: PushHub, principal: Principal, binary: bool
+    def __init__(  # noqa: PLR0917
+        self,
+        ws: WebSocket,
+        service: TickgateService,
+        hub: PushHub,
+        principal: Principal,
+        binary: bool,
+        renderer: QuoteRenderer,
+        max_hz: float | None = None,
     ) -> None:
         self.ws = ws
+        self.renderer = renderer
         self.service = service
         self.hub = hub
         self.principal = principal
         self.binary = binary
         self.settings = service.settings.api
+        self.max_hz = min(max_hz or self.settings.push_max_hz, self.settings.push_max_hz)
         self.keys: set[InstrumentKey] = set()
         self.chains: dict[int, str] = {}  # watchlist id -> group id
         self.watch: QuoteWatch = service.quotes.watch(())
@@ -92,12 +103,19 @@ class PushClient:
     # -- sending -------------------------------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self.binary:
+            await self.send_raw(msgpack.packb(message, use_bin_type=True))
+        else:
+            await self.send_raw(json.dumps(message, separators=(",", ":")).encode())
+
+    async def send_raw(self, body: bytes) -> None:
+        """Send an encoded message (msgpack bytes, or UTF-8 JSON sent as a text frame)."""
         timeout = self.settings.push_send_timeout_s
         try:
             if self.binary:
-                await asyncio.wait_for(self.ws.send_bytes(msgpack.packb(message, use_bin_type=True)), timeout)
+                await asyncio.wait_for(self.ws.send_bytes(body), timeout)
             else:
-                await asyncio.wait_for(self.ws.send_text(json.dumps(message, separators=(",", ":"))), timeout)
+                await asyncio.wait_for(self.ws.send_text(body.decode()), timeout)
         except TimeoutError:
             raise ClientError(CLOSE_POLICY, f"client unwritable for {timeout:g}s: dropped") from None
         self.hub.messages_sent += 1
@@ -117,7 +135,7 @@ class PushClient:
 
     async def pump(self) -> None:
         """Send what changed, at most ``push_max_hz`` times a second; pull-based, so nothing queues."""
-        interval = 1.0 / self.settings.push_max_hz
+        interval = 1.0 / self.max_hz
         quotes = self.service.quotes
         last_refresh = time.monotonic()
         while True:
@@ -125,18 +143,13 @@ class PushClient:
             if self.chains and started - last_refresh >= CHAIN_REFRESH_S:
                 self.refresh()
                 last_refresh = started
-            taken = self.watch.take()
+            taken = self.watch.take_slots()
             if taken:
                 coalesced = self.watch.coalesced - self._coalesced_seen
                 self._coalesced_seen = self.watch.coalesced
                 self.hub.coalesced += coalesced
-                payload = []
-                for q in taken:
-                    item = q.as_dict()
-                    item["updates"] = q.updates
-                    payload.append(item)
-                await self.send({"type": "quotes", "quotes": payload, "coalesced": coalesced})
-                self.hub.quotes_sent += len(payload)
+                await self.send_raw(self.renderer.quotes_message(taken, coalesced, binary=self.binary))
+                self.hub.quotes_sent += len(taken)
             # Wait for fresh data (or a subscription change), then keep to the rate limit.
             self._changed.clear()
             waiter = asyncio.ensure_future(quotes.wait_changed())
@@ -159,7 +172,7 @@ class PushClient:
             )
         try:
             message = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[… nested too deep
             raise ClientError(CLOSE_POLICY, "malformed message: not JSON") from None
         if not isinstance(message, dict) or not message or set(message) - {"subscribe", "unsubscribe"}:
             raise ClientError(
@@ -234,7 +247,9 @@ class PushClient:
 
 
 @router.websocket("/stream")
-async def stream(ws: WebSocket, key: str | None = None, format: str = "json") -> None:
+async def stream(
+    ws: WebSocket, key: str | None = None, format: str = "json", max_hz: float | None = None
+) -> None:
     service: TickgateService = ws.app.state.service
     hub: PushHub = ws.app.state.push
     auth: Authenticator = ws.app.state.auth
@@ -257,7 +272,11 @@ async def stream(ws: WebSocket, key: str | None = None, format: str = "json") ->
         hub.dropped["too_many_clients"] += 1
         await _close(ws, CLOSE_TRY_LATER, "too many push clients: try again later")
         return
-    client = PushClient(ws, service, hub, principal, binary=format == "msgpack")
+    if max_hz is not None and not 0 < max_hz <= 1000:
+        await _close(ws, CLOSE_POLICY, "max_hz must be in (0, 1000]")
+        return
+    renderer: QuoteRenderer = ws.app.state.renderer
+    client = PushClient(ws, service, hub, principal, format == "msgpack", renderer, max_hz)
     hub.clients += 1
     log.info("push client connected", user=principal.name, format=format)
     outcome: list[BaseException] = []

@@ -14,14 +14,17 @@ import datetime as dt
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+
+import msgpack
 
 from tickgate.chains.atm import ChainWindow
 from tickgate.dhan.protocol import InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot, QuoteStore
 
 NULL = b"null"
+_PACKER = msgpack.Packer(use_bin_type=True)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
@@ -31,25 +34,58 @@ def quote_json(q: QuoteSnapshot) -> bytes:
     return _dumps(data).encode()
 
 
+def quote_msgpack(q: QuoteSnapshot) -> bytes:
+    data = q.as_dict()
+    data["updates"] = q.updates
+    return bytes(msgpack.packb(data, use_bin_type=True))
+
+
 class QuoteRenderer:
     """Rendered quotes by quote-store slot, re-rendered only when the slot's update counter moved."""
 
     def __init__(self, store: QuoteStore) -> None:
         self.store = store
-        self._cache: dict[int, tuple[int, bytes]] = {}
+        self._json: dict[int, tuple[int, bytes]] = {}
+        self._msgpack: dict[int, tuple[int, bytes]] = {}
         self.rendered = 0
         self.reused = 0
 
     def slot_json(self, slot: int) -> bytes:
+        return self._render(slot, self._json, quote_json)
+
+    def slot_msgpack(self, slot: int) -> bytes:
+        return self._render(slot, self._msgpack, quote_msgpack)
+
+    def _render(
+        self, slot: int, cache: dict[int, tuple[int, bytes]], render: Callable[[QuoteSnapshot], bytes]
+    ) -> bytes:
         updates = self.store.updates_at(slot)
-        hit = self._cache.get(slot)
+        hit = cache.get(slot)
         if hit is not None and hit[0] == updates:
             self.reused += 1
             return hit[1]
-        body = quote_json(self.store.snapshot_at(slot))
-        self._cache[slot] = (updates, body)
+        body = render(self.store.snapshot_at(slot))
+        cache[slot] = (updates, body)
         self.rendered += 1
         return body
+
+    def quotes_message(self, slots: list[int], coalesced: int, *, binary: bool) -> bytes:
+        """A push ``{"type": "quotes", "quotes": [...], "coalesced": n}`` message from cached quotes."""
+        if binary:
+            pack = _PACKER.pack
+            parts = [
+                _PACKER.pack_map_header(3),
+                pack("type"),
+                pack("quotes"),
+                pack("quotes"),
+                _PACKER.pack_array_header(len(slots)),
+                *(self.slot_msgpack(s) for s in slots),
+                pack("coalesced"),
+                pack(coalesced),
+            ]
+            return b"".join(parts)
+        body = b",".join([self.slot_json(s) for s in slots])
+        return b'{"type":"quotes","quotes":[%s],"coalesced":%d}' % (body, coalesced)
 
     def quote(self, key: InstrumentKey) -> bytes:
         """The key's quote as JSON, ``null`` when the store has never heard of it."""

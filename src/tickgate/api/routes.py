@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from tickgate import __version__
 from tickgate.api.auth import Admin, Principal, Service, User
 from tickgate.api.errors import CONFLICT, ERROR_RESPONSES, FORBIDDEN, NOT_FOUND, invalid
+from tickgate.api.fastpath import request_key
 from tickgate.api.logs import redact
 from tickgate.api.models import (
     AuditEntryOut,
@@ -259,9 +260,10 @@ async def option_chain(
     exchange: Exchange = None,
 ) -> Response:
     """The chain around the ATM with every leg's live quote. Rendered once per ``api.chain_cache_s`` per
-    request shape and shared by every caller (only ``watchlist_id`` is the caller's own)."""
+    distinct request and shared by every caller (only ``watchlist_id`` is the caller's own); repeats are
+    answered by :mod:`tickgate.api.fastpath`."""
     cache: ChainCache = request.app.state.chains
-    shape = (symbol.upper(), exchange.upper() if exchange else None, expiry, strikes, ltp)
+    shape = request_key(request.scope)  # the exact request: what the fast path looks up
     chain = cache.get(shape)
     if chain is None:
         sym, exch, exp, _keys, window = svc.watchlists.build(
@@ -271,7 +273,7 @@ async def option_chain(
             window is None or exp is None
         ):  # strikes >= 1 always yields a window; keep mypy and reality aligned
             raise invalid("no option chain for this request")
-        body = chain_json(window, request.app.state.quotes_json)
+        body = chain_json(window, request.app.state.renderer)
         chain = CachedChain(time.monotonic(), body, sym, exch, exp)
         cache.put(shape, chain)
     group = group_id_for(user.user_id, chain.exchange, chain.symbol, chain.expiry)
