@@ -114,13 +114,26 @@ class StoreSettings(BaseModel, frozen=True):
     writer_snapshot_interval_s: float = Field(
         1.0, ge=0, description="Subscriptions snapshots are written at most this often (latest wins)."
     )
+    writer_subs_chunk: int = Field(
+        200,
+        ge=1,
+        description="Subscription rows per transaction when writing a change set: awaited writes (a user's"
+        " add) wait for one chunk at most, not for the whole change.",
+    )
 
 
 class ApiSettings(BaseModel, frozen=True):
     """The HTTP API and its live push channel (tickgate.api)."""
 
     push_max_hz: float = Field(
-        10.0, gt=0, le=1000, description="Most updates per second sent to one push client (coalesced)."
+        40.0,
+        gt=0,
+        le=1000,
+        description="Most updates per second sent to one push client (coalesced; a client may ask for fewer"
+        " with ?max_hz=). Also the latency bound: a tick waits at most 1/max_hz for its client's next send.",
+    )
+    push_compression: bool = Field(
+        False, description="Offer permessage-deflate on the push WebSocket (costs CPU per client)."
     )
     push_max_clients: int = Field(1000, ge=1, description="Concurrent push (WebSocket) clients at most.")
     push_max_keys: int = Field(5000, ge=1, description="Instruments one push client may watch at most.")

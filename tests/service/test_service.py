@@ -104,6 +104,7 @@ async def test_eviction_and_rejection_at_capacity(
     assert evicted[0].symbol == "TCS"  # the true LRU: INFY was viewed, so TCS went first
     assert "removed TCS (capacity limit)" in next(r.message for r in more if r.evicted)
     assert all(e.symbol != "INFY" for e in evicted)
+    await svc.store.writer.flush(timeout=10)  # eviction marks go through the writer (the add does not wait)
     rows = {w.symbol: w for w in await svc.store.list_watchlist(b.id)}
     assert rows["TCS"].state is WatchlistState.EVICTED
     assert rows["TCS"].state_reason is not None

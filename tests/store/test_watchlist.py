@@ -120,3 +120,52 @@ async def test_end_of_day_clears_by_exchange(store: Store) -> None:
     again = await _add(store, u.id, "NIFTY", "NSE")  # the group id is free again next day
     assert [w.id for w in await store.clear_watchlists()] == [again.id]
     assert await store.list_watchlist() == []
+
+
+async def test_put_starts_an_evicted_row_over_in_one_statement(store: Store) -> None:
+    u, _ = await store.create_user("putter")
+    group = f"A:{u.id}:NSE:TCS:{EXP}"
+    first = await store.put_watchlist(
+        u.id, "tcs", exchange="nse", group_id=group, mode=FeedMode.QUOTE, expiry=EXP, strikes=25, at=T0
+    )
+    assert (first.symbol, first.exchange, first.state) == ("TCS", "NSE", WatchlistState.ACTIVE)
+    await store.set_watchlist_state([group], WatchlistState.EVICTED, reason="capacity limit: test")
+    later = T0 + timedelta(minutes=7)
+    again = await store.put_watchlist(
+        u.id, "TCS", exchange="NSE", group_id=group, mode=FeedMode.FULL, expiry=EXP, strikes=11, at=later
+    )
+    assert again.id == first.id  # the same row, started over
+    got = await store.get_watchlist(first.id)
+    assert got is not None
+    assert (got.state, got.state_reason, got.mode, got.strikes) == (
+        WatchlistState.ACTIVE,
+        None,
+        FeedMode.FULL,
+        11,
+    )
+    assert got.created == later
+    assert len(await store.list_watchlist(u.id)) == 1
+    with pytest.raises(NotFoundError):
+        await store.put_watchlist(999_999, "TCS", exchange="NSE", group_id="A:999999:x", mode=FeedMode.QUOTE)
+
+
+async def test_queued_eviction_marks_spare_rows_added_again_since(store: Store) -> None:
+    """An eviction decided at t, written later, must not mark a row its owner re-added after t."""
+    u, _ = await store.create_user("marks")
+    old = await _add(store, u.id, "INFY", minutes=0)
+    readded = await _add(store, u.id, "SBIN", minutes=0)
+    decided = T0 + timedelta(minutes=1)
+    await store.put_watchlist(
+        u.id,
+        "SBIN",
+        exchange="NSE",
+        group_id=readded.group_id,
+        mode=FeedMode.QUOTE,
+        at=decided + timedelta(seconds=1),
+    )
+    store.writer.submit_watchlist_state(
+        [old.group_id, readded.group_id], WatchlistState.EVICTED, reason="capacity limit: x", at=decided
+    )
+    await store.writer.flush(timeout=10)
+    states = {w.symbol: w.state for w in await store.list_watchlist(u.id)}
+    assert states == {"INFY": WatchlistState.EVICTED, "SBIN": WatchlistState.ACTIVE}

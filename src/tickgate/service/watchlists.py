@@ -25,7 +25,7 @@ from tickgate.chains.atm import (
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.planner import GroupRef, PlanResult, Tier
 from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound
-from tickgate.store.types import DuplicateError, WatchlistEntry, WatchlistState
+from tickgate.store.types import WatchlistEntry, WatchlistState
 
 if TYPE_CHECKING:
     from tickgate.service.app import TickgateService
@@ -170,28 +170,24 @@ class WatchlistManager:
         sym, exch, exp, keys, window = self.build(symbol, expiry, strikes, exchange=exchange, ltp=ltp)
         group = group_id_for(user_id, exch, sym, exp)
         now = time.time()
-        existing = await svc.store.get_watchlist_by_group(group)
-        if existing is not None and existing.user_id == user_id and svc.planner.has_group(group):
-            svc.planner.touch(group, now)
-            svc.store.writer.submit_touch(existing.id, dt.datetime.fromtimestamp(now, dt.UTC))
-            return AddResult(existing, "touched", svc.planner.group_keys(group), svc.tracker.window(group))
-        if existing is not None:  # an evicted row (or a half-finished add): start it over
-            await svc.store.remove_watchlist(existing.id)
-        try:
-            entry = await svc.store.add_watchlist(
-                user_id,
-                sym,
-                exchange=exch,
-                group_id=group,
-                mode=mode,
-                expiry=exp,
-                strikes=len(window.rows) if window else 0,
-            )
-        except DuplicateError:  # a concurrent identical add won the race: that is a touch
-            entry2 = await svc.store.get_watchlist_by_group(group)
-            if entry2 is None:
-                raise
-            return AddResult(entry2, "touched", keys, window)
+        if svc.planner.has_group(group):  # already watched: a duplicate add is a use (LRU)
+            wid = await self.entry_id(group)
+            existing = None if wid is None else await svc.store.get_watchlist(wid)
+            if existing is not None and existing.user_id == user_id:
+                self.touch(group, existing.id)
+                return AddResult(
+                    existing, "touched", svc.planner.group_keys(group), svc.tracker.window(group)
+                )
+        # One statement: a new row, or an evicted row (or a half-finished add's) started over.
+        entry = await svc.store.put_watchlist(
+            user_id,
+            sym,
+            exchange=exch,
+            group_id=group,
+            mode=mode,
+            expiry=exp,
+            strikes=len(window.rows) if window else 0,
+        )
         if svc.planner.has_group(group):  # restored from an earlier crash mid-add
             svc.feed.execute(svc.planner.replace_keys(group, keys, now, touch=True))
             result = PlanResult()
@@ -216,7 +212,7 @@ class WatchlistManager:
             svc.remember_atm(window)
         evicted = tuple(Evicted.of(ref) for ref in result.evicted)
         if evicted:
-            await self._mark_evicted(evicted, by=f"user {user_id} adding {sym}")
+            self._queue_evicted(evicted, by=f"user {user_id} adding {sym}")
         svc.snapshot_subscriptions()
         svc.store.writer.submit_log(
             "WATCHLIST_ADD",
@@ -241,6 +237,9 @@ class WatchlistManager:
         self.service.planner.touch(group, now)
         self.service.store.writer.submit_touch(watchlist_id, dt.datetime.fromtimestamp(now, dt.UTC))
 
+    def cached_entry_id(self, group: str) -> int | None:
+        return self._ids.get(group)
+
     async def entry_id(self, group: str) -> int | None:
         """The watchlist row of a planner group (cached: a chain view must not cost a database read)."""
         wid = self._ids.get(group)
@@ -250,6 +249,20 @@ class WatchlistManager:
                 return None
             wid = self._ids[group] = entry.id
         return wid
+
+    def _queue_evicted(self, evicted: Iterable[Evicted], *, by: str) -> None:
+        """Mark evicted rows through the store's writer (the add does not wait for a second transaction;
+        :meth:`list` flushes first, so owners always see it). A crash before the write leaves the rows
+        active: the restart re-adds them least recently used first, before the newer chain that evicted
+        them, which evicts them again — the same end state."""
+        svc = self.service
+        groups = [e.group for e in evicted]
+        for group in groups:
+            svc.tracker.untrack(group)
+            self._ids.pop(group, None)
+        svc.store.writer.submit_watchlist_state(
+            groups, WatchlistState.EVICTED, reason=f"capacity limit: {by}", at=svc.store.now()
+        )
 
     async def _mark_evicted(self, evicted: Iterable[Evicted], *, by: str) -> None:
         svc = self.service
@@ -280,6 +293,7 @@ class WatchlistManager:
 
     async def list(self, user_id: int) -> list[WatchlistView]:
         svc = self.service
+        await svc.store.writer.flush(timeout=30)  # eviction marks queued by other users' adds
         suspended = set(svc.planner.suspended())
         views = []
         for entry in await svc.store.list_watchlist(user_id):

@@ -101,6 +101,9 @@ class Store:
         self._rlock: asyncio.Lock | None = self._wlock if engines.single_connection else None
         # The subscriptions table is diffed against what was last written; one writer of it at a time.
         self._subs_lock = asyncio.Lock()
+        self._foreground = 0  # awaited writes queued or running (SQLite): the writer lets them go first
+        self._foreground_idle = asyncio.Event()
+        self._foreground_idle.set()
         self._subs_state: dict[conv.SubKey, conv.SubSig] | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -217,17 +220,32 @@ class Store:
             async with self._rlock, self._engines.read.connect() as conn:
                 yield conn
 
-    async def _write(self, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _write(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, background: bool = False) -> T:
         """Run ``fn`` in one write transaction (committed when this returns), in a task of its own that the
-        caller's cancellation does not reach (see the module docstring)."""
+        caller's cancellation does not reach (see the module docstring).
+
+        SQLite has one writer at a time, so awaited writes (a user's add, waiting in an HTTP request) go
+        first: a ``background`` write (the batching writer's) waits until none is queued or running."""
         self._check_open()
 
         async def run() -> T:
             if self._wlock is None:
                 async with self._engines.write.begin() as conn:
                     return await fn(conn)
-            async with self._wlock, self._engines.write.begin() as conn:
-                return await fn(conn)
+            if background:
+                while self._foreground:
+                    await self._foreground_idle.wait()
+            else:
+                self._foreground += 1
+                self._foreground_idle.clear()
+            try:
+                async with self._wlock, self._engines.write.begin() as conn:
+                    return await fn(conn)
+            finally:
+                if not background:
+                    self._foreground -= 1
+                    if not self._foreground:
+                        self._foreground_idle.set()
 
         task = asyncio.ensure_future(run())
         self._inflight.add(task)
@@ -427,6 +445,50 @@ class Store:
         )
         return [conv.to_watchlist(r) for r in await self._fetch(stmt)]
 
+    async def put_watchlist(
+        self,
+        user_id: int,
+        symbol: str,
+        *,
+        exchange: str,
+        group_id: str,
+        mode: FeedMode,
+        expiry: date | None = None,
+        strikes: int | None = None,
+        at: datetime | None = None,
+    ) -> WatchlistEntry:
+        """Insert an active row for ``group_id``, or start its existing row over (an evicted chain added
+        again keeps its id and becomes active and new). One statement, committed when this returns: the
+        hot path of a watchlist add. ``NotFoundError`` if the user does not exist."""
+        if strikes is not None and strikes < 0:
+            raise ValueError("strikes must be >= 0")
+        when = utc(at) if at is not None else self.now()
+        values = {
+            "user_id": user_id,
+            "symbol": symbol.strip().upper(),
+            "exchange": exchange.strip().upper(),
+            "expiry": expiry,
+            "strikes": strikes,
+            "mode": mode.name,
+            "group_id": group_id,
+            "created": when,
+            "last_used": when,
+            "state": WatchlistState.ACTIVE.value,
+            "state_reason": None,
+        }
+        if not values["symbol"] or not values["exchange"] or not group_id:
+            raise ValueError("symbol, exchange and group_id are required")
+        stmt = self._upsert(tbl.watchlist, values, ("group_id",)).returning(tbl.watchlist.c.id)
+
+        async def tx(conn: AsyncConnection) -> int:
+            try:
+                return int((await conn.execute(stmt)).scalar_one())
+            except IntegrityError as e:  # the group id is the conflict target: only the user can be missing
+                raise NotFoundError(f"no user {user_id}") from e
+
+        wid = await self._write(tx)
+        return conv.to_watchlist({"id": wid, **values})
+
     async def remove_watchlist(self, watchlist_id: int, user_id: int | None = None) -> WatchlistEntry | None:
         """Delete a row (only the owner's when ``user_id`` is given) and return it; None if there is none."""
         cond = [tbl.watchlist.c.id == watchlist_id]
@@ -471,6 +533,21 @@ class Store:
             return n
 
         return await self._write(tx)
+
+    @staticmethod
+    async def _mark_watchlists(conn: AsyncConnection, mark: conv.StateMark) -> int:
+        """A state change queued through the writer. Only rows older than the decision change: a chain
+        evicted and at once added again by its owner (a newer ``created``) stays active."""
+        w = tbl.watchlist
+        n = 0
+        for i in range(0, len(mark.groups), _DELETE_CHUNK):
+            stmt = (
+                sa.update(w)
+                .where(w.c.group_id.in_(mark.groups[i : i + _DELETE_CHUNK]), w.c.created <= mark.at)
+                .values(state=mark.state, state_reason=mark.reason)
+            )
+            n += (await conn.execute(stmt)).rowcount
+        return n
 
     async def clear_watchlists(self, exchanges: Iterable[str] | None = None) -> list[WatchlistEntry]:
         """End of day: delete every row (of these exchanges: NSE/BSE close at 15:30, MCX late evening) in
@@ -558,8 +635,16 @@ class Store:
         await self._write(tx)
 
     async def _upsert_atm_many(self, conn: AsyncConnection, values: list[conv.Row]) -> None:
-        for v in values:
-            await conn.execute(self._upsert(tbl.atm_cache, v, ("underlying", "expiry")))
+        if not values:
+            return
+        # One executemany for the batch: every statement is a round trip to the driver's thread.
+        t = tbl.atm_cache
+        ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(t)
+        keys = ("underlying", "expiry")
+        stmt = ins.on_conflict_do_update(
+            index_elements=list(keys), set_={k: ins.excluded[k] for k in values[0] if k not in keys}
+        )
+        await conn.execute(stmt, values)
 
     async def get_atm(self, underlying: str, expiry: date) -> AtmEntry | None:
         t = tbl.atm_cache
@@ -706,6 +791,7 @@ class Store:
         atm: list[conv.Row],
         subs: conv.SubIndex | conv.SubDelta | None,
         touches: Sequence[tuple[int, datetime]] = (),
+        marks: Sequence[conv.StateMark] = (),
     ) -> None:
         """One transaction of the writer: audit rows, ATM upserts and a subscriptions change together.
 
@@ -714,12 +800,16 @@ class Store:
         key; a full snapshot is written as a difference from what was last written (a full rewrite the
         first time after open, and after any failed write)."""
         if subs is None:
-            await self._write(lambda conn: self._batch_tx(conn, audit, atm, None, None, touches))
+            await self._write(
+                lambda conn: self._batch_tx(conn, audit, atm, None, None, touches, marks), background=True
+            )
             return
         async with self._subs_lock:
             previous = self._subs_state
             self._subs_state = None  # unknown until this commits
-            await self._write(lambda conn: self._batch_tx(conn, audit, atm, subs, previous, touches))
+            await self._write(
+                lambda conn: self._batch_tx(conn, audit, atm, subs, previous, touches, marks), background=True
+            )
             if isinstance(subs, conv.SubDelta):
                 if previous is not None:
                     for k in subs.gone:
@@ -737,6 +827,7 @@ class Store:
         subs: conv.SubIndex | conv.SubDelta | None,
         previous: dict[conv.SubKey, conv.SubSig] | None,
         touches: Sequence[tuple[int, datetime]],
+        marks: Sequence[conv.StateMark],
     ) -> None:
         if audit:
             await self._insert_audit(conn, audit)
@@ -744,6 +835,8 @@ class Store:
             w = tbl.watchlist
             stmt = sa.update(w).where(w.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
             await conn.execute(stmt, [{"wid": wid, "at": utc(at)} for wid, at in touches])
+        for mark in marks:
+            await self._mark_watchlists(conn, mark)
         if atm:
             await self._upsert_atm_many(conn, atm)
         if subs is not None:

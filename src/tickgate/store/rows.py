@@ -161,6 +161,16 @@ def sub_index(rows: Iterable[SubscriptionRow]) -> SubIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class StateMark:
+    """Watchlist rows of ``groups`` to set to ``state`` (decided at ``at``), queued through the writer."""
+
+    groups: tuple[str, ...]
+    state: str
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SubDelta:
     """A change set of the subscriptions table: rows to (re)write and keys to delete. Applied by key, so it
     is correct on top of whatever the table held, as long as every delta since the last full write is."""

@@ -37,7 +37,7 @@ from tickgate.config import StoreSettings
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.planner.types import PlannerEvent, Tier
 from tickgate.store import rows as conv
-from tickgate.store.types import AtmEntry, JSONValue, SubscriptionRow
+from tickgate.store.types import AtmEntry, JSONValue, SubscriptionRow, WatchlistState, utc
 
 if TYPE_CHECKING:
     from tickgate.store.core import Store
@@ -96,6 +96,7 @@ class _Batch:
     upto: int
     source: SubscriptionChanges | None = None  # told to resync if its change set is not written
     touches: list[tuple[int, datetime]] = field(default_factory=list)
+    marks: list[conv.StateMark] = field(default_factory=list)
 
 
 class StoreWriter:
@@ -107,6 +108,12 @@ class StoreWriter:
         self._audit: deque[tuple[int, conv.Row]] = deque()
         self._atm: dict[tuple[str, date], conv.Row] = {}
         self._touches: dict[int, datetime] = {}  # watchlist id -> last used (latest wins)
+        self._marks: list[conv.StateMark] = []  # watchlist state changes, in decision order
+        # Chunks of a large subscriptions change set still to write, each in its own short transaction so
+        # awaited writes (a user's watchlist add) get the database between them.
+        self._subs_rest: deque[conv.SubDelta] = deque()
+        self._rest_source: SubscriptionChanges | None = None
+        self._rest_seq = 0
         self._subs: SnapshotSource | SubscriptionChanges | None = None
         self._subs_first_seq = 0  # sequence number of the oldest submission the pending snapshot stands for
         self._last_snapshot = (
@@ -241,6 +248,18 @@ class StoreWriter:
         self._touches[watchlist_id] = at
         self._bump()
 
+    def submit_watchlist_state(
+        self, groups: Iterable[str], state: WatchlistState, *, reason: str | None, at: datetime
+    ) -> None:
+        """Queue a state change of these groups' rows (evicted by a user's add). It applies only to rows
+        created at or before ``at``, so a chain re-added meanwhile is not marked; readers that must see it
+        (listing a watchlist) ``flush`` first."""
+        self._check_accepting()
+        gids = tuple(dict.fromkeys(groups))
+        if gids:
+            self._marks.append(conv.StateMark(gids, state.value, reason, utc(at)))
+            self._bump()
+
     def submit_atm(self, entry: AtmEntry) -> None:
         """Queue an ATM cache upsert (latest per underlying and expiry wins)."""
         self._check_accepting()
@@ -315,7 +334,7 @@ class StoreWriter:
 
     def _has_rows(self) -> bool:
         """Rows waiting to be written that do not wait for the snapshot interval."""
-        return bool(self._audit or self._atm or self._touches)
+        return bool(self._audit or self._atm or self._touches or self._marks or self._subs_rest)
 
     def _bump(self) -> None:
         self._seq += 1
@@ -336,9 +355,13 @@ class StoreWriter:
         self._atm.clear()
         touches = list(self._touches.items())
         self._touches.clear()
+        marks, self._marks = self._marks, []
         subs: conv.SubIndex | conv.SubDelta | None = None
         changes: SubscriptionChanges | None = None
-        if with_snapshot and self._subs is not None:
+        if self._subs_rest:  # the rest of a large change set goes first, one chunk per transaction
+            changes = self._rest_source
+            subs = self._subs_rest.popleft()
+        elif with_snapshot and self._subs is not None:
             source, self._subs = self._subs, None
             try:
                 if isinstance(source, Sequence) or callable(source):
@@ -346,20 +369,28 @@ class StoreWriter:
                 else:
                     changes = source
                     subs = _delta(*source.changes())
+                    if isinstance(subs, conv.SubDelta):
+                        parts = _chunks(subs, self._cfg.writer_subs_chunk)
+                        subs = parts[0]
+                        self._subs_rest.extend(parts[1:])
+                        self._rest_source, self._rest_seq = source, self._subs_first_seq
             except Exception:
                 self._stats.snapshots_failed += 1
                 if changes is not None:
                     changes.resync()
                 log.exception("building the subscriptions snapshot failed; it is skipped")
         # Committed watermark: ATM rows pending now are all taken; audit rows up to the last one taken; a
-        # snapshot left for later holds the mark below the first submission it stands for.
+        # snapshot left for later, or the rest of one being written, holds the mark below the first
+        # submission it stands for.
         upto = self._seq if not self._audit else taken[-1][0]
         if self._subs is not None:
             upto = min(upto, self._subs_first_seq - 1)
-        if not taken and not atm and subs is None and not touches:
+        if self._subs_rest:
+            upto = min(upto, self._rest_seq - 1)
+        if not taken and not atm and subs is None and not touches and not marks:
             self._done = max(self._done, upto)
             return None
-        return _Batch([row for _, row in taken], atm, subs, upto, changes, touches)
+        return _Batch([row for _, row in taken], atm, subs, upto, changes, touches, marks)
 
     async def _run(self) -> None:
         while True:
@@ -396,7 +427,7 @@ class StoreWriter:
         while True:
             t0 = time.perf_counter()
             try:
-                await self._store._write_batch(b.audit, b.atm, b.subs, b.touches)
+                await self._store._write_batch(b.audit, b.atm, b.subs, b.touches, b.marks)
             except Exception as e:
                 if not is_transient(e):
                     log.error("store writer batch refused; writing it row by row", exc_info=True)
@@ -429,8 +460,10 @@ class StoreWriter:
         for row in b.atm:
             if await self._write_alone([], [row], None, "ATM cache row"):
                 self._stats.atm_written += 1
-        if b.touches:
-            await self._write_alone([], [], None, "watchlist touches", b.touches)
+        if b.touches or b.marks:
+            await self._write_alone(
+                [], [], None, "watchlist touches and states", touches=b.touches, marks=b.marks
+            )
         if b.subs is not None:
             self._last_snapshot = time.monotonic()
             if await self._write_alone([], [], b.subs, "subscriptions snapshot"):
@@ -439,6 +472,7 @@ class StoreWriter:
                 self._stats.snapshots_failed += 1
                 if b.source is not None:
                     b.source.resync()
+                    self._subs_rest.clear()  # the whole table is rewritten next time
 
     async def _write_alone(
         self,
@@ -446,14 +480,16 @@ class StoreWriter:
         atm: list[conv.Row],
         subs: conv.SubIndex | conv.SubDelta | None,
         what: str,
+        *,
         touches: Sequence[tuple[int, datetime]] = (),
+        marks: Sequence[conv.StateMark] = (),
     ) -> bool:
         """One piece of a refused batch: retried while the database is merely unavailable, given up (and
         logged in full, so the record survives in the logs) only when the database refuses it."""
         delay = 0.05
         while True:
             try:
-                await self._store._write_batch(audit, atm, subs, touches)
+                await self._store._write_batch(audit, atm, subs, touches, marks)
                 return True
             except Exception as e:
                 if is_transient(e):
@@ -510,3 +546,17 @@ def _delta(
     if full:
         return index
     return conv.SubDelta(index, tuple((k.segment.name, k.security_id) for k in gone))
+
+
+def _chunks(delta: conv.SubDelta, size: int) -> list[conv.SubDelta]:
+    """Split a change set into parts of at most ``size`` keys (deletions first, then upserts)."""
+    items = list(delta.upserts.items())
+    gone = list(delta.gone)
+    parts: list[conv.SubDelta] = []
+    while gone or items or not parts:
+        room = size
+        g, gone = gone[:room], gone[room:]
+        room -= len(g)
+        u, items = items[:room], items[room:]
+        parts.append(conv.SubDelta(dict(u), tuple(g)))
+    return parts
