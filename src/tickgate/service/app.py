@@ -24,14 +24,14 @@ from tickgate.config import Settings
 from tickgate.dhan.client import Credentials, CredentialsProvider
 from tickgate.feed import FeedManager, QuoteStore
 from tickgate.instruments import InstrumentRegistry
-from tickgate.planner import Planner, PlannerEvent, Tier
+from tickgate.planner import GroupRef, Planner, PlannerEvent, PlanResult, Tier
 from tickgate.schedule.calendar import EXCHANGES, IST, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
 from tickgate.service.errors import NotReady
 from tickgate.service.watchlists import WatchlistManager, exchange_of_group
 from tickgate.store import Store
-from tickgate.store.planner_view import subscription_rows
-from tickgate.store.types import AtmEntry
+from tickgate.store.planner_view import PlannerSubscriptions
+from tickgate.store.types import AtmEntry, WatchlistState
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class TickgateService:
         self.calendar = calendar or TradingCalendar.load()
         self._use_scheduler = scheduler
         self.planner = Planner(settings.limits)
+        self._subscriptions_view = PlannerSubscriptions(self.planner)
         self.quotes = QuoteStore()
         self.watchlists = WatchlistManager(self)
         self.tier_b_universe = TierBUniverse.load(settings=settings.chains)
@@ -116,6 +117,7 @@ class TickgateService:
         self._tracker: ChainTracker | None = None
         self.eod_runs: list[dict[str, Any]] = []
         self.recentres = 0
+        self._unmarked_evictions: list[tuple[GroupRef, str]] = []
 
     # -- parts that exist once started ---------------------------------------------------------------------
 
@@ -215,13 +217,34 @@ class TickgateService:
     def _on_planner_events(self, events: list[PlannerEvent]) -> None:
         if self._store is not None:
             self._store.writer.submit_events(events, actor="planner")
+            # Connections going down or up move keys with no user action: the subscriptions table must
+            # follow then too, not at the next add (the writer coalesces: at most one write a second).
+            self.snapshot_subscriptions()
+
+    def _note_evictions(self, result: PlanResult, by: str) -> None:
+        self._unmarked_evictions.extend((ref, by) for ref in result.evicted if ref.tier is Tier.A)
+
+    async def mark_evictions(self) -> int:
+        """Mark the rows of Tier A groups evicted outside a user's add (a recentre or a Tier B change that
+        needed room) as :meth:`WatchlistManager.add` marks its own: otherwise those rows stay "active",
+        their owners are never told, and a restart resurrects them. Groups back in the plan (re-added
+        meanwhile) are left alone."""
+        pending, self._unmarked_evictions = self._unmarked_evictions, []
+        reasons: dict[str, list[str]] = {}
+        for ref, by in pending:
+            self.tracker.untrack(ref.group)
+            if not self.planner.has_group(ref.group):
+                reasons.setdefault(by, []).append(ref.group)
+        for by, groups in reasons.items():
+            reason = f"capacity limit: {by}"
+            await self.store.set_watchlist_state(groups, WatchlistState.EVICTED, reason=reason)
+        return len(pending)
 
     def snapshot_subscriptions(self) -> None:
         """Queue a rewrite of the subscriptions table (coalesced by the writer: latest wins)."""
         if self._store is None:
             return
-        planner = self.planner
-        self._store.writer.submit_subscriptions(lambda: subscription_rows(planner, dt.datetime.now(dt.UTC)))
+        self._store.writer.submit_subscriptions(self._subscriptions_view)
 
     def remember_atm(self, window: ChainWindow) -> None:
         self.store.writer.submit_atm(
@@ -264,6 +287,7 @@ class TickgateService:
                 if not result.accepted:
                     log.error("Tier B group %s rejected: %s", group.group, result.reason)
             self.feed.execute(result)
+            self._note_evictions(result, f"Tier B group {group.group}")
             if group.window is not None:
                 self.tracker.track(group.group, group.window, now)
         self.tier_b = plan
@@ -273,6 +297,7 @@ class TickgateService:
         self.tier_b_universe = TierBUniverse.load(path, settings=self.settings.chains)
         plan = self.tier_b_universe.resolve(self.registry, self.today(), self.ltp_of, engine=self.atm)
         self.apply_tier_b(plan)
+        await self.mark_evictions()
         self.store.writer.submit_log("TIER_B_RELOAD", actor="admin", count=plan.total, reason=plan.source)
         return plan
 
@@ -315,6 +340,16 @@ class TickgateService:
             for info_group in [e.group for e in result.events if e.group]:
                 self.tracker.untrack(info_group)
         rows = await self.store.clear_watchlists(exchanges)
+        if self._feed is not None:
+            # A watchlist add that committed its row before the delete above but reached the planner after
+            # ``clear_tier`` (it was awaiting its commit meanwhile) would stay subscribed with no row left:
+            # clear those groups too, so the database and the plan agree after every cleanup.
+            now = time.time()
+            for row in rows:
+                if self.planner.has_group(row.group_id) and self.planner.group(row.group_id).tier is Tier.A:
+                    self.feed.execute(self.planner.remove_group(row.group_id, now))
+                    self.tracker.untrack(row.group_id)
+                    groups += 1
         await self.store.set_meta(key, close.isoformat())
         summary = {
             "session": session,
@@ -355,6 +390,7 @@ class TickgateService:
             self._atm = AtmEngine(registry, self.settings.chains, quotes=self.quotes.get)
             self._tracker = ChainTracker(self._atm, self.settings.chains)
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, day, self.ltp_of, engine=self.atm))
+        await self.mark_evictions()
 
     # -- ATM recentring ----------------------------------------------------------------------------------
 
@@ -364,6 +400,7 @@ class TickgateService:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
                 self.recentre_once(time.time())
+                await self.mark_evictions()
 
     def recentre_once(self, now: float) -> int:
         moved = 0
@@ -376,6 +413,7 @@ class TickgateService:
                 self.tracker.revert(change)
                 continue
             self.feed.execute(result)
+            self._note_evictions(result, f"recentre of {change.group}")
             self.remember_atm(change.new)
             moved += 1
         if moved:
