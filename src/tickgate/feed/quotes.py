@@ -371,6 +371,10 @@ class QuoteWatch:
 
     def take(self) -> list[QuoteSnapshot]:
         """Snapshots of every watched instrument updated since the last ``take`` (each once, latest)."""
+        return [self.store._snapshot(slot) for slot in self.take_slots()]
+
+    def take_slots(self) -> list[int]:
+        """Like :meth:`take`, as quote-store slots (for readers that render from a shared per-slot cache)."""
         if not len(self._slots):
             return []
         updates = self.store._cols["updates"][self._slots]
@@ -383,4 +387,5 @@ class QuoteWatch:
         self.coalesced += int((current[known] - previous[known] - 1).clip(min=0).sum())
         self._seen[changed] = current
         self.delivered += len(changed)
-        return [self.store._snapshot(int(slot)) for slot in self._slots[changed].tolist()]
+        slots: list[int] = self._slots[changed].tolist()
+        return slots
