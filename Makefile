@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest demo bench fuzz clean
+.PHONY: test lint typecheck pytest demo bench fuzz chaos bad-input clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,14 +27,30 @@ pytest: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tickgate demo
 
+# Every bench at its default (issue-target) size, then docs/PERFORMANCE.md from their results. A failing bench
+# does not stop the others; the report is written from what ran (a failed bench shows as failed, never with
+# figures) and then make fails naming it.
+BENCHES := decode registry planner ingest api
+
 bench: $(STAMP)
-	$(BIN)/python bench/decode.py
-	$(BIN)/python bench/registry.py
-	$(BIN)/python bench/planner.py
-	$(BIN)/python bench/ingest.py
+	rm -rf bench/out/results
+	@failed=""; \
+	for b in $(BENCHES); do \
+		echo "=== bench/$$b.py"; \
+		$(BIN)/python bench/$$b.py || failed="$$failed $$b"; \
+	done; \
+	$(BIN)/python bench/report.py --failed "$$failed" || exit 1; \
+	if [ -n "$$failed" ]; then echo "make bench: failed:$$failed" >&2; exit 1; fi
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/dhan/test_decoding.py -k garbage
+
+chaos: $(STAMP)
+	TICKGATE_CHAOS_SECONDS=900 $(BIN)/pytest -q -s tests/chaos
+
+bad-input: $(STAMP)  # long bad-input runs: schemathesis >= 1,000 cases, decoder fuzz >= 1,000,000 frames
+	TICKGATE_SCHEMATHESIS_EXAMPLES=100 TICKGATE_SCHEMATHESIS_MIN_CASES=1000 $(BIN)/pytest -q -s tests/api/test_schemathesis.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -s tests/failure_modes/test_bad_input.py -k decoder_garbage_fuzz
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

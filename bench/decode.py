@@ -16,7 +16,7 @@ from dhanhq.marketfeed import MarketFeed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import best_of, machine, print_table
+from _common import Figure, best_of, machine, print_table, save_results
 from tickgate.dhan.batch import decode_batch
 from tickgate.dhan.protocol import ExchangeSegment, ResponseCode, decode_frame, empty_packets
 
@@ -142,6 +142,27 @@ def main() -> None:
         f"Decode: {packets:,} packets (60% full, 30% quote, 10% ticker/OI/prev-close) — {machine()}",
         ["path", "packets/s", "vs SDK", "target", ""],
         table,
+    )
+    sdk = f"SDK parser {packets / sdk_t / 1e6:.2f} M packets/s"
+    batch_x, frame_x = sdk_t / rows[2][1], sdk_t / rows[1][1]
+    save_results(
+        "decode",
+        [
+            Figure(
+                "batch decoder (1 packet/frame) vs official SDK parser",
+                f"{batch_rate / 1e6:.2f} M packets/s = {batch_x:.1f}× the SDK",
+                "≥ 20× and ≥ 2 M/s",
+                batch_x >= 20 and batch_rate >= 2e6,
+                sdk,
+            ),
+            Figure(
+                "per-frame decoder vs official SDK parser",
+                f"{packets / rows[1][1] / 1e6:.2f} M packets/s = {frame_x:.1f}× the SDK",
+                "≥ 3×",
+                frame_x >= 3,
+                sdk,
+            ),
+        ],
     )
 
 

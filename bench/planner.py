@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, print_table
+from _common import Figure, machine, print_table, save_results
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner import Planner, PlanResult, Tier
@@ -275,6 +275,22 @@ def main() -> None:
         f"{args.ops:,} random operations at capacity ({evictions} LRU evictions)",
         ["operation", "count", "p50 ms", "p99 ms", "max ms", "CPU p99 ms", "target", "met"],
         lat_rows,
+    )
+    fill_ms = statistics.median(fill_wall) / MS
+    down_ms = statistics.median(down_wall) / MS
+    add_p99 = pct([x[0] for x in lat["add"]], 0.99) / MS
+    save_results(
+        "planner",
+        [
+            Figure("full 25,000 plan from empty (median)", f"{fill_ms:.1f} ms", "≤ 100 ms", fill_ms <= 100),
+            Figure(
+                f"add a 50-key group at capacity, p99 of {len(lat['add']):,}",
+                f"{add_p99:.3f} ms",
+                "≤ 0.5 ms",
+                add_p99 <= 0.5,
+            ),
+            Figure("connection-loss re-plan (median)", f"{down_ms:.1f} ms", "≤ 50 ms", down_ms <= 50),
+        ],
     )
 
 
