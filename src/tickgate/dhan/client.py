@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tickgate.config import FeedClientSettings, FeedLimits
+from tickgate.dhan.fastws import FeedConnection
 from tickgate.dhan.protocol import (
     FATAL_DISCONNECT_CODES,
     HEADER_SIZE,
@@ -153,6 +154,8 @@ class ConnectionStatus:
 
 FrameSink = Callable[[int, bytes, int], None]
 """``(connection id, frame, receive time ns)``: must return immediately (queue, never decode)."""
+FramesSink = Callable[[int, list[bytes], int], None]
+"""The same for a read's worth of frames at once (the fast path hands frames over in batches)."""
 
 
 class FeedPool:
@@ -173,6 +176,7 @@ class FeedPool:
         on_up: Callable[[int], None],
         on_down: Callable[[int, DownReason], None],
         on_frame: FrameSink,
+        on_frames: FramesSink | None = None,
         connections: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -181,6 +185,7 @@ class FeedPool:
         self.limits = limits
         self.settings = settings
         self._on_up, self._on_down, self._on_frame = on_up, on_down, on_frame
+        self._on_frames = on_frames
         count = limits.sockets_per_account if connections is None else connections
         if not 1 <= count <= limits.sockets_per_account:
             raise ValueError(f"connections must be 1..{limits.sockets_per_account}, got {count}")
@@ -358,6 +363,7 @@ class _Connection:
                         compression=None,
                         open_timeout=pool.settings.connect_timeout_s,
                         user_agent_header=None,
+                        create_connection=FeedConnection,
                     ),
                     pool.settings.connect_timeout_s + 1,
                 )
@@ -431,16 +437,36 @@ class _Connection:
         conn_id = self.id
         status = self.status
         clock = time.monotonic_ns
+
+        def deliver(frame: bytes) -> None:
+            now = clock()
+            status.frames += 1
+            status.last_data = now / 1e9
+            if frame and frame[0] == ResponseCode.DISCONNECT and len(frame) >= HEADER_SIZE + 2:
+                self._note_disconnect(frame)
+            sink(conn_id, frame, now)
+
+        def deliver_many(frames: list[bytes]) -> None:
+            now = clock()
+            status.frames += len(frames)
+            status.last_data = now / 1e9
+            for frame in frames:
+                if frame and frame[0] == ResponseCode.DISCONNECT and len(frame) >= HEADER_SIZE + 2:
+                    self._note_disconnect(frame)
+            if sink_many is None:
+                for frame in frames:
+                    sink(conn_id, frame, now)
+            else:
+                sink_many(conn_id, frames, now)
+
+        sink_many = self.pool._on_frames
+        if isinstance(ws, FeedConnection):
+            ws.on_frames = deliver_many  # a read's binary frames skip websockets' parser (see dhan.fastws)
         try:
-            async for frame in ws:
+            async for frame in ws:  # whatever the fast path hands to websockets
                 if isinstance(frame, str):
                     continue  # Dhan's feed is binary; text would be a server-side error message
-                now = clock()
-                status.frames += 1
-                status.last_data = now / 1e9
-                if frame[0] == ResponseCode.DISCONNECT and len(frame) >= HEADER_SIZE + 2:
-                    self._note_disconnect(frame)
-                sink(conn_id, frame, now)
+                deliver(frame)
         except ConnectionClosed:
             pass
 
