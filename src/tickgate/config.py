@@ -80,6 +80,13 @@ class FeedClientSettings(BaseModel, frozen=True):
         " so it is spread evenly at once instead of piled on the first socket and then moved.",
     )
     decode_batch_frames: int = Field(4096, ge=1, description="Frames decoded per batch on the hot path.")
+    decode_gather_s: float = Field(
+        0.002,
+        ge=0,
+        le=0.05,
+        description="How long the decoder lets frames gather after the first arrives (batching; adds at most"
+        " this to tick latency).",
+    )
     decode_batch_bytes: int = Field(
         256 * 1024, ge=1, description="Bytes decoded per batch at most (stacked frames carry many packets)."
     )

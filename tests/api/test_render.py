@@ -102,3 +102,19 @@ def test_push_messages_equal_the_plain_encoding() -> None:
         "quotes": [],
         "coalesced": 0,
     }
+
+
+def test_one_rendering_per_quote_per_push_tick() -> None:
+    """Clients of one push tick share one rendering of a quote even if it ticks meanwhile; the next tick
+    (and the chain endpoint, which never uses tick renderings) sees the new value."""
+    store = QuoteStore()
+    renderer = QuoteRenderer(store)
+    store.apply(decode_batch([_full(100.0, 10, 99.5, 100.5)]), now_ns=1)
+    slot = store.slot_of(KEY)
+    assert slot is not None
+    first = renderer.slot_json(slot, this_tick=True)
+    store.apply(decode_batch([_full(101.0, 11, 100.5, 101.5)]), now_ns=2)
+    assert renderer.slot_json(slot, this_tick=True) == first  # same tick: the same bytes for everyone
+    assert json.loads(renderer.slot_json(slot))["ltp"] == 101.0  # exact readers always get the latest
+    renderer.next_generation()
+    assert json.loads(renderer.slot_json(slot, this_tick=True))["ltp"] == 101.0

@@ -84,7 +84,8 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         settings.dhan_access_token.get_secret_value() if settings.dhan_access_token else None,
     )
     events = EventCounter()
-    push = PushHub()
+    renderer = QuoteRenderer(service.quotes)
+    push = PushHub(service.settings.api.push_max_hz, renderer)
     metrics = Metrics(service, events, push)
     svc = service
 
@@ -113,7 +114,7 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
     app.state.service = service
     app.state.auth = Authenticator(service)
     app.state.push = push
-    app.state.renderer = QuoteRenderer(service.quotes)
+    app.state.renderer = renderer
     app.state.chains = ChainCache(service.settings.api.chain_cache_s)
     app.state.metrics = metrics
     app.state.events = events

@@ -64,15 +64,40 @@ class ClientError(Exception):
 
 
 class PushHub:
-    """Counts and limits of the push channel (read by ``/metrics`` and ``/admin/stats``)."""
+    """The push channel's shared clock, counts and limits (read by ``/metrics`` and ``/admin/stats``).
 
-    def __init__(self) -> None:
+    Every client sends on the same ticks (``api.push_max_hz``), so a quote that changed is rendered once
+    per tick for all of them (:class:`QuoteRenderer` keeps one rendering per quote per tick) instead of once
+    per client at a hundred scattered moments."""
+
+    def __init__(self, max_hz: float = 40.0, renderer: QuoteRenderer | None = None) -> None:
+        self.interval = 1.0 / max_hz
+        self.renderer = renderer
         self.clients = 0
         self.connections = 0
         self.messages_sent = 0
         self.quotes_sent = 0
         self.coalesced = 0
         self.dropped: Counter[str] = Counter()
+        self._tick: asyncio.Future[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def next_tick(self) -> None:
+        """Return at the next tick of the shared clock (started by the first client, stopped by the last)."""
+        if self._tick is None or self._tick.done():
+            self._tick = asyncio.get_running_loop().create_future()
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._run())
+        await asyncio.shield(self._tick)
+
+    async def _run(self) -> None:
+        while self.clients > 0:
+            await asyncio.sleep(self.interval)
+            if self.renderer is not None:
+                self.renderer.next_generation()
+            tick, self._tick = self._tick, None
+            if tick is not None and not tick.done():
+                tick.set_result(None)
 
 
 class PushClient:
@@ -98,7 +123,6 @@ class PushClient:
         self.chains: dict[int, str] = {}  # watchlist id -> group id
         self.watch: QuoteWatch = service.quotes.watch(())
         self._coalesced_seen = 0
-        self._changed = asyncio.Event()
 
     # -- sending -------------------------------------------------------------------------------------------
 
@@ -134,12 +158,15 @@ class PushClient:
             self.watch.set_keys(keys)
 
     async def pump(self) -> None:
-        """Send what changed, at most ``push_max_hz`` times a second; pull-based, so nothing queues."""
+        """Send what changed on the hub's ticks, at most ``max_hz`` times a second; pull-based, so nothing
+        queues: a client that is slow to take a message simply gets fewer, fuller ones."""
         interval = 1.0 / self.max_hz
-        quotes = self.service.quotes
-        last_refresh = time.monotonic()
+        last_refresh = last_sent = 0.0
         while True:
+            await self.hub.next_tick()
             started = time.monotonic()
+            if started - last_sent < interval * 0.9:
+                continue  # a client that asked for fewer updates than the hub's rate
             if self.chains and started - last_refresh >= CHAIN_REFRESH_S:
                 self.refresh()
                 last_refresh = started
@@ -150,18 +177,7 @@ class PushClient:
                 self.hub.coalesced += coalesced
                 await self.send_raw(self.renderer.quotes_message(taken, coalesced, binary=self.binary))
                 self.hub.quotes_sent += len(taken)
-            # Wait for fresh data (or a subscription change), then keep to the rate limit.
-            self._changed.clear()
-            waiter = asyncio.ensure_future(quotes.wait_changed())
-            changed = asyncio.ensure_future(self._changed.wait())
-            try:
-                await asyncio.wait({waiter, changed}, timeout=CHAIN_REFRESH_S, return_when="FIRST_COMPLETED")
-            finally:
-                waiter.cancel()
-                changed.cancel()
-            spent = time.monotonic() - started
-            if spent < interval:
-                await asyncio.sleep(interval - spent)
+                last_sent = started
 
     # -- receiving -----------------------------------------------------------------------------------------
 
@@ -196,7 +212,6 @@ class PushClient:
                 except ValueError as exc:
                     rejected.append({"item": item[:100], "reason": str(exc)[:200]})
         self.refresh()
-        self._changed.set()
         await self.send(
             {
                 "type": "subscribed",

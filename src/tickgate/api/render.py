@@ -45,27 +45,39 @@ class QuoteRenderer:
 
     def __init__(self, store: QuoteStore) -> None:
         self.store = store
-        self._json: dict[int, tuple[int, bytes]] = {}
-        self._msgpack: dict[int, tuple[int, bytes]] = {}
+        self._json: dict[int, tuple[int, int, bytes]] = {}
+        self._msgpack: dict[int, tuple[int, int, bytes]] = {}
+        self.generation = 0
         self.rendered = 0
         self.reused = 0
 
-    def slot_json(self, slot: int) -> bytes:
-        return self._render(slot, self._json, quote_json)
+    def next_generation(self) -> None:
+        """A new push tick: a quote rendered during the previous one is rendered again if it changed.
+        Within one tick a quote is rendered once, so every client of that tick gets the same bytes."""
+        self.generation += 1
 
-    def slot_msgpack(self, slot: int) -> bytes:
-        return self._render(slot, self._msgpack, quote_msgpack)
+    def slot_json(self, slot: int, *, this_tick: bool = False) -> bytes:
+        """The slot's latest quote as JSON; with ``this_tick``, what was rendered for it during the
+        current push tick if anything was (the push channel: one rendering per quote per tick)."""
+        return self._render(slot, self._json, quote_json, this_tick)
+
+    def slot_msgpack(self, slot: int, *, this_tick: bool = False) -> bytes:
+        return self._render(slot, self._msgpack, quote_msgpack, this_tick)
 
     def _render(
-        self, slot: int, cache: dict[int, tuple[int, bytes]], render: Callable[[QuoteSnapshot], bytes]
+        self,
+        slot: int,
+        cache: dict[int, tuple[int, int, bytes]],
+        render: Callable[[QuoteSnapshot], bytes],
+        this_tick: bool,
     ) -> bytes:
         updates = self.store.updates_at(slot)
         hit = cache.get(slot)
-        if hit is not None and hit[0] == updates:
+        if hit is not None and (hit[0] == updates or (this_tick and hit[1] == self.generation)):
             self.reused += 1
-            return hit[1]
+            return hit[2]
         body = render(self.store.snapshot_at(slot))
-        cache[slot] = (updates, body)
+        cache[slot] = (updates, self.generation, body)
         self.rendered += 1
         return body
 
@@ -79,12 +91,12 @@ class QuoteRenderer:
                 pack("quotes"),
                 pack("quotes"),
                 _PACKER.pack_array_header(len(slots)),
-                *(self.slot_msgpack(s) for s in slots),
+                *(self.slot_msgpack(s, this_tick=True) for s in slots),
                 pack("coalesced"),
                 pack(coalesced),
             ]
             return b"".join(parts)
-        body = b",".join([self.slot_json(s) for s in slots])
+        body = b",".join([self.slot_json(s, this_tick=True) for s in slots])
         return b'{"type":"quotes","quotes":[%s],"coalesced":%d}' % (body, coalesced)
 
     def quote(self, key: InstrumentKey) -> bytes:

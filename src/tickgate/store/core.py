@@ -101,6 +101,7 @@ class Store:
         self._rlock: asyncio.Lock | None = self._wlock if engines.single_connection else None
         # The subscriptions table is diffed against what was last written; one writer of it at a time.
         self._subs_lock = asyncio.Lock()
+        self._put_stmt: sa.Insert | None = None
         self._foreground = 0  # awaited writes queued or running (SQLite): the writer lets them go first
         self._foreground_idle = asyncio.Event()
         self._foreground_idle.set()
@@ -478,16 +479,27 @@ class Store:
         }
         if not values["symbol"] or not values["exchange"] or not group_id:
             raise ValueError("symbol, exchange and group_id are required")
-        stmt = self._upsert(tbl.watchlist, values, ("group_id",)).returning(tbl.watchlist.c.id)
+        stmt = self._put_watchlist_stmt()
 
         async def tx(conn: AsyncConnection) -> int:
             try:
-                return int((await conn.execute(stmt)).scalar_one())
+                return int((await conn.execute(stmt, values)).scalar_one())
             except IntegrityError as e:  # the group id is the conflict target: only the user can be missing
                 raise NotFoundError(f"no user {user_id}") from e
 
         wid = await self._write(tx)
         return conv.to_watchlist({"id": wid, **values})
+
+    def _put_watchlist_stmt(self) -> sa.Insert:
+        """Built once: constructing an upsert (its ``excluded`` columns) costs more than running it."""
+        if self._put_stmt is None:
+            w = tbl.watchlist
+            ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(w)
+            updated = [c.name for c in w.columns if c.name not in ("id", "group_id")]
+            self._put_stmt = ins.on_conflict_do_update(
+                index_elements=["group_id"], set_={k: ins.excluded[k] for k in updated}
+            ).returning(w.c.id)
+        return self._put_stmt
 
     async def remove_watchlist(self, watchlist_id: int, user_id: int | None = None) -> WatchlistEntry | None:
         """Delete a row (only the owner's when ``user_id`` is given) and return it; None if there is none."""
