@@ -46,7 +46,7 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/dhan/test_decoding.py -k garbage
 
 chaos: $(STAMP)
-	TICKGATE_CHAOS_SECONDS=900 $(BIN)/pytest -q -s tests/chaos
+	TICKGATE_CHAOS_SECONDS=900 TICKGATE_CHAOS_RECOVERY_S=10 $(BIN)/pytest -q -s tests/chaos
 
 bad-input: $(STAMP)  # long bad-input runs: schemathesis >= 1,000 cases, decoder fuzz >= 1,000,000 frames
 	TICKGATE_SCHEMATHESIS_EXAMPLES=100 TICKGATE_SCHEMATHESIS_MIN_CASES=1000 $(BIN)/pytest -q -s tests/api/test_schemathesis.py
