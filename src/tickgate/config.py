@@ -122,7 +122,7 @@ class StoreSettings(BaseModel, frozen=True):
         1.0, ge=0, description="Subscriptions snapshots are written at most this often (latest wins)."
     )
     writer_subs_chunk: int = Field(
-        200,
+        500,
         ge=1,
         description="Subscription rows per transaction when writing a change set: awaited writes (a user's"
         " add) wait for one chunk at most, not for the whole change.",

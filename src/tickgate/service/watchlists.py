@@ -23,7 +23,7 @@ from tickgate.chains.atm import (
     UnknownSymbolError,
 )
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.planner import GroupRef, PlanResult, Tier
+from tickgate.planner import GroupRef, Tier
 from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound
 from tickgate.store.types import WatchlistEntry, WatchlistState
 
@@ -188,13 +188,14 @@ class WatchlistManager:
             expiry=exp,
             strikes=len(window.rows) if window else 0,
         )
-        if svc.planner.has_group(group):  # restored from an earlier crash mid-add
-            svc.feed.execute(svc.planner.replace_keys(group, keys, now, touch=True))
-            result = PlanResult()
+        replaced = svc.planner.has_group(group)  # a concurrent identical add won the race to the planner
+        if replaced:
+            result = svc.planner.replace_keys(group, keys, now, touch=True)
         else:
             result = svc.planner.add_group(group, Tier.A, keys, mode, owner=str(user_id), now=now)
         if not result.accepted:
-            await svc.store.remove_watchlist(entry.id)
+            if not replaced:  # a replaced group keeps its old window, and its row
+                await svc.store.remove_watchlist(entry.id)
             svc.feed.execute(result)  # flushes the reject event to the audit log
             cap = svc.planner.plan_capacity()
             raise CapacityExceeded(
