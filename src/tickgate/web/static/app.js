@@ -589,7 +589,7 @@ function applyQuotes(quotes) {
 function connectPush() {
   if (!state.running || state.ws) return;
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${proto}//${location.host}${API}/stream?key=${encodeURIComponent(state.key)}`);
+  const ws = new WebSocket(`${proto}//${location.host}${API}/stream?key=${encodeURIComponent(state.key)}&max_hz=10`);
   state.ws = ws;
   setPill($("push-state"), "push connecting", "warn");
   ws.addEventListener("open", () => {
