@@ -212,4 +212,6 @@ def test_incremental_index_finds_every_key_registered_or_ticked(
         store.apply(decode_batch([frames]), now_ns=99)
     for key, price in prices.items():
         quote = store.get(key)
-        assert quote is not None and quote.key == key and quote.ltp == price
+        assert quote is not None
+        assert quote.key == key
+        assert quote.ltp == price
