@@ -264,13 +264,20 @@ class Store:
         async with self._read() as conn:
             return list((await conn.execute(stmt)).mappings())
 
-    def _upsert(self, table: sa.Table, values: dict[str, Any], keys: Sequence[str]) -> sa.Insert:
-        """INSERT … ON CONFLICT DO UPDATE in the dialect at hand (both spell it the same way)."""
-        ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table).values(
-            values
-        )
+    def _upsert(
+        self,
+        table: sa.Table,
+        keys: Sequence[str],
+        columns: Iterable[str],
+        values: dict[str, Any] | None = None,
+    ) -> sa.Insert:
+        """INSERT … ON CONFLICT (``keys``) DO UPDATE ``columns`` in the dialect at hand (both spell it the
+        same way); without ``values`` the statement takes its parameters at execution (executemany)."""
+        ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table)
+        if values is not None:
+            ins = ins.values(values)
         return ins.on_conflict_do_update(
-            index_elements=list(keys), set_={k: ins.excluded[k] for k in values if k not in keys}
+            index_elements=list(keys), set_={k: ins.excluded[k] for k in columns if k not in keys}
         )
 
     # ------------------------------------------------------------------------------------------ users, keys
@@ -384,24 +391,8 @@ class Store:
     ) -> WatchlistEntry:
         """Insert an active watchlist row; committed when this returns. ``DuplicateError`` if the planner
         group id is taken (the caller touches the existing row instead: a duplicate add is a touch)."""
-        if strikes is not None and strikes < 0:
-            raise ValueError("strikes must be >= 0")
         when = utc(at) if at is not None else self.now()
-        values = {
-            "user_id": user_id,
-            "symbol": symbol.strip().upper(),
-            "exchange": exchange.strip().upper(),
-            "expiry": expiry,
-            "strikes": strikes,
-            "mode": mode.name,
-            "group_id": group_id,
-            "created": when,
-            "last_used": when,
-            "state": WatchlistState.ACTIVE.value,
-            "state_reason": None,
-        }
-        if not values["symbol"] or not values["exchange"] or not group_id:
-            raise ValueError("symbol, exchange and group_id are required")
+        values = conv.watchlist_values(user_id, symbol, exchange, group_id, mode, expiry, strikes, when)
 
         async def tx(conn: AsyncConnection) -> int:
             if (
@@ -461,24 +452,8 @@ class Store:
         """Insert an active row for ``group_id``, or start its existing row over (an evicted chain added
         again keeps its id and becomes active and new). One statement, committed when this returns: the
         hot path of a watchlist add. ``NotFoundError`` if the user does not exist."""
-        if strikes is not None and strikes < 0:
-            raise ValueError("strikes must be >= 0")
         when = utc(at) if at is not None else self.now()
-        values = {
-            "user_id": user_id,
-            "symbol": symbol.strip().upper(),
-            "exchange": exchange.strip().upper(),
-            "expiry": expiry,
-            "strikes": strikes,
-            "mode": mode.name,
-            "group_id": group_id,
-            "created": when,
-            "last_used": when,
-            "state": WatchlistState.ACTIVE.value,
-            "state_reason": None,
-        }
-        if not values["symbol"] or not values["exchange"] or not group_id:
-            raise ValueError("symbol, exchange and group_id are required")
+        values = conv.watchlist_values(user_id, symbol, exchange, group_id, mode, expiry, strikes, when)
         stmt = self._put_watchlist_stmt()
 
         async def tx(conn: AsyncConnection) -> int:
@@ -494,11 +469,8 @@ class Store:
         """Built once: constructing an upsert (its ``excluded`` columns) costs more than running it."""
         if self._put_stmt is None:
             w = tbl.watchlist
-            ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(w)
-            updated = [c.name for c in w.columns if c.name not in ("id", "group_id")]
-            self._put_stmt = ins.on_conflict_do_update(
-                index_elements=["group_id"], set_={k: ins.excluded[k] for k in updated}
-            ).returning(w.c.id)
+            columns = [c.name for c in w.columns if c.name != "id"]
+            self._put_stmt = self._upsert(w, ("group_id",), columns).returning(w.c.id)
         return self._put_stmt
 
     async def remove_watchlist(self, watchlist_id: int, user_id: int | None = None) -> WatchlistEntry | None:
@@ -642,21 +614,13 @@ class Store:
         values = conv.atm_values(entry)
 
         async def tx(conn: AsyncConnection) -> None:
-            await conn.execute(self._upsert(tbl.atm_cache, values, ("underlying", "expiry")))
+            await conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values, values))
 
         await self._write(tx)
 
     async def _upsert_atm_many(self, conn: AsyncConnection, values: list[conv.Row]) -> None:
-        if not values:
-            return
-        # One executemany for the batch: every statement is a round trip to the driver's thread.
-        t = tbl.atm_cache
-        ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(t)
-        keys = ("underlying", "expiry")
-        stmt = ins.on_conflict_do_update(
-            index_elements=list(keys), set_={k: ins.excluded[k] for k in values[0] if k not in keys}
-        )
-        await conn.execute(stmt, values)
+        if values:  # one executemany for the batch: every statement is a round trip to the driver's thread
+            await conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values[0]), values)
 
     async def get_atm(self, underlying: str, expiry: date) -> AtmEntry | None:
         t = tbl.atm_cache
@@ -791,7 +755,7 @@ class Store:
         values = {"key": key, "value": conv._check_json(value), "updated": self.now()}
 
         async def tx(conn: AsyncConnection) -> None:
-            await conn.execute(self._upsert(tbl.meta, values, ("key",)))
+            await conn.execute(self._upsert(tbl.meta, ("key",), values, values))
 
         await self._write(tx)
 

@@ -179,6 +179,37 @@ class SubDelta:
     gone: tuple[SubKey, ...]
 
 
+def watchlist_values(  # noqa: PLR0917 - mirrors the store's add/put signature
+    user_id: int,
+    symbol: str,
+    exchange: str,
+    group_id: str,
+    mode: FeedMode,
+    expiry: date | None,
+    strikes: int | None,
+    at: datetime,
+) -> Row:
+    """A new, active watchlist row, validated (``add_watchlist`` and ``put_watchlist`` write the same)."""
+    if strikes is not None and strikes < 0:
+        raise ValueError("strikes must be >= 0")
+    values: Row = {
+        "user_id": user_id,
+        "symbol": symbol.strip().upper(),
+        "exchange": exchange.strip().upper(),
+        "expiry": expiry,
+        "strikes": strikes,
+        "mode": mode.name,
+        "group_id": group_id,
+        "created": at,
+        "last_used": at,
+        "state": WatchlistState.ACTIVE.value,
+        "state_reason": None,
+    }
+    if not values["symbol"] or not values["exchange"] or not group_id:
+        raise ValueError("symbol, exchange and group_id are required")
+    return values
+
+
 def sub_values(row: SubscriptionRow) -> Row:
     return {
         "segment": row.key.segment.name,
