@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -28,16 +29,19 @@ _PACKER = msgpack.Packer(use_bin_type=True)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def quote_json(q: QuoteSnapshot) -> bytes:
+def quote_dict(q: QuoteSnapshot) -> dict[str, Any]:
+    """A quote as :class:`~tickgate.api.models.QuoteOut` has it (the snapshot plus its update count)."""
     data = q.as_dict()
     data["updates"] = q.updates
-    return _dumps(data).encode()
+    return data
+
+
+def quote_json(q: QuoteSnapshot) -> bytes:
+    return _dumps(quote_dict(q)).encode()
 
 
 def quote_msgpack(q: QuoteSnapshot) -> bytes:
-    data = q.as_dict()
-    data["updates"] = q.updates
-    return bytes(msgpack.packb(data, use_bin_type=True))
+    return bytes(msgpack.packb(quote_dict(q), use_bin_type=True))
 
 
 class QuoteRenderer:

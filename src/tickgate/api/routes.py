@@ -45,7 +45,7 @@ from tickgate.api.models import (
     WatchlistResponse,
     WsStatusResponse,
 )
-from tickgate.api.render import CachedChain, ChainCache, chain_json, finish_chain
+from tickgate.api.render import CachedChain, ChainCache, chain_json, finish_chain, quote_dict
 from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot
@@ -99,9 +99,7 @@ def instrument_out(i: Instrument) -> InstrumentOut:
 
 
 def quote_out(q: QuoteSnapshot) -> QuoteOut:
-    data: dict[str, Any] = q.as_dict()
-    data["updates"] = q.updates
-    return QuoteOut.model_validate(data)
+    return QuoteOut.model_validate(quote_dict(q))
 
 
 def capacity_out(cap: CapacityPlan) -> CapacityOut:
