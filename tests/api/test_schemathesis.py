@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas  # imported at collection: see below
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
@@ -14,6 +15,9 @@ from .conftest import ADMIN_KEY
 from .test_push import live  # the real uvicorn server fixture
 
 __all__ = ["live"]
+# schemathesis imports its OpenAPI modules lazily, inside `from_url`; pytest rewrites their asserts (it is a
+# plugin) with `ast.parse`, which on CPython 3.11.7 randomly fails that deep in a fixture's stack
+# ("AST constructor recursion depth mismatch", gh-106905). Imported above, at collection, it never is.
 
 pytestmark = pytest.mark.timeout(300)
 
