@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
+import pkgutil
 from typing import Any
 
 import pytest
 import schemathesis
-import schemathesis.specs.openapi.schemas  # imported at collection: see below
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
@@ -15,9 +17,19 @@ from .conftest import ADMIN_KEY
 from .test_push import live  # the real uvicorn server fixture
 
 __all__ = ["live"]
-# schemathesis imports its OpenAPI modules lazily, inside `from_url`; pytest rewrites their asserts (it is a
-# plugin) with `ast.parse`, which on CPython 3.11.7 randomly fails that deep in a fixture's stack
-# ("AST constructor recursion depth mismatch", gh-106905). Imported above, at collection, it never is.
+
+
+def _import_everything(package: Any) -> None:
+    """schemathesis imports many of its modules lazily, deep inside a test's stack; pytest rewrites their
+    asserts (schemathesis is a pytest plugin) with `ast.parse`, which on CPython 3.11.7 randomly fails that
+    deep ("AST constructor recursion depth mismatch", gh-106905). Imported here, at collection: it does not
+    fail."""
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        with contextlib.suppress(Exception):  # optional extras (CLI, other frameworks) may not import
+            importlib.import_module(info.name)
+
+
+_import_everything(schemathesis)
 
 pytestmark = pytest.mark.timeout(300)
 
