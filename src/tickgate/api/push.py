@@ -70,7 +70,7 @@ class PushHub:
     per tick for all of them (:class:`QuoteRenderer` keeps one rendering per quote per tick) instead of once
     per client at a hundred scattered moments."""
 
-    def __init__(self, max_hz: float = 40.0, renderer: QuoteRenderer | None = None) -> None:
+    def __init__(self, max_hz: float = 100.0, renderer: QuoteRenderer | None = None) -> None:
         self.interval = 1.0 / max_hz
         self.renderer = renderer
         self.clients = 0
@@ -136,10 +136,11 @@ class PushClient:
         """Send an encoded message (msgpack bytes, or UTF-8 JSON sent as a text frame)."""
         timeout = self.settings.push_send_timeout_s
         try:
-            if self.binary:
-                await asyncio.wait_for(self.ws.send_bytes(body), timeout)
-            else:
-                await asyncio.wait_for(self.ws.send_text(body.decode()), timeout)
+            async with asyncio.timeout(timeout):  # a timer, not a task per send as wait_for would make
+                if self.binary:
+                    await self.ws.send_bytes(body)
+                else:
+                    await self.ws.send_text(body.decode())
         except TimeoutError:
             raise ClientError(CLOSE_POLICY, f"client unwritable for {timeout:g}s: dropped") from None
         self.hub.messages_sent += 1
