@@ -78,7 +78,9 @@ class Authenticator:
         self._cache.clear()
 
 
-def service_of(request: Request) -> TickgateService:
+async def service_of(request: Request) -> TickgateService:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop there and
+    back (and a wait for the event loop) on every request."""
     service: TickgateService = request.app.state.service
     return service
 
