@@ -112,7 +112,7 @@ class StoreSettings(BaseModel, frozen=True):
         10_000, ge=1, description="Queued audit rows above which async producers wait (nothing is dropped)."
     )
     writer_batch_max: int = Field(
-        500, ge=1, description="Audit rows per transaction at most (short: awaited writes queue behind it)."
+        50, ge=1, description="Audit rows per transaction at most (short: awaited writes queue behind it)."
     )
     writer_linger_s: float = Field(
         0.02, ge=0, description="How long the writer waits to gather a batch after the first item arrives."
@@ -121,8 +121,14 @@ class StoreSettings(BaseModel, frozen=True):
     writer_snapshot_interval_s: float = Field(
         1.0, ge=0, description="Subscriptions snapshots are written at most this often (latest wins)."
     )
+    writer_yield_max_s: float = Field(
+        0.05,
+        ge=0,
+        description="Longest a writer batch waits for a gap in users' requests before it goes anyway"
+        " (SQLite: users' writes go first).",
+    )
     writer_subs_chunk: int = Field(
-        500,
+        50,
         ge=1,
         description="Subscription rows per transaction when writing a change set: awaited writes (a user's"
         " add) wait for one chunk at most, not for the whole change.",

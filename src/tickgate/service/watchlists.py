@@ -166,6 +166,19 @@ class WatchlistManager:
         exchange: str | None = None,
         ltp: float | None = None,
     ) -> AddResult:
+        async with self.service.store.priority():  # the writer's batches wait: this add's write goes first
+            return await self._add(user_id, symbol, expiry, strikes, mode, exchange, ltp)
+
+    async def _add(  # noqa: PLR0917 - add's arguments, in order
+        self,
+        user_id: int,
+        symbol: str,
+        expiry: dt.date | None,
+        strikes: int | None,
+        mode: FeedMode,
+        exchange: str | None,
+        ltp: float | None,
+    ) -> AddResult:
         svc = self.service
         sym, exch, exp, keys, window = self.build(symbol, expiry, strikes, exchange=exchange, ltp=ltp)
         group = group_id_for(user_id, exch, sym, exp)

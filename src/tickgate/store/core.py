@@ -19,10 +19,11 @@ resurrect a phantom subscription from it. No planner snapshot is persisted, for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -75,6 +76,92 @@ KEY_PREFIX = "tg_"
 _PREFIX_LEN = 11  # "tg_" + 8 characters: enough to tell keys apart in a list, useless to an attacker
 _DELETE_CHUNK = 500
 AUDIT_PAGE_MAX = 1000
+
+
+def upsert(
+    dialect: str,
+    table: sa.Table,
+    keys: Sequence[str],
+    columns: Iterable[str],
+    values: dict[str, Any] | None = None,
+) -> sa.Insert:
+    """INSERT … ON CONFLICT (``keys``) DO UPDATE ``columns`` in ``dialect`` (both spell it the same way);
+    without ``values`` the statement takes its parameters at execution (executemany)."""
+    ins = (pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert)(table)
+    if values is not None:
+        ins = ins.values(values)
+    return ins.on_conflict_do_update(
+        index_elements=list(keys), set_={k: ins.excluded[k] for k in columns if k not in keys}
+    )
+
+
+_InsertPlan = tuple[str, tuple[str, ...], Sequence[Callable[[Any], Any] | None]]
+
+
+class BulkInsert:
+    """``INSERT`` of many rows of one table through the driver's ``executemany``, the columns' own bind
+    processing applied here per value.
+
+    For the two tables written by the thousand (``subscriptions``, ``subscription_log``) SQLAlchemy's
+    per-row parameter handling cost about four times the database's own work (~12 µs a row against ~3), and
+    the writer holds SQLite's one write lock for all of it: an awaited write (a user's add) waits behind it.
+    The statement is compiled once per dialect and the values go through the same type processors
+    SQLAlchemy would apply, so both databases store exactly what ``conn.execute(insert, rows)`` would."""
+
+    def __init__(self, table: sa.Table, *, conflict: Sequence[str] = ()) -> None:
+        """With ``conflict`` keys, an upsert: a row whose keys exist replaces the other columns."""
+        self.table = table
+        self.conflict = tuple(conflict)
+        self._plans: dict[tuple[str, tuple[str, ...]], _InsertPlan | None] = {}
+
+    def _statement(self, dialect: str, names: Sequence[str]) -> sa.Insert:
+        if self.conflict:
+            return upsert(dialect, self.table, self.conflict, names)
+        return sa.insert(self.table)
+
+    def __call__(self, conn: Connection, rows: Sequence[conv.Row]) -> None:
+        if not rows:
+            return
+        plan = self._plan(conn.dialect, tuple(rows[0]))
+        if plan is None:  # a driver with named parameters: SQLAlchemy's own executemany
+            conn.execute(self._statement(conn.dialect.name, list(rows[0])), list(rows))
+            return
+        sql, order, procs = plan
+        params = [
+            tuple(v if f is None else f(v) for f, v in zip(procs, map(row.__getitem__, order), strict=True))
+            for row in rows
+        ]
+        conn.exec_driver_sql(sql, params)
+
+    def _plan(self, dialect: Dialect, names: tuple[str, ...]) -> _InsertPlan | None:
+        key = (dialect.name, names)
+        if key not in self._plans:
+            compiled = self._statement(dialect.name, names).compile(dialect=dialect, column_keys=list(names))
+            order = tuple(compiled.positiontup or ())
+            if sorted(order) == sorted(names):
+                c = self.table.c
+                procs = [c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in order]
+                self._plans[key] = (str(compiled), order, procs)
+            else:
+                self._plans[key] = None
+        return self._plans[key]
+
+
+_put_subscriptions = BulkInsert(tbl.subscriptions, conflict=("segment", "security_id"))
+_insert_audit_rows = BulkInsert(tbl.subscription_log)
+
+# Statements run on every writer batch, built once: building one (its cache key, its coercions) costs more
+# than running it. IN lists are expanding parameters.
+_W = tbl.watchlist
+_MARK_WATCHLISTS = (
+    sa.update(_W)
+    .where(_W.c.group_id.in_(sa.bindparam("groups", expanding=True)), _W.c.created <= sa.bindparam("at"))
+    .values(state=sa.bindparam("state"), state_reason=sa.bindparam("reason"))
+)
+_S = tbl.subscriptions
+_DELETE_SUBSCRIPTIONS = sa.delete(_S).where(
+    _S.c.segment == sa.bindparam("segment"), _S.c.security_id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 def hash_key(key: str) -> str:
@@ -221,37 +308,54 @@ class Store:
             async with self._rlock, self._engines.read.connect() as conn:
                 yield conn
 
-    async def _write(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, background: bool = False) -> T:
+    async def _write(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
         """Run ``fn`` in one write transaction (committed when this returns), in a task of its own that the
         caller's cancellation does not reach (see the module docstring).
 
         SQLite has one writer at a time, so awaited writes (a user's add, waiting in an HTTP request) go
-        first: a ``background`` write (the batching writer's) waits until none is queued or running."""
+        first: a ``background`` write (the batching writer's) waits while one is queued or running, or a
+        :meth:`priority` section is open (bounded, see there). ``fn``
+        is synchronous so that a file database's whole transaction runs in one hop to its writer thread."""
         self._check_open()
 
         async def run() -> T:
             if self._wlock is None:
-                async with self._engines.write.begin() as conn:
-                    return await fn(conn)
+                return await self._engines.run_write(fn)
             if background:
-                while self._foreground:
-                    await self._foreground_idle.wait()
-            else:
-                self._foreground += 1
-                self._foreground_idle.clear()
-            try:
-                async with self._wlock, self._engines.write.begin() as conn:
-                    return await fn(conn)
-            finally:
-                if not background:
-                    self._foreground -= 1
-                    if not self._foreground:
-                        self._foreground_idle.set()
+                await self._foreground_done()
+                async with self._wlock:
+                    return await self._engines.run_write(fn)
+            async with self.priority(), self._wlock:
+                return await self._engines.run_write(fn)
 
         task = asyncio.ensure_future(run())
         self._inflight.add(task)
         task.add_done_callback(self._reap)
         return await asyncio.shield(task)
+
+    @asynccontextmanager
+    async def priority(self) -> AsyncIterator[None]:
+        """Hold the writer's batches back (SQLite) while this is open: every awaited write is inside one,
+        and a user's add opens one for its whole request path, so that its write finds the lock free rather
+        than behind a batch that started while the add was being worked out. The writer waits at most
+        ``writer_yield_max_s`` for a gap, so a stream of requests slows it down but never stops it."""
+        if self._wlock is None:
+            yield
+            return
+        self._foreground += 1
+        self._foreground_idle.clear()
+        try:
+            yield
+        finally:
+            self._foreground -= 1
+            if not self._foreground:
+                self._foreground_idle.set()
+
+    async def _foreground_done(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.writer_yield_max_s):
+                while self._foreground:
+                    await self._foreground_idle.wait()
 
     def _reap(self, task: asyncio.Task[Any]) -> None:
         """Forget a finished write. Its error reaches the caller through the shield; if the caller was
@@ -271,14 +375,8 @@ class Store:
         columns: Iterable[str],
         values: dict[str, Any] | None = None,
     ) -> sa.Insert:
-        """INSERT … ON CONFLICT (``keys``) DO UPDATE ``columns`` in the dialect at hand (both spell it the
-        same way); without ``values`` the statement takes its parameters at execution (executemany)."""
-        ins = (pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert)(table)
-        if values is not None:
-            ins = ins.values(values)
-        return ins.on_conflict_do_update(
-            index_elements=list(keys), set_={k: ins.excluded[k] for k in columns if k not in keys}
-        )
+        """:func:`upsert` in this store's dialect."""
+        return upsert(self.dialect, table, keys, columns, values)
 
     # ------------------------------------------------------------------------------------------ users, keys
 
@@ -290,13 +388,13 @@ class Store:
         key = new_api_key()
         at = self.now()
 
-        async def tx(conn: AsyncConnection) -> User:
+        def tx(conn: Connection) -> User:
             try:
-                res = await conn.execute(sa.insert(tbl.users).values(name=name, is_admin=admin, created=at))
+                res = conn.execute(sa.insert(tbl.users).values(name=name, is_admin=admin, created=at))
             except IntegrityError:
                 raise DuplicateError(f"user {name!r} exists") from None
             uid = _pk(res)
-            await conn.execute(sa.insert(tbl.api_keys).values(**_key_values(uid, key, at)))
+            conn.execute(sa.insert(tbl.api_keys).values(**_key_values(uid, key, at)))
             return User(uid, name, admin, at)
 
         return await self._write(tx), key
@@ -308,13 +406,11 @@ class Store:
         key = key or new_api_key()
         at = self.now()
 
-        async def tx(conn: AsyncConnection) -> ApiKey:
-            if (
-                await conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))
-            ).first() is None:
+        def tx(conn: Connection) -> ApiKey:
+            if (conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))).first() is None:
                 raise NotFoundError(f"no user {user_id}")
             try:
-                res = await conn.execute(sa.insert(tbl.api_keys).values(**_key_values(user_id, key, at)))
+                res = conn.execute(sa.insert(tbl.api_keys).values(**_key_values(user_id, key, at)))
             except IntegrityError as e:
                 raise DuplicateError("this API key is already registered") from e
             return ApiKey(_pk(res), user_id, key[:_PREFIX_LEN], at, None)
@@ -340,21 +436,21 @@ class Store:
         if user_id is not None:
             cond.append(tbl.api_keys.c.user_id == user_id)
 
-        async def tx(conn: AsyncConnection) -> int:
-            return (await conn.execute(sa.update(tbl.api_keys).where(*cond).values(revoked=at))).rowcount
+        def tx(conn: Connection) -> int:
+            return conn.execute(sa.update(tbl.api_keys).where(*cond).values(revoked=at)).rowcount
 
         return await self._write(tx) > 0
 
     async def revoke_user_keys(self, user_id: int) -> int:
         at = self.now()
 
-        async def tx(conn: AsyncConnection) -> int:
+        def tx(conn: Connection) -> int:
             stmt = (
                 sa.update(tbl.api_keys)
                 .where(tbl.api_keys.c.user_id == user_id, tbl.api_keys.c.revoked.is_(None))
                 .values(revoked=at)
             )
-            return (await conn.execute(stmt)).rowcount
+            return conn.execute(stmt).rowcount
 
         return await self._write(tx)
 
@@ -394,13 +490,11 @@ class Store:
         when = utc(at) if at is not None else self.now()
         values = conv.watchlist_values(user_id, symbol, exchange, group_id, mode, expiry, strikes, when)
 
-        async def tx(conn: AsyncConnection) -> int:
-            if (
-                await conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))
-            ).first() is None:
+        def tx(conn: Connection) -> int:
+            if (conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))).first() is None:
                 raise NotFoundError(f"no user {user_id}")
             try:
-                res = await conn.execute(sa.insert(tbl.watchlist).values(values))
+                res = conn.execute(sa.insert(tbl.watchlist).values(values))
             except IntegrityError as e:
                 raise DuplicateError(f"watchlist group {group_id!r} exists") from e
             return _pk(res)
@@ -456,9 +550,9 @@ class Store:
         values = conv.watchlist_values(user_id, symbol, exchange, group_id, mode, expiry, strikes, when)
         stmt = self._put_watchlist_stmt()
 
-        async def tx(conn: AsyncConnection) -> int:
+        def tx(conn: Connection) -> int:
             try:
-                return int((await conn.execute(stmt, values)).scalar_one())
+                return int(conn.execute(stmt, values).scalar_one())
             except IntegrityError as e:  # the group id is the conflict target: only the user can be missing
                 raise NotFoundError(f"no user {user_id}") from e
 
@@ -479,8 +573,8 @@ class Store:
         if user_id is not None:
             cond.append(tbl.watchlist.c.user_id == user_id)
 
-        async def tx(conn: AsyncConnection) -> WatchlistEntry | None:
-            res = await conn.execute(sa.delete(tbl.watchlist).where(*cond).returning(*tbl.watchlist.c))
+        def tx(conn: Connection) -> WatchlistEntry | None:
+            res = conn.execute(sa.delete(tbl.watchlist).where(*cond).returning(*tbl.watchlist.c))
             row = res.mappings().first()
             return conv.to_watchlist(row) if row else None
 
@@ -490,9 +584,9 @@ class Store:
         """Mark a row used now (LRU); False if it does not exist."""
         when = utc(at) if at is not None else self.now()
 
-        async def tx(conn: AsyncConnection) -> int:
+        def tx(conn: Connection) -> int:
             stmt = sa.update(tbl.watchlist).where(tbl.watchlist.c.id == watchlist_id).values(last_used=when)
-            return (await conn.execute(stmt)).rowcount
+            return conn.execute(stmt).rowcount
 
         return await self._write(tx) > 0
 
@@ -505,7 +599,7 @@ class Store:
         if not gids:
             return 0
 
-        async def tx(conn: AsyncConnection) -> int:
+        def tx(conn: Connection) -> int:
             n = 0
             for i in range(0, len(gids), _DELETE_CHUNK):
                 stmt = (
@@ -513,24 +607,24 @@ class Store:
                     .where(tbl.watchlist.c.group_id.in_(gids[i : i + _DELETE_CHUNK]))
                     .values(state=state.value, state_reason=reason)
                 )
-                n += (await conn.execute(stmt)).rowcount
+                n += conn.execute(stmt).rowcount
             return n
 
         return await self._write(tx)
 
     @staticmethod
-    async def _mark_watchlists(conn: AsyncConnection, mark: conv.StateMark) -> int:
+    def _mark_watchlists(conn: Connection, mark: conv.StateMark) -> int:
         """A state change queued through the writer. Only rows older than the decision change: a chain
         evicted and at once added again by its owner (a newer ``created``) stays active."""
-        w = tbl.watchlist
         n = 0
         for i in range(0, len(mark.groups), _DELETE_CHUNK):
-            stmt = (
-                sa.update(w)
-                .where(w.c.group_id.in_(mark.groups[i : i + _DELETE_CHUNK]), w.c.created <= mark.at)
-                .values(state=mark.state, state_reason=mark.reason)
-            )
-            n += (await conn.execute(stmt)).rowcount
+            params = {
+                "groups": list(mark.groups[i : i + _DELETE_CHUNK]),
+                "at": mark.at,
+                "state": mark.state,
+                "reason": mark.reason,
+            }
+            n += conn.execute(_MARK_WATCHLISTS, params).rowcount
         return n
 
     async def clear_watchlists(self, exchanges: Iterable[str] | None = None) -> list[WatchlistEntry]:
@@ -543,8 +637,8 @@ class Store:
                 return []
             stmt = stmt.where(tbl.watchlist.c.exchange.in_(ex))
 
-        async def tx(conn: AsyncConnection) -> list[WatchlistEntry]:
-            res = await conn.execute(stmt.returning(*tbl.watchlist.c))
+        def tx(conn: Connection) -> list[WatchlistEntry]:
+            res = conn.execute(stmt.returning(*tbl.watchlist.c))
             return sorted((conv.to_watchlist(r) for r in res.mappings()), key=lambda w: w.id)
 
         return await self._write(tx)
@@ -561,40 +655,34 @@ class Store:
             self._subs_state = {k: sig for k, (sig, _) in index.items()}
         return len(index)
 
-    async def _write_subs(
+    def _write_subs(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         subs: conv.SubIndex | conv.SubDelta,
         previous: dict[conv.SubKey, conv.SubSig] | None,
     ) -> None:
         t = tbl.subscriptions
         if isinstance(subs, conv.SubDelta):  # by key: correct on top of whatever the table holds
-            await self._delete_subs(conn, [*subs.gone, *subs.upserts])
-            if subs.upserts:
-                await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in subs.upserts.values()])
+            self._delete_subs(conn, subs.gone)
+            _put_subscriptions(conn, [conv.sub_values(r) for _, r in subs.upserts.values()])
             return
         if previous is None:
-            await conn.execute(sa.delete(t))
-            if subs:
-                await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in subs.values()])
+            conn.execute(sa.delete(t))
+            _put_subscriptions(conn, [conv.sub_values(r) for _, r in subs.values()])
             return
-        changed = [(k, r) for k, (sig, r) in subs.items() if previous.get(k) != sig]
-        await self._delete_subs(
-            conn, [k for k in previous if k not in subs] + [k for k, _ in changed if k in previous]
+        self._delete_subs(conn, [k for k in previous if k not in subs])
+        _put_subscriptions(
+            conn, [conv.sub_values(r) for k, (sig, r) in subs.items() if previous.get(k) != sig]
         )
-        if changed:
-            await conn.execute(sa.insert(t), [conv.sub_values(r) for _, r in changed])
 
     @staticmethod
-    async def _delete_subs(conn: AsyncConnection, keys: Iterable[conv.SubKey]) -> None:
-        t = tbl.subscriptions
+    def _delete_subs(conn: Connection, keys: Iterable[conv.SubKey]) -> None:
         by_segment: dict[str, list[int]] = {}
         for seg, sid in keys:
             by_segment.setdefault(seg, []).append(sid)
         for seg, sids in by_segment.items():
             for i in range(0, len(sids), _DELETE_CHUNK):
-                chunk = sids[i : i + _DELETE_CHUNK]
-                await conn.execute(sa.delete(t).where(t.c.segment == seg, t.c.security_id.in_(chunk)))
+                conn.execute(_DELETE_SUBSCRIPTIONS, {"segment": seg, "ids": sids[i : i + _DELETE_CHUNK]})
 
     async def list_subscriptions(
         self, *, state: str | None = None, tier: Tier | None = None
@@ -613,14 +701,14 @@ class Store:
         """Insert or replace the cached ATM window of (underlying, expiry)."""
         values = conv.atm_values(entry)
 
-        async def tx(conn: AsyncConnection) -> None:
-            await conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values, values))
+        def tx(conn: Connection) -> None:
+            conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values, values))
 
         await self._write(tx)
 
-    async def _upsert_atm_many(self, conn: AsyncConnection, values: list[conv.Row]) -> None:
+    def _upsert_atm_many(self, conn: Connection, values: list[conv.Row]) -> None:
         if values:  # one executemany for the batch: every statement is a round trip to the driver's thread
-            await conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values[0]), values)
+            conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values[0]), values)
 
     async def get_atm(self, underlying: str, expiry: date) -> AtmEntry | None:
         t = tbl.atm_cache
@@ -634,10 +722,8 @@ class Store:
     async def delete_atm_expired(self, today: date) -> int:
         """Drop cached windows of expiries before ``today`` (the daily roll)."""
 
-        async def tx(conn: AsyncConnection) -> int:
-            return (
-                await conn.execute(sa.delete(tbl.atm_cache).where(tbl.atm_cache.c.expiry < today))
-            ).rowcount
+        def tx(conn: Connection) -> int:
+            return (conn.execute(sa.delete(tbl.atm_cache).where(tbl.atm_cache.c.expiry < today))).rowcount
 
         return await self._write(tx)
 
@@ -676,8 +762,8 @@ class Store:
             details=details,
         )
 
-        async def tx(conn: AsyncConnection) -> int:
-            return _pk(await conn.execute(sa.insert(tbl.subscription_log).values(row)))
+        def tx(conn: Connection) -> int:
+            return _pk(conn.execute(sa.insert(tbl.subscription_log).values(row)))
 
         return await self._write(tx)
 
@@ -696,8 +782,8 @@ class Store:
         return len(rows)
 
     @staticmethod
-    async def _insert_audit(conn: AsyncConnection, rows: list[conv.Row]) -> None:
-        await conn.execute(sa.insert(tbl.subscription_log), rows)
+    def _insert_audit(conn: Connection, rows: list[conv.Row]) -> None:
+        _insert_audit_rows(conn, rows)
 
     async def audit(
         self,
@@ -754,8 +840,8 @@ class Store:
     async def set_meta(self, key: str, value: JSONValue) -> None:
         values = {"key": key, "value": conv._check_json(value), "updated": self.now()}
 
-        async def tx(conn: AsyncConnection) -> None:
-            await conn.execute(self._upsert(tbl.meta, ("key",), values, values))
+        def tx(conn: Connection) -> None:
+            conn.execute(self._upsert(tbl.meta, ("key",), values, values))
 
         await self._write(tx)
 
@@ -795,9 +881,9 @@ class Store:
             else:
                 self._subs_state = {k: sig for k, (sig, _) in subs.items()}
 
-    async def _batch_tx(  # noqa: PLR0917 - private, one call per batch part
+    def _batch_tx(  # noqa: PLR0917 - private, one call per batch part
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         audit: list[conv.Row],
         atm: list[conv.Row],
         subs: conv.SubIndex | conv.SubDelta | None,
@@ -806,17 +892,17 @@ class Store:
         marks: Sequence[conv.StateMark],
     ) -> None:
         if audit:
-            await self._insert_audit(conn, audit)
+            self._insert_audit(conn, audit)
         if touches:
             w = tbl.watchlist
             stmt = sa.update(w).where(w.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
-            await conn.execute(stmt, [{"wid": wid, "at": utc(at)} for wid, at in touches])
+            conn.execute(stmt, [{"wid": wid, "at": utc(at)} for wid, at in touches])
         for mark in marks:
-            await self._mark_watchlists(conn, mark)
+            self._mark_watchlists(conn, mark)
         if atm:
-            await self._upsert_atm_many(conn, atm)
+            self._upsert_atm_many(conn, atm)
         if subs is not None:
-            await self._write_subs(conn, subs, previous)
+            self._write_subs(conn, subs, previous)
 
 
 async def _migrate(engines: Engines, cfg: StoreSettings) -> None:

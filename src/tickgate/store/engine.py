@@ -8,7 +8,10 @@ is waited out between processes:
   ``FULL`` for that), ``busy_timeout`` (another process holding the lock is waited for), foreign keys on;
 * **one writer connection** (pool of one) behind an ``asyncio.Lock`` in the store, whose transactions start
   with ``BEGIN IMMEDIATE``: the write lock is taken up front, so a transaction never has to upgrade a read
-  lock to a write lock half-way (the upgrade is what fails at once with SQLITE_BUSY, whatever the timeout);
+  lock to a write lock half-way (the upgrade is what fails at once with SQLITE_BUSY, whatever the timeout).
+  It is a plain ``sqlite3`` connection owned by one thread, and a whole transaction runs there in one hop
+  (:meth:`Engines.run_write`): through aiosqlite every statement, BEGIN and COMMIT would be a round trip
+  through the event loop, and a loop busy with the feed makes each of them wait;
 * a separate pool of read connections with ``query_only`` on, plain deferred ``BEGIN``;
 * first-time set-up (switch to WAL, migrations) under a file lock beside the database, one starter at a time.
 
@@ -23,11 +26,12 @@ import os
 import re
 import sqlite3
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -35,7 +39,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, pool
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tickgate.config import Settings, StoreSettings
@@ -50,6 +54,8 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_FILE_NAME = "tickgate.db"
@@ -93,32 +99,44 @@ def is_memory(url: URL) -> bool:
 @dataclass(frozen=True, slots=True)
 class Engines:
     """``write`` takes every write transaction; ``read`` the queries (the same engine on PostgreSQL and
-    for an in-memory SQLite database, which exists on one connection only)."""
+    for an in-memory SQLite database, which exists on one connection only). A SQLite file's writes run on
+    ``sync_write`` in the one thread of ``write_thread`` instead (``write`` then only migrates)."""
 
     url: URL
     write: AsyncEngine
     read: AsyncEngine
     dialect: str
     single_connection: bool
+    sync_write: Engine | None = None
+    write_thread: ThreadPoolExecutor | None = None
+
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` in one transaction, committed when this returns (rolled back if it raises)."""
+        if self.sync_write is None or self.write_thread is None:
+            async with self.write.begin() as conn:
+                return await conn.run_sync(fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.write_thread, _in_transaction, self.sync_write, fn)
 
     async def dispose(self) -> None:
+        if self.sync_write is not None and self.write_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self.write_thread, self.sync_write.dispose)
+            self.write_thread.shutdown(wait=False)
         await self.write.dispose()
         if self.read is not self.write:
             await self.read.dispose()
 
 
-def _sqlite_engine(url: URL, cfg: StoreSettings, *, writer: bool, memory: bool) -> AsyncEngine:
-    kwargs: dict[str, Any] = {}
-    if memory:
-        kwargs["poolclass"] = pool.StaticPool
-    elif writer:
-        kwargs.update(pool_size=1, max_overflow=0)
-    else:
-        kwargs.update(pool_size=cfg.pool_size, max_overflow=0)
-    engine = create_async_engine(url, connect_args={"timeout": cfg.busy_timeout_ms / 1000}, **kwargs)
+def _in_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    with engine.begin() as conn:
+        return fn(conn)
+
+
+def _sqlite_setup(engine: Engine, cfg: StoreSettings, *, writer: bool) -> None:
+    """Pragmas on every new connection, and our own BEGIN (see the module docstring)."""
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Take transaction control away from the driver so BEGIN is ours (see the module docstring).
         dbapi_conn.isolation_level = None
@@ -132,11 +150,35 @@ def _sqlite_engine(url: URL, cfg: StoreSettings, *, writer: bool, memory: bool) 
         finally:
             cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(begin)
 
+
+def _sqlite_engine(url: URL, cfg: StoreSettings, *, writer: bool, memory: bool) -> AsyncEngine:
+    kwargs: dict[str, Any] = {}
+    if memory:
+        kwargs["poolclass"] = pool.StaticPool
+    elif writer:
+        kwargs.update(pool_size=1, max_overflow=0)
+    else:
+        kwargs.update(pool_size=cfg.pool_size, max_overflow=0)
+    engine = create_async_engine(url, connect_args={"timeout": cfg.busy_timeout_ms / 1000}, **kwargs)
+    _sqlite_setup(engine.sync_engine, cfg, writer=writer)
     return engine
+
+
+def _sqlite_thread_writer(url: URL, cfg: StoreSettings) -> tuple[Engine, ThreadPoolExecutor]:
+    """The writer connection of a SQLite file and the one thread that uses it."""
+    engine = sa.create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_size=1,
+        max_overflow=0,
+        # only the writer thread uses it; disposing it from elsewhere at close must not be refused
+        connect_args={"timeout": cfg.busy_timeout_ms / 1000, "check_same_thread": False},
+    )
+    _sqlite_setup(engine, cfg, writer=True)
+    return engine, ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickgate-sqlite-writer")
 
 
 def _pg_engine(url: URL, cfg: StoreSettings) -> AsyncEngine:
@@ -173,7 +215,8 @@ def create_engines(url: str | URL, cfg: StoreSettings) -> Engines:
         path.parent.mkdir(parents=True, exist_ok=True)
         write = _sqlite_engine(u, cfg, writer=True, memory=False)
         read = _sqlite_engine(u, cfg, writer=False, memory=False)
-        return Engines(u, write, read, "sqlite", single_connection=False)
+        sync_write, thread = _sqlite_thread_writer(u, cfg)
+        return Engines(u, write, read, "sqlite", False, sync_write, thread)
     eng = _pg_engine(u, cfg)
     return Engines(u, eng, eng, "postgresql", single_connection=False)
 

@@ -399,7 +399,13 @@ class StoreWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)  # None: until something arrives
             linger = self._cfg.writer_linger_s
-            if linger > 0 and not self._urgent and len(self._audit) < self._cfg.writer_batch_max:
+            # Linger to gather a new batch; never between the chunks of a change set being written.
+            if (
+                linger > 0
+                and not self._urgent
+                and not self._subs_rest
+                and len(self._audit) < self._cfg.writer_batch_max
+            ):
                 await asyncio.sleep(linger)
             self._wake.clear()
             with_snapshot = self._snapshot_wait() == 0.0

@@ -1,0 +1,142 @@
+"""The write path's shortcuts store exactly what the plain SQLAlchemy path would, on both databases, and the
+ordering rules around SQLite's one write lock hold: users' writes first, the writer never starved."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from tickgate.config import StoreSettings
+from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
+from tickgate.planner import Tier
+from tickgate.store import Store, SubscriptionRow
+from tickgate.store import rows as conv
+from tickgate.store import schema as tbl
+from tickgate.store.core import BulkInsert
+from tickgate.store.types import AuditEntry
+
+from .conftest import Db
+
+T0 = datetime(2026, 11, 25, 4, 0, 0, 123456, tzinfo=UTC)
+
+
+def _audit_rows() -> list[conv.Row]:
+    return [
+        conv.audit_row(
+            "SUBSCRIBE" if i % 2 else "EVICT",
+            actor="planner",
+            at=T0 + timedelta(microseconds=i),
+            group_id=None if i == 3 else f"A:7:NSE:RELIANCE:{i}",
+            owner=str(i),
+            tier=Tier.A if i % 3 else None,
+            connection=i % 5 if i % 4 else None,
+            count=51 + i,
+            mode=FeedMode.FULL if i % 2 else None,
+            reason=None if i % 2 else f"évincé n°{i} — ₹ capacity",
+            details={"keys": [f"NSE_FNO:{i}"], "n": i, "nested": {"ok": True}} if i % 3 == 0 else None,
+        )
+        for i in range(12)
+    ]
+
+
+def _sub(sid: int, owners: tuple[str, ...], conn: int | None) -> SubscriptionRow:
+    return SubscriptionRow(
+        key=InstrumentKey(ExchangeSegment.NSE_FNO, sid),
+        owners=owners,
+        tier=Tier.A,
+        connection=conn,
+        mode=FeedMode.QUOTE,
+        state="placed" if conn is not None else "suspended",
+        updated=T0,
+    )
+
+
+async def test_bulk_insert_stores_what_sqlalchemy_stores(store: Store) -> None:
+    rows = _audit_rows()
+    fast = BulkInsert(tbl.subscription_log)
+    await store._write(lambda conn: fast(conn, rows))
+    await store._write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
+    entries = (await store.audit(limit=100)).entries
+    assert len(entries) == 2 * len(rows)
+
+    def shape(e: AuditEntry) -> dict[str, object]:
+        d = dataclasses.asdict(e)
+        del d["id"]
+        return d
+
+    by_path = sorted(entries, key=lambda e: e.id)
+    fast_rows, plain_rows = by_path[: len(rows)], by_path[len(rows) :]
+    assert [shape(e) for e in fast_rows] == [shape(e) for e in plain_rows]
+    assert fast_rows[0].at == T0  # microseconds and UTC survive the trip
+
+
+async def test_subscription_upserts_replace_rows_in_place(store: Store) -> None:
+    await store.replace_subscriptions([_sub(i, ("g1",), 0) for i in range(10)])
+    delta = conv.SubDelta(
+        upserts=conv.sub_index([_sub(3, ("g1", "g2"), 4), _sub(42, ("g9",), None)]),
+        gone=(("NSE_FNO", 5),),
+    )
+    await store._write(lambda conn: store._write_subs(conn, delta, None))
+    rows = {r.key.security_id: r for r in await store.list_subscriptions()}
+    assert sorted(rows) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 42]
+    assert rows[3].owners == ("g1", "g2")
+    assert rows[3].connection == 4
+    assert rows[42].state == "suspended"
+    assert rows[42].connection is None
+    assert rows[0].owners == ("g1",)
+
+
+async def test_sqlite_file_writes_run_on_the_writer_thread(sqlite_db: Db) -> None:
+    store = await Store.open(sqlite_db.url, settings=sqlite_db.settings, start_writer=False)
+    try:
+        names = await asyncio.gather(
+            *(store._write(lambda _c: threading.current_thread().name) for _ in range(5))
+        )
+    finally:
+        await store.close()
+    assert all(n.startswith("tickgate-sqlite-writer") for n in names), names
+
+
+async def test_background_writes_wait_for_priority_sections(sqlite_db: Db) -> None:
+    settings = StoreSettings(writer_yield_max_s=5.0)
+    store = await Store.open(sqlite_db.url, settings=settings, start_writer=False)
+    ran: list[str] = []
+    try:
+        async with store.priority():
+            background = asyncio.ensure_future(store._write(lambda _c: ran.append("batch"), background=True))
+            await asyncio.sleep(0.1)
+            assert ran == []  # held back while a user's request is in flight
+            await store._write(lambda _c: ran.append("user"))  # the user's own write is not
+            assert ran == ["user"]
+        await asyncio.wait_for(background, 5)
+        assert ran == ["user", "batch"]
+    finally:
+        await store.close()
+
+
+async def test_the_writer_is_never_starved(sqlite_db: Db) -> None:
+    settings = StoreSettings(writer_yield_max_s=0.05)
+    store = await Store.open(sqlite_db.url, settings=settings, start_writer=False)
+    try:
+        async with store.priority():  # a request that never ends
+            started = time.monotonic()
+            await asyncio.wait_for(store._write(lambda _c: None, background=True), 5)
+            waited = time.monotonic() - started
+    finally:
+        await store.close()
+    assert 0.04 <= waited < 2.0
+
+
+@pytest.mark.parametrize("n", [1, 7, 120])
+async def test_audit_rows_through_the_writer_keep_their_order(store: Store, n: int) -> None:
+    for i in range(n):
+        store.writer.submit_log("WATCHLIST_ADD", actor=f"user:{i}", count=i)
+    await store.writer.flush(timeout=30)
+    entries = (await store.audit(action="WATCHLIST_ADD", limit=1000)).entries
+    assert [e.count for e in sorted(entries, key=lambda e: e.id)] == list(range(n))
