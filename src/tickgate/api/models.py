@@ -353,3 +353,7 @@ class StatsResponse(BaseModel):
     recentres: int
     eod_runs: int
     tier_b_total: int
+    gc: dict[str, JSONScalar] = Field(
+        default_factory=dict,
+        description="The cyclic GC's full collections and their pauses (tickgate.service.runtime).",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import Annotated, Any, Literal, NoReturn
@@ -526,6 +527,7 @@ async def admin_stats(svc: Service, _admin: Admin, request: Request) -> StatsRes
         recentres=svc.recentres,
         eod_runs=len(svc.eod_runs),
         tier_b_total=svc.tier_b.total if svc.tier_b else 0,
+        gc=dataclasses.asdict(svc.runtime.stats),
     )
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from tickgate.planner import GroupRef, Planner, PlannerEvent, PlanResult, Tier
 from tickgate.schedule.calendar import EXCHANGES, IST, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
 from tickgate.service.errors import NotReady
+from tickgate.service.runtime import RuntimePolicy
 from tickgate.service.watchlists import WatchlistManager, exchange_of_group
 from tickgate.store import Store
 from tickgate.store.planner_view import PlannerSubscriptions
@@ -103,6 +103,7 @@ class TickgateService:
         self._store = store
         self.calendar = calendar or TradingCalendar.load()
         self._use_scheduler = scheduler
+        self.runtime = RuntimePolicy()
         self.planner = Planner(settings.limits)
         self._subscriptions_view = PlannerSubscriptions(self.planner)
         self.quotes = QuoteStore()
@@ -189,10 +190,9 @@ class TickgateService:
             self.eod.start()
         self._tasks = [asyncio.create_task(self._recentre_loop(), name="tickgate-recentre")]
         self.snapshot_subscriptions()
-        # Everything built so far (registry indexes, plan, keys) lives for the whole process: keep it out
-        # of the cyclic GC's full collections, whose pauses would otherwise stall the feed's event loop.
-        gc.collect()
-        gc.freeze()
+        # Everything built so far (registry indexes, plan, keys) lives for the whole process: keep it, and
+        # whatever survives later full collections, out of the cyclic GC's walks (see RuntimePolicy).
+        self.runtime.install()
         self.started_at = time.time()
         log.info("tickgate started in %.2fs", time.perf_counter() - started)
 
@@ -211,6 +211,7 @@ class TickgateService:
         if self._store is not None:
             self.snapshot_subscriptions()
             await self._store.close()
+        self.runtime.uninstall()
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -368,6 +369,8 @@ class TickgateService:
         )
         self.snapshot_subscriptions()
         self.eod_runs.append(summary)
+        # The market is closed: the one moment a full walk of every object (frozen ones too) costs nothing.
+        self.runtime.collect_all()
         return summary
 
     async def eod_now(self, session: str | None = None) -> list[dict[str, Any]]:
