@@ -116,7 +116,7 @@ async def fill_and_time_adds(
             latencies.append(elapsed)
             if len(latencies) >= at_capacity:
                 break
-        if i > len(chains) * 3:
+        if i > len(chains) * 2 + at_capacity * 2:  # every add failing would otherwise loop forever
             break
     arr = np.array(latencies)
     return {
@@ -294,6 +294,15 @@ async def run(args: argparse.Namespace) -> None:
             feed = (await http.get("/api/v2/admin/stats")).json()["feed"]
             results["push"]["decode_lag_max_ms"] = feed["decode_lag_max_s"] * 1000  # type: ignore[index]
             results["push"]["frames"] = feed["frames"]  # type: ignore[index]
+            ws_status = (await http.get("/api/v2/ws/status")).json()
+            print(
+                "feed during the run: server disconnects",
+                feed["server_disconnects"],
+                "stale recycles",
+                feed["stale_recycles"],
+                "reconnects",
+                [c.get("reconnects") for c in ws_status["connections"]],
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         sim.send_signal(signal.SIGTERM)

@@ -364,6 +364,7 @@ class PlannerMachine(RuleBasedStateMachine):
     def placement_matches_desired(self) -> None:
         suspended = set(self.p.suspended())
         assert suspended <= set(self.shadow)
+        assert {g for g in self.shadow if self.p.is_suspended(g)} == suspended
         expected: dict[InstrumentKey, FeedMode] = {}
         for gid, sg in self.shadow.items():
             if gid in suspended:

@@ -287,6 +287,10 @@ class Planner:
     def suspended(self) -> list[GroupId]:
         return [g.gid for tier in (Tier.B, Tier.A) for g in self._lru[tier].values() if g.suspended]
 
+    def is_suspended(self, group_id: GroupId) -> bool:
+        """One group's :meth:`suspended` membership, without walking every group (the add path asks)."""
+        return self._get(group_id).suspended
+
     def refcount(self, key: InstrumentKey) -> int:
         """How many groups (suspended or not) want ``key``."""
         ks = self._keys.get(key)

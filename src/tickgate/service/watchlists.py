@@ -240,7 +240,7 @@ class WatchlistManager:
         )
         removed = ", ".join(f"{e.symbol}" for e in evicted)
         message = f"Added {sym}" + (f", removed {removed} (capacity limit)" if removed else "")
-        suspended = group in svc.planner.suspended()
+        suspended = svc.planner.is_suspended(group)
         return AddResult(entry, "added", keys, window, evicted, suspended, message)
 
     def touch(self, group: str, watchlist_id: int) -> None:
