@@ -225,6 +225,8 @@ class Planner:
             rebalance_tolerance if rebalance_tolerance is not None else max(1, self._per_conn // 50)
         )
         self._keys: dict[InstrumentKey, list[int]] = {}
+        # key -> the groups wanting it: the subscriptions view of a few keys without walking every group
+        self._owners: dict[InstrumentKey, dict[GroupId, _Group]] = {}
         # Key-state lists of keys no longer desired, reused for new keys. Churn then allocates no new
         # GC-tracked objects: without this every add grows the young generation by a list per key and
         # the collector's pauses land in the add/remove latency tail. Bounded by the peak desired count.
@@ -370,24 +372,27 @@ class Planner:
         """The subscriptions view of ``keys`` (default: every desired key); keys nobody wants are absent.
         Owners are group ids, sorted."""
         table = self._keys
-        wanted: Mapping[InstrumentKey, object] | set[InstrumentKey]
-        wanted = table if keys is None else {k for k in keys if k in table}
-        if not wanted:
-            return {}
         owners: dict[InstrumentKey, list[GroupId]] = {}
         richest: dict[InstrumentKey, int] = {}
-        for tier in (Tier.B, Tier.A):
-            for g in self._lru[tier].values():
-                hit = g.keys if keys is None else g.keys.keys() & wanted
-                gid, idx = g.gid, g.idx
-                for k in hit:
-                    found = owners.get(k)
-                    if found is None:
-                        owners[k] = [gid]
-                        richest[k] = idx
-                    else:
-                        found.append(gid)
-                        richest[k] = max(richest[k], idx)
+        if keys is not None:  # a few keys (a user action's): through the owner index
+            index = self._owners
+            for k in keys:
+                own = index.get(k)
+                if own and k not in owners:
+                    owners[k] = list(own)
+                    richest[k] = max(g.idx for g in own.values())
+        else:  # every key: one pass over the groups
+            for tier in (Tier.B, Tier.A):
+                for g in self._lru[tier].values():
+                    gid, idx = g.gid, g.idx
+                    for k in g.keys:
+                        found = owners.get(k)
+                        if found is None:
+                            owners[k] = [gid]
+                            richest[k] = idx
+                        else:
+                            found.append(gid)
+                            richest[k] = max(richest[k], idx)
         out: dict[InstrumentKey, KeyState] = {}
         for k, gids in owners.items():
             ks = table[k]
@@ -705,7 +710,13 @@ class Planner:
         if self._changed is not None:
             keys = list(keys)
             self._changed.update(keys)
+        owners, gid = self._owners, g.gid
         for k in keys:
+            own = owners.get(k)
+            if own is None:
+                owners[k] = {gid: g}
+            else:
+                own[gid] = g
             ks = table.get(k)
             if ks is None:
                 if spare:
@@ -734,7 +745,12 @@ class Planner:
         slot = _CNT + g.idx
         tier_b = g.tier is Tier.B
         active = not g.suspended
+        owners, gid = self._owners, g.gid
         for k in keys:
+            own = owners[k]
+            del own[gid]
+            if not own:
+                del owners[k]
             ks = table[k]
             ks[_REFS] -= 1
             if tier_b:
