@@ -217,3 +217,24 @@ def test_changes_are_small_after_the_first_full_table() -> None:
     assert {k.security_id for k in gone} == set(range(10, 16))  # nobody wants them any more
     assert {r.key.security_id for r in rows} == set(range(10))  # placed on connection 0 now
     assert view.changes()[:2] == ([], [])  # nothing changed since
+
+
+def test_changes_come_out_a_chunk_at_a_time_with_rows_as_of_the_chunk() -> None:
+    p = _planner()
+    view = PlannerSubscriptions(p)
+    view.changes()  # the first full table
+    p.connection_up(0)
+    p.remove_group("A:2:Y", 3.0)  # 16 keys change: 10 placed, 6 gone
+    seen: set[int] = set()
+    first_rows, first_gone, full = view.changes(limit=5)
+    assert not full
+    assert len(first_rows) + len(first_gone) == 5
+    assert view.pending() == 11
+    seen |= {r.key.security_id for r in first_rows} | {k.security_id for k in first_gone}
+    p.connection_down(0)  # a later chunk shows the state at the time it is taken
+    while view.pending():
+        rows, gone, _ = view.changes(limit=5)
+        assert len(rows) + len(gone) <= 5
+        assert all(r.connection is None for r in rows)
+        seen |= {r.key.security_id for r in rows} | {k.security_id for k in gone}
+    assert seen >= set(range(16))

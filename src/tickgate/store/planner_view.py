@@ -3,6 +3,7 @@ kept for introspection and post-mortems; restart recovery never reads it back as
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -37,22 +38,37 @@ class PlannerSubscriptions:
     """The writer's source of subscription-table changes: rows of the keys the planner changed since the
     last write (a chain add touches ~100 rows, not 25,000), and a full rewrite the first time and after any
     write that failed (:meth:`resync`). Submitted to the writer after each planner change; computed only
-    when the writer is about to write, on the event loop's thread like every planner call."""
+    when the writer is about to write, on the event loop's thread like every planner call, and at most
+    ``limit`` keys at a time: a second of evictions is ~10,000 keys, and building all their rows at once
+    stalled the event loop for ~100 ms."""
 
     def __init__(self, planner: Planner) -> None:
         self.planner = planner
         self._full = True
+        self._pending: dict[InstrumentKey, None] = {}  # changed, not handed out yet (oldest first)
 
-    def changes(self) -> tuple[list[SubscriptionRow], list[InstrumentKey], bool]:
-        """(rows to upsert, keys to delete, whether the rows are the whole table)."""
+    def changes(self, limit: int | None = None) -> tuple[list[SubscriptionRow], list[InstrumentKey], bool]:
+        """(rows to upsert, keys to delete, whether the rows are the whole table); a diff covers at most
+        ``limit`` changed keys, the rest wait for the next call. Rows are the planner's state now."""
         at = datetime.now(UTC)
         changed = self.planner.take_changed()
         if self._full:
             self._full = False
+            self._pending.clear()
             return subscription_rows(self.planner, at), [], True
-        rows = subscription_rows(self.planner, at, changed)
+        self._pending.update(dict.fromkeys(changed))
+        if limit is None or len(self._pending) <= limit:
+            keys, self._pending = list(self._pending), {}
+        else:
+            keys = list(itertools.islice(self._pending, limit))
+            for k in keys:
+                del self._pending[k]
+        rows = subscription_rows(self.planner, at, keys)
         present = {r.key for r in rows}
-        return rows, [k for k in changed if k not in present], False
+        return rows, [k for k in keys if k not in present], False
+
+    def pending(self) -> int:
+        return len(self._pending)
 
     def resync(self) -> None:
         """The last change set was not written: rewrite the whole table next time."""

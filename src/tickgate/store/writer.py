@@ -52,8 +52,15 @@ only the snapshot current at write time is ever materialised)."""
 class SubscriptionChanges(Protocol):
     """An incremental source of the subscriptions table (see ``store.planner_view.PlannerSubscriptions``)."""
 
-    def changes(self) -> tuple[Sequence[SubscriptionRow], Sequence[InstrumentKey], bool]:
-        """(rows to upsert, keys to delete, whether the rows are the whole table), as of now."""
+    def changes(
+        self, limit: int | None = None
+    ) -> tuple[Sequence[SubscriptionRow], Sequence[InstrumentKey], bool]:
+        """(rows to upsert, keys to delete, whether the rows are the whole table), as of now; at most
+        ``limit`` keys of a diff, the rest kept for the next call (:meth:`pending`)."""
+        ...
+
+    def pending(self) -> int:
+        """Changed keys not handed out yet."""
         ...
 
     def resync(self) -> None:
@@ -109,11 +116,10 @@ class StoreWriter:
         self._atm: dict[tuple[str, date], conv.Row] = {}
         self._touches: dict[int, datetime] = {}  # watchlist id -> last used (latest wins)
         self._marks: list[conv.StateMark] = []  # watchlist state changes, in decision order
-        # Chunks of a large subscriptions change set still to write, each in its own short transaction so
-        # awaited writes (a user's watchlist add) get the database between them.
-        self._subs_rest: deque[conv.SubDelta] = deque()
-        self._rest_source: SubscriptionChanges | None = None
-        self._rest_seq = 0
+        # A large subscriptions change set is written one chunk per short transaction, so that awaited writes
+        # (a user's watchlist add) get the database between them; each chunk's rows are computed when it is
+        # written (the source keeps the rest), so neither the CPU nor the lock is taken in one long go.
+        self._subs_continue = False
         self._subs: SnapshotSource | SubscriptionChanges | None = None
         self._subs_first_seq = 0  # sequence number of the oldest submission the pending snapshot stands for
         self._last_snapshot = (
@@ -334,7 +340,7 @@ class StoreWriter:
 
     def _has_rows(self) -> bool:
         """Rows waiting to be written that do not wait for the snapshot interval."""
-        return bool(self._audit or self._atm or self._touches or self._marks or self._subs_rest)
+        return bool(self._audit or self._atm or self._touches or self._marks or self._subs_continue)
 
     def _bump(self) -> None:
         self._seq += 1
@@ -344,7 +350,7 @@ class StoreWriter:
         """Seconds until the pending snapshot may be written (0: now); None when there is none."""
         if self._subs is None:
             return None
-        if self._urgent or self._closing:
+        if self._urgent or self._closing or self._subs_continue:
             return 0.0
         return max(0.0, self._last_snapshot + self._cfg.writer_snapshot_interval_s - time.monotonic())
 
@@ -358,22 +364,17 @@ class StoreWriter:
         marks, self._marks = self._marks, []
         subs: conv.SubIndex | conv.SubDelta | None = None
         changes: SubscriptionChanges | None = None
-        if self._subs_rest:  # the rest of a large change set goes first, one chunk per transaction
-            changes = self._rest_source
-            subs = self._subs_rest.popleft()
-        elif with_snapshot and self._subs is not None:
+        if with_snapshot and self._subs is not None:
             source, self._subs = self._subs, None
+            first, self._subs_continue = self._subs_first_seq, False
             try:
                 if isinstance(source, Sequence) or callable(source):
                     subs = conv.sub_index(source() if callable(source) else source)
                 else:
                     changes = source
-                    subs = _delta(*source.changes())
-                    if isinstance(subs, conv.SubDelta):
-                        parts = _chunks(subs, self._cfg.writer_subs_chunk)
-                        subs = parts[0]
-                        self._subs_rest.extend(parts[1:])
-                        self._rest_source, self._rest_seq = source, self._subs_first_seq
+                    subs = _delta(*source.changes(self._cfg.writer_subs_chunk))
+                    if source.pending():  # the rest next, at once, standing for the same submissions
+                        self._subs, self._subs_first_seq, self._subs_continue = source, first, True
             except Exception:
                 self._stats.snapshots_failed += 1
                 if changes is not None:
@@ -385,8 +386,6 @@ class StoreWriter:
         upto = self._seq if not self._audit else taken[-1][0]
         if self._subs is not None:
             upto = min(upto, self._subs_first_seq - 1)
-        if self._subs_rest:
-            upto = min(upto, self._rest_seq - 1)
         if not taken and not atm and subs is None and not touches and not marks:
             self._done = max(self._done, upto)
             return None
@@ -403,7 +402,7 @@ class StoreWriter:
             if (
                 linger > 0
                 and not self._urgent
-                and not self._subs_rest
+                and not self._subs_continue
                 and len(self._audit) < self._cfg.writer_batch_max
             ):
                 await asyncio.sleep(linger)
@@ -477,8 +476,7 @@ class StoreWriter:
             else:
                 self._stats.snapshots_failed += 1
                 if b.source is not None:
-                    b.source.resync()
-                    self._subs_rest.clear()  # the whole table is rewritten next time
+                    b.source.resync()  # the whole table is rewritten next time
 
     async def _write_alone(
         self,
@@ -552,17 +550,3 @@ def _delta(
     if full:
         return index
     return conv.SubDelta(index, tuple((k.segment.name, k.security_id) for k in gone))
-
-
-def _chunks(delta: conv.SubDelta, size: int) -> list[conv.SubDelta]:
-    """Split a change set into parts of at most ``size`` keys (deletions first, then upserts)."""
-    items = list(delta.upserts.items())
-    gone = list(delta.gone)
-    parts: list[conv.SubDelta] = []
-    while gone or items or not parts:
-        room = size
-        g, gone = gone[:room], gone[room:]
-        room -= len(g)
-        u, items = items[:room], items[room:]
-        parts.append(conv.SubDelta(dict(u), tuple(g)))
-    return parts
