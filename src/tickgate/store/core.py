@@ -149,15 +149,17 @@ class BulkInsert:
 
 _put_subscriptions = BulkInsert(tbl.subscriptions, conflict=("segment", "security_id"))
 _insert_audit_rows = BulkInsert(tbl.subscription_log)
+_put_atm = BulkInsert(tbl.atm_cache, conflict=("underlying", "expiry"))
 
 # Statements run on every writer batch, built once: building one (its cache key, its coercions) costs more
 # than running it. IN lists are expanding parameters.
 _W = tbl.watchlist
-_MARK_WATCHLISTS = (
+_MARK_WATCHLIST = (  # one row per group: executemany over every mark of a batch
     sa.update(_W)
-    .where(_W.c.group_id.in_(sa.bindparam("groups", expanding=True)), _W.c.created <= sa.bindparam("at"))
+    .where(_W.c.group_id == sa.bindparam("group"), _W.c.created <= sa.bindparam("at"))
     .values(state=sa.bindparam("state"), state_reason=sa.bindparam("reason"))
 )
+_TOUCH_WATCHLIST = sa.update(_W).where(_W.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
 _S = tbl.subscriptions
 _DELETE_SUBSCRIPTIONS = sa.delete(_S).where(
     _S.c.segment == sa.bindparam("segment"), _S.c.security_id.in_(sa.bindparam("ids", expanding=True))
@@ -613,19 +615,14 @@ class Store:
         return await self._write(tx)
 
     @staticmethod
-    def _mark_watchlists(conn: Connection, mark: conv.StateMark) -> int:
-        """A state change queued through the writer. Only rows older than the decision change: a chain
+    def _mark_watchlists(conn: Connection, marks: Sequence[conv.StateMark]) -> None:
+        """State changes queued through the writer. Only rows older than the decision change: a chain
         evicted and at once added again by its owner (a newer ``created``) stays active."""
-        n = 0
-        for i in range(0, len(mark.groups), _DELETE_CHUNK):
-            params = {
-                "groups": list(mark.groups[i : i + _DELETE_CHUNK]),
-                "at": mark.at,
-                "state": mark.state,
-                "reason": mark.reason,
-            }
-            n += conn.execute(_MARK_WATCHLISTS, params).rowcount
-        return n
+        params = [
+            {"group": g, "at": m.at, "state": m.state, "reason": m.reason} for m in marks for g in m.groups
+        ]
+        if params:
+            conn.execute(_MARK_WATCHLIST, params)
 
     async def clear_watchlists(self, exchanges: Iterable[str] | None = None) -> list[WatchlistEntry]:
         """End of day: delete every row (of these exchanges: NSE/BSE close at 15:30, MCX late evening) in
@@ -701,14 +698,7 @@ class Store:
         """Insert or replace the cached ATM window of (underlying, expiry)."""
         values = conv.atm_values(entry)
 
-        def tx(conn: Connection) -> None:
-            conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values, values))
-
-        await self._write(tx)
-
-    def _upsert_atm_many(self, conn: Connection, values: list[conv.Row]) -> None:
-        if values:  # one executemany for the batch: every statement is a round trip to the driver's thread
-            conn.execute(self._upsert(tbl.atm_cache, ("underlying", "expiry"), values[0]), values)
+        await self._write(lambda conn: _put_atm(conn, [values]))
 
     async def get_atm(self, underlying: str, expiry: date) -> AtmEntry | None:
         t = tbl.atm_cache
@@ -894,13 +884,9 @@ class Store:
         if audit:
             self._insert_audit(conn, audit)
         if touches:
-            w = tbl.watchlist
-            stmt = sa.update(w).where(w.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
-            conn.execute(stmt, [{"wid": wid, "at": utc(at)} for wid, at in touches])
-        for mark in marks:
-            self._mark_watchlists(conn, mark)
-        if atm:
-            self._upsert_atm_many(conn, atm)
+            conn.execute(_TOUCH_WATCHLIST, [{"wid": wid, "at": utc(at)} for wid, at in touches])
+        self._mark_watchlists(conn, marks)
+        _put_atm(conn, atm)
         if subs is not None:
             self._write_subs(conn, subs, previous)
 
