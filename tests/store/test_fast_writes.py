@@ -18,8 +18,8 @@ from tickgate.planner import Tier
 from tickgate.store import Store, SubscriptionRow
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
-from tickgate.store.core import BulkInsert
-from tickgate.store.types import AuditEntry
+from tickgate.store.core import DriverStatement, run_prepared
+from tickgate.store.types import AuditEntry, WatchlistState
 
 from .conftest import Db
 
@@ -57,10 +57,11 @@ def _sub(sid: int, owners: tuple[str, ...], conn: int | None) -> SubscriptionRow
     )
 
 
-async def test_bulk_insert_stores_what_sqlalchemy_stores(store: Store) -> None:
+async def test_driver_statements_store_what_sqlalchemy_stores(store: Store) -> None:
     rows = _audit_rows()
-    fast = BulkInsert(tbl.subscription_log)
-    await store._write(lambda conn: fast(conn, rows))
+    fast = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
+    prepared = fast.prepare(store._engines.write_dialect, rows)
+    await store._write(lambda conn: run_prepared(conn, [prepared]))
     await store._write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
     entries = (await store.audit(limit=100)).entries
     assert len(entries) == 2 * len(rows)
@@ -82,7 +83,8 @@ async def test_subscription_upserts_replace_rows_in_place(store: Store) -> None:
         upserts=conv.sub_index([_sub(3, ("g1", "g2"), 4), _sub(42, ("g9",), None)]),
         gone=(("NSE_FNO", 5),),
     )
-    await store._write(lambda conn: store._write_subs(conn, delta, None))
+    statements = store._subs_statements(delta, None)
+    await store._write(lambda conn: run_prepared(conn, statements))
     rows = {r.key.security_id: r for r in await store.list_subscriptions()}
     assert sorted(rows) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 42]
     assert rows[3].owners == ("g1", "g2")
@@ -140,3 +142,18 @@ async def test_audit_rows_through_the_writer_keep_their_order(store: Store, n: i
     await store.writer.flush(timeout=30)
     entries = (await store.audit(action="WATCHLIST_ADD", limit=1000)).entries
     assert [e.count for e in sorted(entries, key=lambda e: e.id)] == list(range(n))
+
+
+async def test_eviction_marks_spare_a_row_added_again_after_the_decision(store: Store) -> None:
+    user, _ = await store.create_user("trader")
+    q = FeedMode.QUOTE
+    old = await store.put_watchlist(user.id, "SBIN", exchange="NSE", group_id="A:1:SBIN", mode=q)
+    decided = datetime.now(UTC)
+    later = decided + timedelta(seconds=1)
+    again = await store.put_watchlist(user.id, "TCS", exchange="NSE", group_id="A:1:TCS", mode=q, at=later)
+    evicted = WatchlistState.EVICTED
+    store.writer.submit_watchlist_state(("A:1:SBIN", "A:1:TCS"), evicted, reason="capacity", at=decided)
+    await store.writer.flush(timeout=30)
+    states = {e.id: e.state for e in await store.list_watchlist(user.id)}
+    assert states[old.id] is WatchlistState.EVICTED
+    assert states[again.id] is WatchlistState.ACTIVE  # created after the decision: not the evicted chain

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import UpdateBase
 
 from tickgate.config import Settings, StoreSettings
 from tickgate.dhan.protocol import FeedMode
@@ -95,74 +96,84 @@ def upsert(
     )
 
 
-_InsertPlan = tuple[str, tuple[str, ...], Sequence[Callable[[Any], Any] | None]]
+Prepared = tuple[str, list[tuple[Any, ...]]]
+"""A statement in the driver's own SQL and parameter style, and one parameter tuple per execution."""
+
+_Plan = tuple[str, tuple[str, ...], Sequence[Callable[[Any], Any] | None]]
 
 
-class BulkInsert:
-    """``INSERT`` of many rows of one table through the driver's ``executemany``, the columns' own bind
-    processing applied here per value.
+class DriverStatement:
+    """A statement the writer runs by the hundred, prepared for the driver's ``executemany``: compiled once
+    per dialect, its values put through the same type processors SQLAlchemy would apply, so both databases
+    store exactly what ``conn.execute(statement, rows)`` would.
 
-    For the two tables written by the thousand (``subscriptions``, ``subscription_log``) SQLAlchemy's
-    per-row parameter handling cost about four times the database's own work (~12 µs a row against ~3), and
-    the writer holds SQLite's one write lock for all of it: an awaited write (a user's add) waits behind it.
-    The statement is compiled once per dialect and the values go through the same type processors
-    SQLAlchemy would apply, so both databases store exactly what ``conn.execute(insert, rows)`` would."""
+    Why: SQLAlchemy's per-row parameter handling cost about four times SQLite's own work (~12 µs a row
+    against ~3), and a writer batch holds SQLite's one write lock meanwhile: a user's add waits behind it.
+    Every statement of a writer batch is one of these (:func:`run_prepared`), on both databases."""
 
-    def __init__(self, table: sa.Table, *, conflict: Sequence[str] = ()) -> None:
-        """With ``conflict`` keys, an upsert: a row whose keys exist replaces the other columns."""
-        self.table = table
-        self.conflict = tuple(conflict)
-        self._plans: dict[tuple[str, tuple[str, ...]], _InsertPlan | None] = {}
+    def __init__(self, build: Callable[[str, tuple[str, ...]], UpdateBase], *, insert: bool = False) -> None:
+        """``build(dialect name, parameter names)``; ``insert``: the names are the columns to insert."""
+        self._build = build
+        self._insert = insert
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
 
-    def _statement(self, dialect: str, names: Sequence[str]) -> sa.Insert:
-        if self.conflict:
-            return upsert(dialect, self.table, self.conflict, names)
-        return sa.insert(self.table)
-
-    def __call__(self, conn: Connection, rows: Sequence[conv.Row]) -> None:
+    def prepare(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> Prepared:
+        """``rows`` of parameters by name (the same names in each); none: nothing to run."""
         if not rows:
-            return
-        plan = self._plan(conn.dialect, tuple(rows[0]))
-        if plan is None:  # a driver with named parameters: SQLAlchemy's own executemany
-            conn.execute(self._statement(conn.dialect.name, list(rows[0])), list(rows))
-            return
-        sql, order, procs = plan
+            return "", []
+        sql, order, procs = self._plan(dialect, tuple(rows[0]))
         params = [
             tuple(v if f is None else f(v) for f, v in zip(procs, map(row.__getitem__, order), strict=True))
             for row in rows
         ]
-        conn.exec_driver_sql(sql, params)
+        return sql, params
 
-    def _plan(self, dialect: Dialect, names: tuple[str, ...]) -> _InsertPlan | None:
+    def _plan(self, dialect: Dialect, names: tuple[str, ...]) -> _Plan:
         key = (dialect.name, names)
-        if key not in self._plans:
-            compiled = self._statement(dialect.name, names).compile(dialect=dialect, column_keys=list(names))
+        plan = self._plans.get(key)
+        if plan is None:
+            stmt = self._build(dialect.name, names)
+            compiled = stmt.compile(dialect=dialect, column_keys=list(names) if self._insert else None)
             order = tuple(compiled.positiontup or ())
-            if sorted(order) == sorted(names):
-                c = self.table.c
-                procs = [c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in order]
-                self._plans[key] = (str(compiled), order, procs)
-            else:
-                self._plans[key] = None
-        return self._plans[key]
+            if sorted(order) != sorted(names):
+                raise RuntimeError(f"{dialect.name}: expected positional parameters {names}, got {order}")
+            binds = compiled.binds
+            procs = [binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in order]
+            plan = self._plans[key] = (str(compiled), order, procs)
+        return plan
 
 
-_put_subscriptions = BulkInsert(tbl.subscriptions, conflict=("segment", "security_id"))
-_insert_audit_rows = BulkInsert(tbl.subscription_log)
-_put_atm = BulkInsert(tbl.atm_cache, conflict=("underlying", "expiry"))
+def run_prepared(conn: Connection, statements: Iterable[Prepared]) -> None:
+    """The writer thread's part of a batch: the driver's executemany, nothing else."""
+    for sql, params in statements:
+        if params:
+            conn.exec_driver_sql(sql, params)
 
-# Statements run on every writer batch, built once: building one (its cache key, its coercions) costs more
-# than running it. IN lists are expanding parameters.
+
 _W = tbl.watchlist
-_MARK_WATCHLIST = (  # one row per group: executemany over every mark of a batch
-    sa.update(_W)
-    .where(_W.c.group_id == sa.bindparam("group"), _W.c.created <= sa.bindparam("at"))
-    .values(state=sa.bindparam("state"), state_reason=sa.bindparam("reason"))
-)
-_TOUCH_WATCHLIST = sa.update(_W).where(_W.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
 _S = tbl.subscriptions
-_DELETE_SUBSCRIPTIONS = sa.delete(_S).where(
-    _S.c.segment == sa.bindparam("segment"), _S.c.security_id.in_(sa.bindparam("ids", expanding=True))
+_PUT_SUBSCRIPTIONS = DriverStatement(
+    lambda d, names: upsert(d, _S, ("segment", "security_id"), names), insert=True
+)
+_DELETE_SUBSCRIPTION = DriverStatement(
+    lambda _d, _n: sa.delete(_S).where(
+        _S.c.segment == sa.bindparam("segment"), _S.c.security_id == sa.bindparam("security_id")
+    )
+)
+_CLEAR_SUBSCRIPTIONS = DriverStatement(lambda _d, _n: sa.delete(_S))
+_INSERT_AUDIT = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
+_PUT_ATM = DriverStatement(
+    lambda d, names: upsert(d, tbl.atm_cache, ("underlying", "expiry"), names), insert=True
+)
+_MARK_WATCHLIST = DriverStatement(  # only rows older than the decision: a chain evicted and at once added
+    lambda _d, _n: (
+        sa.update(_W)  # again by its owner (a newer ``created``) stays active
+        .where(_W.c.group_id == sa.bindparam("group"), _W.c.created <= sa.bindparam("at"))
+        .values(state=sa.bindparam("state"), state_reason=sa.bindparam("reason"))
+    )
+)
+_TOUCH_WATCHLIST = DriverStatement(
+    lambda _d, _n: sa.update(_W).where(_W.c.id == sa.bindparam("wid")).values(last_used=sa.bindparam("at"))
 )
 
 
@@ -614,16 +625,6 @@ class Store:
 
         return await self._write(tx)
 
-    @staticmethod
-    def _mark_watchlists(conn: Connection, marks: Sequence[conv.StateMark]) -> None:
-        """State changes queued through the writer. Only rows older than the decision change: a chain
-        evicted and at once added again by its owner (a newer ``created``) stays active."""
-        params = [
-            {"group": g, "at": m.at, "state": m.state, "reason": m.reason} for m in marks for g in m.groups
-        ]
-        if params:
-            conn.execute(_MARK_WATCHLIST, params)
-
     async def clear_watchlists(self, exchanges: Iterable[str] | None = None) -> list[WatchlistEntry]:
         """End of day: delete every row (of these exchanges: NSE/BSE close at 15:30, MCX late evening) in
         one transaction and return them, so the caller can release their groups and log the cleanup."""
@@ -648,38 +649,35 @@ class Store:
         index = conv.sub_index(rows)
         async with self._subs_lock:
             self._subs_state = None
-            await self._write(lambda conn: self._write_subs(conn, index, None))
+            statements = self._subs_statements(index, None)
+            await self._write(lambda conn: run_prepared(conn, statements))
             self._subs_state = {k: sig for k, (sig, _) in index.items()}
         return len(index)
 
-    def _write_subs(
-        self,
-        conn: Connection,
-        subs: conv.SubIndex | conv.SubDelta,
-        previous: dict[conv.SubKey, conv.SubSig] | None,
-    ) -> None:
-        t = tbl.subscriptions
-        if isinstance(subs, conv.SubDelta):  # by key: correct on top of whatever the table holds
-            self._delete_subs(conn, subs.gone)
-            _put_subscriptions(conn, [conv.sub_values(r) for _, r in subs.upserts.values()])
-            return
-        if previous is None:
-            conn.execute(sa.delete(t))
-            _put_subscriptions(conn, [conv.sub_values(r) for _, r in subs.values()])
-            return
-        self._delete_subs(conn, [k for k in previous if k not in subs])
-        _put_subscriptions(
-            conn, [conv.sub_values(r) for k, (sig, r) in subs.items() if previous.get(k) != sig]
+    def _subs_statements(
+        self, subs: conv.SubIndex | conv.SubDelta, previous: dict[conv.SubKey, conv.SubSig] | None
+    ) -> list[Prepared]:
+        """A change of the subscriptions table: a delta applied by key (correct on top of whatever the table
+        holds), a full table as the difference from ``previous`` (what was last written), or whole."""
+        d = self._engines.write_dialect
+        if isinstance(subs, conv.SubDelta):
+            gone: Iterable[conv.SubKey] = subs.gone
+            put = [r for _, r in subs.upserts.values()]
+        elif previous is None:
+            gone, put = (), [r for _, r in subs.values()]
+        else:
+            gone = [k for k in previous if k not in subs]
+            put = [r for k, (sig, r) in subs.items() if previous.get(k) != sig]
+        out = (
+            []
+            if isinstance(subs, conv.SubDelta) or previous is not None
+            else [_CLEAR_SUBSCRIPTIONS.prepare(d, [{}])]
         )
-
-    @staticmethod
-    def _delete_subs(conn: Connection, keys: Iterable[conv.SubKey]) -> None:
-        by_segment: dict[str, list[int]] = {}
-        for seg, sid in keys:
-            by_segment.setdefault(seg, []).append(sid)
-        for seg, sids in by_segment.items():
-            for i in range(0, len(sids), _DELETE_CHUNK):
-                conn.execute(_DELETE_SUBSCRIPTIONS, {"segment": seg, "ids": sids[i : i + _DELETE_CHUNK]})
+        out.append(
+            _DELETE_SUBSCRIPTION.prepare(d, [{"segment": seg, "security_id": sid} for seg, sid in gone])
+        )
+        out.append(_PUT_SUBSCRIPTIONS.prepare(d, [conv.sub_values(r) for r in put]))
+        return out
 
     async def list_subscriptions(
         self, *, state: str | None = None, tier: Tier | None = None
@@ -698,7 +696,8 @@ class Store:
         """Insert or replace the cached ATM window of (underlying, expiry)."""
         values = conv.atm_values(entry)
 
-        await self._write(lambda conn: _put_atm(conn, [values]))
+        statement = _PUT_ATM.prepare(self._engines.write_dialect, [values])
+        await self._write(lambda conn: run_prepared(conn, [statement]))
 
     async def get_atm(self, underlying: str, expiry: date) -> AtmEntry | None:
         t = tbl.atm_cache
@@ -768,12 +767,9 @@ class Store:
         """Append planner events (one row each, one transaction); returns how many were written."""
         rows = conv.event_rows(events, actor=actor, at=at if at is not None else self.now(), details=details)
         if rows:
-            await self._write(lambda conn: self._insert_audit(conn, rows))
+            statement = _INSERT_AUDIT.prepare(self._engines.write_dialect, rows)
+            await self._write(lambda conn: run_prepared(conn, [statement]))
         return len(rows)
-
-    @staticmethod
-    def _insert_audit(conn: Connection, rows: list[conv.Row]) -> None:
-        _insert_audit_rows(conn, rows)
 
     async def audit(
         self,
@@ -851,17 +847,23 @@ class Store:
         the hot path: a :class:`~tickgate.store.rows.SubDelta` (from an incremental source) is applied by
         key; a full snapshot is written as a difference from what was last written (a full rewrite the
         first time after open, and after any failed write)."""
+        # Prepared on the writer's thread, in the transaction: measured, that beats preparing on the event
+        # loop (the loop is what users' requests wait for; the writer thread waits for nobody).
         if subs is None:
             await self._write(
-                lambda conn: self._batch_tx(conn, audit, atm, None, None, touches, marks), background=True
+                lambda conn: run_prepared(conn, self._batch_statements(audit, atm, touches, marks)),
+                background=True,
             )
             return
         async with self._subs_lock:
             previous = self._subs_state
             self._subs_state = None  # unknown until this commits
-            await self._write(
-                lambda conn: self._batch_tx(conn, audit, atm, subs, previous, touches, marks), background=True
-            )
+
+            def tx(conn: Connection) -> None:
+                run_prepared(conn, self._batch_statements(audit, atm, touches, marks))
+                run_prepared(conn, self._subs_statements(subs, previous))
+
+            await self._write(tx, background=True)
             if isinstance(subs, conv.SubDelta):
                 if previous is not None:
                     for k in subs.gone:
@@ -871,24 +873,27 @@ class Store:
             else:
                 self._subs_state = {k: sig for k, (sig, _) in subs.items()}
 
-    def _batch_tx(  # noqa: PLR0917 - private, one call per batch part
+    def _batch_statements(
         self,
-        conn: Connection,
         audit: list[conv.Row],
         atm: list[conv.Row],
-        subs: conv.SubIndex | conv.SubDelta | None,
-        previous: dict[conv.SubKey, conv.SubSig] | None,
         touches: Sequence[tuple[int, datetime]],
         marks: Sequence[conv.StateMark],
-    ) -> None:
-        if audit:
-            self._insert_audit(conn, audit)
-        if touches:
-            conn.execute(_TOUCH_WATCHLIST, [{"wid": wid, "at": utc(at)} for wid, at in touches])
-        self._mark_watchlists(conn, marks)
-        _put_atm(conn, atm)
-        if subs is not None:
-            self._write_subs(conn, subs, previous)
+    ) -> list[Prepared]:
+        d = self._engines.write_dialect
+        return [
+            _INSERT_AUDIT.prepare(d, audit),
+            _TOUCH_WATCHLIST.prepare(d, [{"wid": wid, "at": utc(at)} for wid, at in touches]),
+            _MARK_WATCHLIST.prepare(
+                d,
+                [
+                    {"group": g, "at": m.at, "state": m.state, "reason": m.reason}
+                    for m in marks
+                    for g in m.groups
+                ],
+            ),
+            _PUT_ATM.prepare(d, atm),
+        ]
 
 
 async def _migrate(engines: Engines, cfg: StoreSettings) -> None:

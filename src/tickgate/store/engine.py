@@ -39,7 +39,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, pool
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tickgate.config import Settings, StoreSettings
@@ -109,6 +109,11 @@ class Engines:
     single_connection: bool
     sync_write: Engine | None = None
     write_thread: ThreadPoolExecutor | None = None
+
+    @property
+    def write_dialect(self) -> Dialect:
+        """The dialect of the engine that runs writes (what a prepared statement is compiled for)."""
+        return (self.sync_write or self.write).dialect
 
     async def run_write(self, fn: Callable[[Connection], T]) -> T:
         """``fn`` in one transaction, committed when this returns (rolled back if it raises)."""
