@@ -13,15 +13,16 @@ import pytest
 import sqlalchemy as sa
 
 from tickgate.config import StoreSettings
-from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
+from tickgate.dhan.protocol import FeedMode
 from tickgate.planner import Tier
-from tickgate.store import Store, SubscriptionRow
+from tickgate.store import Store
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
 from tickgate.store.core import DriverStatement, run_prepared
 from tickgate.store.types import AuditEntry, WatchlistState
 
 from .conftest import Db
+from .test_subscriptions import _row
 
 T0 = datetime(2026, 11, 25, 4, 0, 0, 123456, tzinfo=UTC)
 
@@ -45,18 +46,6 @@ def _audit_rows() -> list[conv.Row]:
     ]
 
 
-def _sub(sid: int, owners: tuple[str, ...], conn: int | None) -> SubscriptionRow:
-    return SubscriptionRow(
-        key=InstrumentKey(ExchangeSegment.NSE_FNO, sid),
-        owners=owners,
-        tier=Tier.A,
-        connection=conn,
-        mode=FeedMode.QUOTE,
-        state="placed" if conn is not None else "suspended",
-        updated=T0,
-    )
-
-
 async def test_driver_statements_store_what_sqlalchemy_stores(store: Store) -> None:
     rows = _audit_rows()
     fast = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
@@ -78,9 +67,9 @@ async def test_driver_statements_store_what_sqlalchemy_stores(store: Store) -> N
 
 
 async def test_subscription_upserts_replace_rows_in_place(store: Store) -> None:
-    await store.replace_subscriptions([_sub(i, ("g1",), 0) for i in range(10)])
+    await store.replace_subscriptions([_row(i, owners=("g1",)) for i in range(10)])
     delta = conv.SubDelta(
-        upserts=conv.sub_index([_sub(3, ("g1", "g2"), 4), _sub(42, ("g9",), None)]),
+        upserts=conv.sub_index([_row(3, owners=("g1", "g2"), conn=4), _row(42, owners=("g9",), conn=None)]),
         gone=(("NSE_FNO", 5),),
     )
     statements = store._subs_statements(delta, None)

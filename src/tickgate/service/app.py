@@ -369,7 +369,8 @@ class TickgateService:
         )
         self.snapshot_subscriptions()
         self.eod_runs.append(summary)
-        # The market is closed: the one moment a full walk of every object (frozen ones too) costs nothing.
+        # A session just closed, its Tier A with it: the quietest moment of the day for a full walk of every
+        # object, frozen ones too (a one-off pause; MCX may still be trading after the NSE close).
         self.runtime.collect_all()
         return summary
 

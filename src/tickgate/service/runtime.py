@@ -13,7 +13,7 @@ So what survives a full collection (long-lived by then: the registry, the plan, 
 right after it (``gc.freeze``: the permanent generation, never walked again), and the next full collection
 walks only what survived since: a short pause. A cycle frozen and later dropped is not reclaimed until
 :meth:`RuntimePolicy.collect_all` unfreezes and walks everything; the service does that at the end of each
-trading session, when the market is closed and a long pause costs nothing.
+trading session, once, when its Tier A has just been cleared.
 """
 
 from __future__ import annotations
