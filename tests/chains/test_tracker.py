@@ -181,3 +181,21 @@ def test_only_the_diff_goes_through_the_planner(engine: AtmEngine, tracker: Chai
     assert w.underlying.key not in subs | unsubs
     assert set(planner.group_keys(GROUP)) == set(r.new.keys())
     assert planner.refcount(w.underlying.key) == 2
+
+
+def test_moves_come_one_at_a_time_and_skip_a_chain_untracked_meanwhile(
+    engine: AtmEngine, tracker: ChainTracker
+):
+    w = engine.window("BANKNIFTY", JUL, 25, ltp=56_410.0)
+    for g in ("A:1:X", "A:2:X", "A:3:X"):
+        tracker.track(g, w, now=0.0)
+    prices = Prices()
+    prices.ltp[w.underlying.key] = 56_560.0
+    moves = tracker.moves(prices, 100.0)
+    first = next(moves)  # computed when reached, not all up front
+    assert tracker.window(first.group) is first.new
+    assert all(tracker.window(g) is w for g in ("A:1:X", "A:2:X", "A:3:X") if g != first.group)
+    others = [g for g in ("A:1:X", "A:2:X", "A:3:X") if g != first.group]
+    tracker.untrack(others[0])  # e.g. a user removed it while the service yielded between moves
+    assert [m.group for m in moves] == [others[1]]
+    assert first.new.atm_strike == 56_600.0

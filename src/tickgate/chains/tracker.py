@@ -109,20 +109,25 @@ class ChainTracker:
     def check(self, ltp_of: LtpLookup, now: float) -> list[Recentre]:
         """Windows to move for the current prices. ``ltp_of(underlying key)`` gives the live LTP (``None``
         or a non-positive value: no price yet, the chain is left alone)."""
+        return list(self.moves(ltp_of, now))
+
+    def moves(self, ltp_of: LtpLookup, now: float) -> Iterator[Recentre]:
+        """:meth:`check` one chain at a time, each window computed when it is reached: a caller may yield
+        between moves (the tracked chains may change meanwhile: a chain untracked before it is reached is
+        skipped)."""
         hysteresis = self.settings.hysteresis
         cooldown = self.settings.recentre_cooldown_s
-        out: list[Recentre] = []
-        for group, t in self._chains.items():
+        for group, t in list(self._chains.items()):
+            if self._chains.get(group) is not t:
+                continue
             if t.last_recentre is not None and now - t.last_recentre < cooldown:
                 continue
             ltp = as_price(ltp_of(t.window.underlying.key))
             if ltp is None or recentre_target(t.window, ltp, hysteresis) is None:
                 continue
             new = self.engine.recentred(t.window, ltp, now=now)
-            out.append(Recentre(group, t.window, new))
-            t.window = new
-            t.last_recentre = now
-        return out
+            old, t.window, t.last_recentre = t.window, new, now
+            yield Recentre(group, old, new)
 
     def revert(self, recentre: Recentre) -> None:
         """Undo a move the planner did not accept: the group keeps its old window (the cooldown still

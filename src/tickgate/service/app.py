@@ -18,7 +18,7 @@ from typing import Any
 
 from tickgate.chains.atm import AtmEngine, ChainWindow
 from tickgate.chains.tierb import TierBPlan, TierBUniverse
-from tickgate.chains.tracker import ChainTracker
+from tickgate.chains.tracker import ChainTracker, Recentre
 from tickgate.config import Settings
 from tickgate.dhan.client import Credentials, CredentialsProvider
 from tickgate.feed import FeedManager, QuoteStore
@@ -403,24 +403,36 @@ class TickgateService:
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
-                self.recentre_once(time.time())
+                now = time.time()
+                moved = 0
+                for change in self.tracker.moves(self.ltp_of, now):
+                    moved += self._recentre(change, now)
+                    # One chain at a time: a request arriving meanwhile waits for one move (~0.5 ms), not
+                    # for a second's worth of them (measured up to 14 ms with 28 chains moving at once).
+                    await asyncio.sleep(0)
+                self._recentred(moved)
                 await self.mark_evictions()
 
     def recentre_once(self, now: float) -> int:
-        moved = 0
-        for change in self.tracker.check(self.ltp_of, now):
-            if not self.planner.has_group(change.group):
-                self.tracker.untrack(change.group)
-                continue
-            result = self.planner.replace_keys(change.group, change.new.keys(), now)
-            if not result.accepted:
-                self.tracker.revert(change)
-                continue
-            self.feed.execute(result)
-            self._note_evictions(result, f"recentre of {change.group}")
-            self.remember_atm(change.new)
-            moved += 1
+        """Move every chain whose ATM has moved, at once (the loop above does the same a chain at a time)."""
+        moved = sum(self._recentre(change, now) for change in self.tracker.check(self.ltp_of, now))
+        self._recentred(moved)
+        return moved
+
+    def _recentre(self, change: Recentre, now: float) -> int:
+        if not self.planner.has_group(change.group):
+            self.tracker.untrack(change.group)
+            return 0
+        result = self.planner.replace_keys(change.group, change.new.keys(), now)
+        if not result.accepted:
+            self.tracker.revert(change)
+            return 0
+        self.feed.execute(result)
+        self._note_evictions(result, f"recentre of {change.group}")
+        self.remember_atm(change.new)
+        return 1
+
+    def _recentred(self, moved: int) -> None:
         if moved:
             self.recentres += moved
             self.snapshot_subscriptions()
-        return moved
