@@ -420,8 +420,7 @@ class Store:
         at = self.now()
 
         def tx(conn: Connection) -> ApiKey:
-            if (conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))).first() is None:
-                raise NotFoundError(f"no user {user_id}")
+            _require_user(conn, user_id)
             try:
                 res = conn.execute(sa.insert(tbl.api_keys).values(**_key_values(user_id, key, at)))
             except IntegrityError as e:
@@ -504,8 +503,7 @@ class Store:
         values = conv.watchlist_values(user_id, symbol, exchange, group_id, mode, expiry, strikes, when)
 
         def tx(conn: Connection) -> int:
-            if (conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id))).first() is None:
-                raise NotFoundError(f"no user {user_id}")
+            _require_user(conn, user_id)
             try:
                 res = conn.execute(sa.insert(tbl.watchlist).values(values))
             except IntegrityError as e:
@@ -712,7 +710,7 @@ class Store:
         """Drop cached windows of expiries before ``today`` (the daily roll)."""
 
         def tx(conn: Connection) -> int:
-            return (conn.execute(sa.delete(tbl.atm_cache).where(tbl.atm_cache.c.expiry < today))).rowcount
+            return conn.execute(sa.delete(tbl.atm_cache).where(tbl.atm_cache.c.expiry < today)).rowcount
 
         return await self._write(tx)
 
@@ -899,6 +897,11 @@ class Store:
 async def _migrate(engines: Engines, cfg: StoreSettings) -> None:
     async with engines.write.begin() as conn:
         await conn.run_sync(upgrade, cfg.pg_schema)
+
+
+def _require_user(conn: Connection, user_id: int) -> None:
+    if conn.execute(sa.select(tbl.users.c.id).where(tbl.users.c.id == user_id)).first() is None:
+        raise NotFoundError(f"no user {user_id}")
 
 
 def _pk(res: sa.CursorResult[Any]) -> int:
