@@ -165,9 +165,11 @@ _INSERT_AUDIT = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), 
 _PUT_ATM = DriverStatement(
     lambda d, names: upsert(d, tbl.atm_cache, ("underlying", "expiry"), names), insert=True
 )
-_MARK_WATCHLIST = DriverStatement(  # only rows older than the decision: a chain evicted and at once added
+# Only rows older than the decision are marked: a chain evicted and at once added again by its owner (a newer
+# ``created``) stays active.
+_MARK_WATCHLIST = DriverStatement(
     lambda _d, _n: (
-        sa.update(_W)  # again by its owner (a newer ``created``) stays active
+        sa.update(_W)
         .where(_W.c.group_id == sa.bindparam("group"), _W.c.created <= sa.bindparam("at"))
         .values(state=sa.bindparam("state"), state_reason=sa.bindparam("reason"))
     )

@@ -118,8 +118,8 @@ class StoreWriter:
         self._marks: list[conv.StateMark] = []  # watchlist state changes, in decision order
         # A large subscriptions change set is written one chunk per short transaction, so that awaited writes
         # (a user's watchlist add) get the database between them; each chunk's rows are computed when it is
-        # written (the source keeps the rest), so neither the CPU nor the lock is taken in one long go.
-        self._subs_continue = False
+        # written (the source keeps the rest, see :meth:`_subs_continue`), so neither the CPU nor the lock
+        # is taken in one long go.
         self._subs: SnapshotSource | SubscriptionChanges | None = None
         self._subs_first_seq = 0  # sequence number of the oldest submission the pending snapshot stands for
         self._last_snapshot = (
@@ -338,6 +338,13 @@ class StoreWriter:
             )
         self._wake.set()
 
+    @property
+    def _subs_continue(self) -> bool:
+        """The pending incremental source still holds the rest of a change set being written: it goes next,
+        at once (no snapshot interval, no linger)."""
+        s = self._subs
+        return s is not None and not isinstance(s, Sequence) and not callable(s) and s.pending() > 0
+
     def _has_rows(self) -> bool:
         """Rows waiting to be written that do not wait for the snapshot interval."""
         return bool(self._audit or self._atm or self._touches or self._marks or self._subs_continue)
@@ -366,7 +373,7 @@ class StoreWriter:
         changes: SubscriptionChanges | None = None
         if with_snapshot and self._subs is not None:
             source, self._subs = self._subs, None
-            first, self._subs_continue = self._subs_first_seq, False
+            first = self._subs_first_seq
             try:
                 if isinstance(source, Sequence) or callable(source):
                     subs = conv.sub_index(source() if callable(source) else source)
@@ -374,7 +381,7 @@ class StoreWriter:
                     changes = source
                     subs = _delta(*source.changes(self._cfg.writer_subs_chunk))
                     if source.pending():  # the rest next, at once, standing for the same submissions
-                        self._subs, self._subs_first_seq, self._subs_continue = source, first, True
+                        self._subs, self._subs_first_seq = source, first
             except Exception:
                 self._stats.snapshots_failed += 1
                 if changes is not None:
