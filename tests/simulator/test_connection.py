@@ -154,6 +154,24 @@ async def test_ticks_only_for_subscribed_instruments_in_their_mode(sim: Simulato
     assert all((p.segment, p.security_id) != NIFTY for f in after for p in decode_frame(f))  # type: ignore[union-attr]
 
 
+async def test_a_mode_change_switches_the_packets_at_once(sim: Simulator, open_client) -> None:
+    """Subscribing again in another mode moves the instrument: after the change, only the new mode's
+    packets (a derivative leaving quote mode also stops getting OI)."""
+    client: FeedClient = await open_client(sim.feed_url())
+    await client.subscribe(FeedMode.QUOTE, [RELIANCE, NIFTY_FUT])
+    await client.wait(lambda: len(client.of(OpenInterest)) > 5, what="OI with quote")
+    await client.subscribe(FeedMode.TICKER, [RELIANCE, NIFTY_FUT])
+    await sim.wait_for(lambda: set(next(iter(sim.view().values())).values()) == {FeedMode.TICKER})
+    marker = bytes([0, 8, 0, 0, 0xEE, 0xEE, 0, 0])
+    sim.inject("all", marker)
+    await client.wait(lambda: marker in client.frames, what="marker")
+    seen = len(client.frames)
+    await client.wait(lambda: len(client.frames) > seen + 100)
+    after = [p for f in client.frames[client.frames.index(marker) + 1 :] for p in decode_frame(f)]
+    assert after
+    assert {type(p) for p in after} == {Ticker}
+
+
 async def test_rate_is_respected_and_split_by_subscriptions(sim: Simulator, open_client) -> None:
     sim.set_rate(2_000)
     one: FeedClient = await open_client(sim.feed_url())

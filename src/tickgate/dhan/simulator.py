@@ -589,9 +589,10 @@ class _Socket:
         self.last_pong = 0.0
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.keepalive: asyncio.Task[None] | None = None
-        self._dirty = True
-        self._groups: list[tuple[int, Array]] = []
-        self._weights: Array = np.zeros(0)
+        # What this socket streams, by packet kind, kept in step with ``record.subscriptions`` one key at a
+        # time (:meth:`subscribed`, :meth:`unsubscribed`): rebuilding it from all 5,000 subscriptions after
+        # every message cost the simulator most of a core while a client added chains by the hundred.
+        self._kinds = {code: _SlotSet() for code in _STREAM_CODES}
 
     @property
     def streaming(self) -> bool:
@@ -605,46 +606,97 @@ class _Socket:
     def buffered(self) -> int:
         return self.ws.transport.get_write_buffer_size()
 
-    def touch(self) -> None:
-        self._dirty = True
+    def subscribed(
+        self, changes: Sequence[tuple[int, FeedMode | None]], mode: FeedMode, model: PriceModel
+    ) -> None:
+        """``(slot, previous mode or None)`` pairs now subscribed in ``mode``."""
+        for slot, old in changes:
+            if old is not None:
+                self._drop(slot, old)
+            self._kinds[_MODE_CODE[mode]].add(slot)
+        if mode is not FeedMode.TICKER:
+            slots = np.fromiter((slot for slot, _ in changes), dtype=np.int64)
+            oi = self._kinds[int(ResponseCode.OI)]
+            for slot in slots[model.is_derivative(slots)].tolist() if len(slots) else ():
+                oi.add(slot)
 
-    def sample(
-        self, count: int, rng: np.random.Generator, model: PriceModel, oi_share: float
-    ) -> list[tuple[int, Array]]:
+    def unsubscribed(self, changes: Sequence[tuple[int, FeedMode]]) -> None:
+        for slot, old in changes:
+            self._drop(slot, old)
+
+    def _drop(self, slot: int, mode: FeedMode) -> None:
+        self._kinds[_MODE_CODE[mode]].discard(slot)
+        self._kinds[int(ResponseCode.OI)].discard(slot)
+
+    def sample(self, count: int, rng: np.random.Generator, oi_share: float) -> list[tuple[int, Array]]:
         """``count`` random (code, slots) draws over this socket's subscriptions, each instrument in its
         subscribed mode; quote/full derivatives also get OI packets (``oi_share`` of their draws)."""
-        if self._dirty:
-            self._rebuild(model, oi_share)
-        if not self._groups:
+        sizes = {code: len(kind) for code, kind in self._kinds.items()}
+        oi = int(ResponseCode.OI)
+        share = oi_share if sizes[oi] else 0.0
+        quoted = sizes[int(ResponseCode.QUOTE)] + sizes[int(ResponseCode.FULL)]
+        weights = {
+            code: float(n)
+            if code == int(ResponseCode.TICKER)
+            else quoted * share
+            if code == oi
+            else n * (1 - share)
+            for code, n in sizes.items()
+        }
+        kept = [code for code, w in weights.items() if w > 0 and sizes[code]]
+        if not kept:
             return []
-        counts = rng.multinomial(count, self._weights)
+        w = np.array([weights[code] for code in kept], dtype=np.float64)
+        counts = rng.multinomial(count, w / w.sum())
         out = []
-        for (code, slots), n in zip(self._groups, counts.tolist(), strict=True):
+        for code, n in zip(kept, counts.tolist(), strict=True):
             if n:
+                slots = self._kinds[code].view()
                 out.append((code, slots[rng.integers(0, len(slots), size=n)]))
         return out
 
-    def _rebuild(self, model: PriceModel, oi_share: float) -> None:
-        by_mode: dict[FeedMode, list[int]] = {mode: [] for mode in FeedMode}
-        for key, mode in self.record.subscriptions.items():
-            slot = model.slot(key)
-            if slot is not None:
-                by_mode[mode].append(slot)
-        ticker, quote, full = (np.asarray(by_mode[m], dtype=np.int64) for m in FeedMode)
-        both = np.concatenate([quote, full])
-        oi = both[model.is_derivative(both)] if len(both) else both
-        share = oi_share if len(oi) else 0.0
-        candidates = [
-            (int(ResponseCode.TICKER), ticker, float(len(ticker))),
-            (int(ResponseCode.QUOTE), quote, len(quote) * (1 - share)),
-            (int(ResponseCode.FULL), full, len(full) * (1 - share)),
-            (int(ResponseCode.OI), oi, len(both) * share),
-        ]
-        kept = [(code, slots, weight) for code, slots, weight in candidates if weight > 0 and len(slots)]
-        self._groups = [(code, slots) for code, slots, _ in kept]
-        weights = np.array([w for _, _, w in kept], dtype=np.float64)
-        self._weights = weights / weights.sum() if len(weights) else weights
-        self._dirty = False
+
+_STREAM_CODES = tuple(
+    int(c) for c in (ResponseCode.TICKER, ResponseCode.QUOTE, ResponseCode.FULL, ResponseCode.OI)
+)
+_MODE_CODE = {
+    FeedMode.TICKER: int(ResponseCode.TICKER),
+    FeedMode.QUOTE: int(ResponseCode.QUOTE),
+    FeedMode.FULL: int(ResponseCode.FULL),
+}
+
+
+class _SlotSet:
+    """Price-model slots with O(1) add and remove and a contiguous array to draw from."""
+
+    def __init__(self) -> None:
+        self._array = np.empty(64, dtype=np.int64)
+        self._at: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def add(self, slot: int) -> None:
+        if slot in self._at:
+            return
+        n = len(self._at)
+        if n == len(self._array):
+            self._array = np.concatenate([self._array, np.empty(n, dtype=np.int64)])
+        self._array[n] = slot
+        self._at[slot] = n
+
+    def discard(self, slot: int) -> None:
+        i = self._at.pop(slot, None)
+        if i is None:
+            return
+        last = len(self._at)
+        if i != last:  # the last one fills the hole
+            moved = int(self._array[last])
+            self._array[i] = moved
+            self._at[moved] = i
+
+    def view(self) -> Array:
+        return self._array[: len(self._at)]
 
 
 # ----------------------------------------------------------------------------------------------- simulator
@@ -1304,15 +1356,19 @@ class Simulator:
         mode = request.mode
         if request.subscribe:
             new = []
+            changed: list[tuple[int, FeedMode | None]] = []
             for key in known:
-                if key not in subs:
+                old = subs.get(key)
+                if old is None:
                     new.append(key)
+                if old is not mode:
+                    changed.append((self._slot(key), old))
                 subs[key] = mode
+            sock.subscribed(changed, mode, self.model)
             size = len(subs)
             record.max_subscriptions = max(record.max_subscriptions, size)
             self.stats.max_instruments_per_socket = max(self.stats.max_instruments_per_socket, size)
             self._journal(sock, "subscribe", mode.name, tuple(known))
-            sock.touch()
             if size > self.limits.instruments_per_socket:
                 self._breach("instruments_per_socket", sock, size, self.limits.instruments_per_socket)
                 self._kick(sock, 804)
@@ -1323,15 +1379,23 @@ class Simulator:
                 )
         else:
             removed = []
+            dropped: list[tuple[int, FeedMode]] = []
             for key in known:
                 old = subs.pop(key, None)
                 if old is not None:
                     removed.append(key)
+                    dropped.append((self._slot(key), old))
                     if old is not mode:
                         record.mode_mismatches += 1
                         self.stats.mode_mismatches += 1
+            sock.unsubscribed(dropped)
             self._journal(sock, "unsubscribe", mode.name, tuple(removed))
-            sock.touch()
+
+    def _slot(self, key: InstrumentKey) -> int:
+        slot = self.model.slot(key)
+        if slot is None:  # _resolve registers every key it returns
+            raise KeyError(key)
+        return slot
 
     def _resolve(self, sock: _Socket, keys: Sequence[InstrumentKey]) -> list[InstrumentKey]:
         """The keys the master knows (registered with the price model); unknown ones are counted."""
@@ -1416,7 +1480,7 @@ class Simulator:
                 self.stats.backpressure_skips += 1
                 self.stats.packets_withheld += count
                 continue
-            for code, slots in sock.sample(count, self.rng, self.model, self.oi_share):
+            for code, slots in sock.sample(count, self.rng, self.oi_share):
                 by_code.setdefault(code, []).append((sock, slots))
         now = self.clock()
         for code, parts in by_code.items():
