@@ -108,6 +108,11 @@ class StoreSettings(BaseModel, frozen=True):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL", description="SQLite: NORMAL (with WAL) survives a process kill; FULL also a power cut."
     )
+    checkpoint_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="SQLite: how often the WAL is checkpointed into the database (on a worker thread).",
+    )
     writer_high_water: int = Field(
         10_000, ge=1, description="Queued audit rows above which async producers wait (nothing is dropped)."
     )

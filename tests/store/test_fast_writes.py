@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -83,7 +84,26 @@ async def test_subscription_upserts_replace_rows_in_place(store: Store) -> None:
     assert rows[0].owners == ("g1",)
 
 
-async def test_sqlite_file_writes_run_on_the_writer_thread(sqlite_db: Db) -> None:
+async def test_driver_statements_tell_json_values_apart(store: Store) -> None:
+    """The writer reuses a batch's processed values; ``1``, ``1.0`` and ``True`` are equal in Python but
+    not in JSON, so each must still be stored as SQLAlchemy stores it."""
+    rows = [
+        conv.audit_row("SUBSCRIBE", actor="planner", at=T0, count=i, details=details)
+        for i, details in enumerate([1, True, 1.0, "1", 1, True, None, [1, True], [1, True]])
+    ]
+    fast = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
+    prepared = fast.prepare(store._engines.write_dialect, rows)
+    await store._write(lambda conn: run_prepared(conn, [prepared]))
+    await store._write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
+    entries = sorted((await store.audit(limit=100)).entries, key=lambda e: e.id)
+    fast_details = [(e.count, e.details) for e in entries[: len(rows)]]
+    plain_details = [(e.count, e.details) for e in entries[len(rows) :]]
+    assert fast_details == plain_details
+    # (SQLite's NUMERIC affinity stores the JSON text 1.0 as 1, on both paths alike)
+    assert [type(fast_details[i][1]) for i in (0, 1, 3)] == [int, bool, str]
+
+
+async def test_sqlite_file_writes_run_on_the_event_loop(sqlite_db: Db) -> None:
     store = await Store.open(sqlite_db.url, settings=sqlite_db.settings, start_writer=False)
     try:
         names = await asyncio.gather(
@@ -91,7 +111,55 @@ async def test_sqlite_file_writes_run_on_the_writer_thread(sqlite_db: Db) -> Non
         )
     finally:
         await store.close()
-    assert all(n.startswith("tickgate-sqlite-writer") for n in names), names
+    assert names == [threading.current_thread().name] * 5
+
+
+async def test_a_write_waits_for_another_process_off_the_event_loop(sqlite_db: Db) -> None:
+    """Another connection holding SQLite's write lock (another process: the CLI adding a user) makes a
+    write wait on the writer thread, not on the loop; it commits once the lock is released."""
+    assert sqlite_db.path is not None
+    store = await Store.open(sqlite_db.url, settings=sqlite_db.settings, start_writer=False)
+    other = sqlite3.connect(sqlite_db.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store._write(lambda _c: threading.current_thread().name))
+        ticks = 0
+        for _ in range(20):  # the loop keeps running while the write waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not write.done()
+        other.execute("COMMIT")
+        name = await asyncio.wait_for(write, 10)
+        assert name.startswith("tickgate-sqlite-writer"), name
+        assert ticks == 20
+        # and once the lock is free again, writes are back on the loop
+        assert (
+            await store._write(lambda _c: threading.current_thread().name) == threading.current_thread().name
+        )
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_wal_checkpoints_run_off_the_writer_connection(sqlite_db: Db) -> None:
+    """The writer connection never checkpoints (that would fsync on the event loop); the store's own
+    checkpoint, on a worker thread, folds the WAL back into the database."""
+    assert sqlite_db.path is not None
+    store = await Store.open(sqlite_db.url, settings=sqlite_db.settings, start_writer=False)
+    try:
+        autocheckpoint = await store._write(
+            lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        )
+        assert autocheckpoint == 0
+        for i in range(200):
+            await store.log("SUBSCRIBE", actor="planner", count=i)
+        await store.checkpoint()
+        assert store.checkpoints.done == 1
+        assert store.checkpoints.failed == 0
+        assert store.checkpoints.last_wal_frames > 0
+        assert (await store.audit(limit=1000)).entries[0].count == 199
+    finally:
+        await store.close()
 
 
 async def test_background_writes_wait_for_priority_sections(sqlite_db: Db) -> None:

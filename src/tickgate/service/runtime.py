@@ -1,8 +1,9 @@
 """Process settings for a latency-bound event loop: CPython's cyclic GC and its GIL hand-over interval.
 
-**The GIL.** The SQLite writer thread (``store.engine``) and the event loop share one interpreter lock. By
-default a thread that wants the lock waits up to 5 ms for the holder to let go; a request's response, or a
-writer batch an add is waiting behind, then waits that long. 1 ms slices cost little and bound that wait.
+**The GIL.** The event loop shares one interpreter lock with the threads that remain: the database's
+readers (aiosqlite), WAL checkpoints, and a SQLite write waiting out another process's lock
+(``store.engine``). By default a thread that wants the lock waits up to 5 ms for the holder to let go, and
+whatever waits on that thread waits with it. 1 ms slices cost little and bound that wait.
 
 **The cyclic GC.** Reference counting frees almost everything tickgate drops; the cyclic collector is only
 for cycles. Its *full* collections, though, walk every tracked object, and a plan at 25,000 instruments

@@ -214,7 +214,7 @@ def sub_values(row: SubscriptionRow) -> Row:
     return {
         "segment": row.key.segment.name,
         "security_id": row.key.security_id,
-        "owners": list(row.owners),
+        "owners": tuple(row.owners),  # stored as a JSON array; a tuple lets the writer reuse its text
         "tier": row.tier.value,
         "connection": row.connection,
         "mode": row.mode.name,

@@ -424,6 +424,11 @@ class StoreWriter:
                 finally:
                     self._inflight = 0
                 self._done = max(self._done, batch.upto)
+                # A SQLite batch commits inline, on the loop. Yield twice: a request that arrived meanwhile
+                # is read in the first loop iteration and scheduled behind this task's wake-up; the second
+                # lets it run before the next batch.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             self._notify()
             if (
                 self._closing
