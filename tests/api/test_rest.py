@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tickgate.api.models import OptionChainResponse
+from tickgate.api.fastpath import FastPaths
+from tickgate.api.models import OptionChainResponse, WatchlistAddResponse
 
 from .conftest import PREFIX, Api
 
@@ -232,6 +233,50 @@ def test_watchlist_stock_alone_and_bad_bodies(api: Api) -> None:
         400,
     )
     error_of(api.client.post(f"{PREFIX}/watchlist", json={"symbol": "NOSUCHCO"}, headers=h), 404, "not_found")
+
+
+def fast_paths(api: Api) -> FastPaths:
+    """The app's fast-path middleware (built with the app's middleware stack on its first request)."""
+    layer: Any = api.client.app
+    while not isinstance(layer, FastPaths):
+        layer = layer.middleware_stack if hasattr(layer, "middleware_stack") else layer.app
+    return layer
+
+
+def test_watchlist_add_fast_path_answers_as_the_route_does(api: Api) -> None:
+    """An add by an already-authenticated key takes the fast path; its answers (success, unknown symbol)
+    have the route's shape, and a body that does not validate gets the route's own 400."""
+    cold, warm = api.user("fp-cold"), api.user("fp-warm")
+    assert api.client.get(f"{PREFIX}/watchlist", headers=warm).status_code == 200  # authenticates the key
+    fast = fast_paths(api)
+    body = {"symbol": "SBIN", "strikes": 0}
+    before = fast.served
+    by_route = api.client.post(f"{PREFIX}/watchlist", json=body, headers=cold)
+    assert fast.served == before  # a key seen for the first time goes down the route
+    by_fast_path = api.client.post(f"{PREFIX}/watchlist", json=body, headers=warm)
+    assert fast.served == before + 1
+    assert by_route.status_code == by_fast_path.status_code == 200, by_fast_path.text
+    a, b = by_route.json(), by_fast_path.json()
+    WatchlistAddResponse.model_validate(b)
+    assert set(a) == set(b)
+    assert set(a["entry"]) == set(b["entry"])
+    assert (a["status"], a["keys"], a["evicted"], a["message"]) == (
+        b["status"],
+        b["keys"],
+        b["evicted"],
+        b["message"],
+    )
+    assert b["entry"]["symbol"] == "SBIN"
+    assert b["entry"]["id"] != a["entry"]["id"]
+
+    served = fast.served
+    for bad in ({"symbol": "ITC", "mode": "loud"}, {"symbol": "ITC", "surprise": 1}, {}):
+        error_of(api.client.post(f"{PREFIX}/watchlist", json=bad, headers=warm), 400, "invalid_input")
+    assert fast.served == served  # replayed to the route
+    missing = error_of(api.client.post(f"{PREFIX}/watchlist", json={"symbol": "NOSUCHCO"}, headers=warm), 404)
+    assert missing["code"] == "not_found"
+    assert "NOSUCHCO" in missing["message"]
+    assert fast.served == served + 1
 
 
 # -- status -----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tickgate import __version__
 from tickgate.api import errors
 from tickgate.api.auth import Authenticator
-from tickgate.api.fastpath import ChainFastPath
+from tickgate.api.fastpath import FastPaths
 from tickgate.api.logs import register_secret
 from tickgate.api.metrics import EventCounter, Metrics, route_of
 from tickgate.api.push import PushHub
@@ -127,7 +127,7 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         events.attach(svc)
         return metrics.render()
 
-    app.add_middleware(ChainFastPath, service=service, auth=app.state.auth, cache=app.state.chains)
+    app.add_middleware(FastPaths, service=service, auth=app.state.auth, cache=app.state.chains)
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

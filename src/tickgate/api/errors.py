@@ -110,23 +110,31 @@ def _allowed_methods(request: Request) -> set[str]:
     return methods
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+KNOWN_ERRORS = (ServiceError, ApiError, ChainError, AmbiguousSecurityIdError)
+"""The exceptions that are answers, not faults: :func:`known_error` renders each."""
+
+
+def known_error(exc: Exception) -> JSONResponse:
+    """The response for one of :data:`KNOWN_ERRORS` (for the app's handlers and the fast paths alike)."""
+    if isinstance(exc, ServiceError):
         status = exc.status if exc.status in {400, 404, 409, 503} else 500
         return error_json(status, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+    if isinstance(exc, ApiError):
         return error_json(exc.status, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(ChainError)
-    async def chain_error(_request: Request, exc: ChainError) -> JSONResponse:
+    if isinstance(exc, ChainError):
         return error_json(404, "not_found", str(exc))
-
-    @app.exception_handler(AmbiguousSecurityIdError)
-    async def ambiguous(_request: Request, exc: AmbiguousSecurityIdError) -> JSONResponse:
+    if isinstance(exc, AmbiguousSecurityIdError):
         return error_json(400, "ambiguous_security_id", str(exc))
+    raise TypeError(f"not a known error: {type(exc).__name__}")
+
+
+def install(app: FastAPI) -> None:
+    for kind in KNOWN_ERRORS:
+
+        async def handler(_request: Request, exc: Exception) -> JSONResponse:
+            return known_error(exc)
+
+        app.add_exception_handler(kind, handler)
 
     @app.exception_handler(RequestValidationError)
     async def validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

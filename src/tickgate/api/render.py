@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -24,9 +24,17 @@ from tickgate.chains.atm import ChainWindow
 from tickgate.dhan.protocol import InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot, QuoteStore
 
+if TYPE_CHECKING:
+    from starlette.types import Scope
+
 NULL = b"null"
 _PACKER = msgpack.Packer(use_bin_type=True)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def request_key(scope: Scope) -> tuple[str, bytes]:
+    """The cache key of a chain request: its exact path and query string."""
+    return str(scope["path"]), bytes(scope.get("query_string", b""))
 
 
 def quote_dict(q: QuoteSnapshot) -> dict[str, Any]:

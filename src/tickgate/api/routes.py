@@ -13,7 +13,6 @@ from fastapi.responses import JSONResponse, Response
 from tickgate import __version__
 from tickgate.api.auth import Admin, Principal, Service, User
 from tickgate.api.errors import CONFLICT, ERROR_RESPONSES, FORBIDDEN, NOT_FOUND, invalid
-from tickgate.api.fastpath import request_key
 from tickgate.api.logs import redact
 from tickgate.api.models import (
     AuditEntryOut,
@@ -46,7 +45,14 @@ from tickgate.api.models import (
     WatchlistResponse,
     WsStatusResponse,
 )
-from tickgate.api.render import CachedChain, ChainCache, chain_json, finish_chain, quote_dict
+from tickgate.api.render import (
+    CachedChain,
+    ChainCache,
+    chain_json,
+    finish_chain,
+    quote_dict,
+    request_key,
+)
 from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot
@@ -293,7 +299,7 @@ async def option_chain(
 async def subscribe_chain(
     svc: Service, user: User, symbol: Symbol, body: ChainSubscribe | None = None
 ) -> WatchlistAddResponse:
-    return await _add(svc, user, symbol, body or ChainSubscribe())
+    return await add_entry(svc, user, symbol, body or ChainSubscribe())
 
 
 # -- watchlist --------------------------------------------------------------------------------------------
@@ -303,13 +309,14 @@ async def subscribe_chain(
     "/watchlist", response_model=WatchlistAddResponse, responses={**NOT_FOUND, **CONFLICT}, tags=["watchlist"]
 )
 async def watchlist_add(svc: Service, user: User, body: WatchlistAdd) -> WatchlistAddResponse:
-    return await _add(svc, user, body.symbol, body)
+    return await add_entry(svc, user, body.symbol, body)
 
 
-async def _add(
+async def add_entry(
     svc: TickgateService, user: Principal, symbol: str, body: ChainSubscribe | WatchlistAdd
 ) -> WatchlistAddResponse:
-    """One add path for ``POST /watchlist`` and ``POST /option-chain/{symbol}/subscribe``."""
+    """One add path for ``POST /watchlist``, ``POST /option-chain/{symbol}/subscribe`` and the add's fast
+    path (:mod:`tickgate.api.fastpath`)."""
     result = await svc.watchlists.add(
         user.user_id,
         symbol,
