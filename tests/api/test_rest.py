@@ -382,6 +382,7 @@ def test_admin_stats_and_rebalance(api: Api) -> None:
     assert body["tier_b_total"] == 23
     assert body["feed"]["frames"] > 0
     assert "audit_written" in body["store_writer"]
+    assert set(body["wal_checkpoints"]) >= {"done", "failed", "max_s", "last_wal_frames"}
     r = api.client.post(f"{PREFIX}/admin/rebalance", headers=api.admin)
     assert r.status_code == 200, r.text
     assert r.json()["moves"] >= 0

@@ -357,3 +357,7 @@ class StatsResponse(BaseModel):
         default_factory=dict,
         description="The cyclic GC's full collections and their pauses (tickgate.service.runtime).",
     )
+    wal_checkpoints: dict[str, JSONScalar] = Field(
+        default_factory=dict,
+        description="SQLite: WAL checkpoints run off the event loop (count, failures, pause, WAL frames).",
+    )

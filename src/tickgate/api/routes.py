@@ -535,6 +535,10 @@ async def admin_stats(svc: Service, _admin: Admin, request: Request) -> StatsRes
         eod_runs=len(svc.eod_runs),
         tier_b_total=svc.tier_b.total if svc.tier_b else 0,
         gc=dataclasses.asdict(svc.runtime.stats),
+        wal_checkpoints={
+            k: redact(v) if isinstance(v, str) else v
+            for k, v in dataclasses.asdict(svc.store.checkpoints).items()
+        },
     )
 
 

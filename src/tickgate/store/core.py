@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -167,10 +168,24 @@ def _memoized(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def run_prepared(conn: Connection, statements: Iterable[Prepared]) -> None:
-    """The writer thread's part of a batch: the driver's executemany, nothing else."""
+    """Prepared statements in ``conn``'s transaction: the driver's executemany, nothing else. On a plain
+    ``sqlite3`` connection (a SQLite file's writer) straight on its cursor, skipping SQLAlchemy's execution
+    context (it cost about as much as SQLite's own work for a 50-row batch); errors are wrapped as
+    SQLAlchemy wraps them, so callers tell transient failures from refusals the same way."""
+    dbapi = conn.connection.dbapi_connection
     for sql, params in statements:
-        if params:
+        if not params:
+            continue
+        if not isinstance(dbapi, sqlite3.Connection):
             conn.exec_driver_sql(sql, params)
+            continue
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(sql, params)
+        except sqlite3.Error as e:
+            raise sa.exc.DBAPIError.instance(sql, params, e, sqlite3.Error) from e
+        finally:
+            cursor.close()
 
 
 _W = tbl.watchlist

@@ -199,8 +199,10 @@ def _is_busy(e: sa.exc.OperationalError) -> bool:
     return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
-def _sqlite_setup(engine: Engine, cfg: StoreSettings, *, writer: bool) -> None:
-    """Pragmas on every new connection, and our own BEGIN (see the module docstring)."""
+def _sqlite_setup(engine: Engine, cfg: StoreSettings, *, writer: bool, raw_begin: bool = False) -> None:
+    """Pragmas on every new connection, and our own BEGIN (see the module docstring); ``raw_begin``: sent
+    on the ``sqlite3`` connection itself (the inline writer: SQLAlchemy's statement machinery cost more
+    than the BEGIN on a path every write takes), its errors wrapped as SQLAlchemy would wrap them."""
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
     @event.listens_for(engine, "connect")
@@ -219,7 +221,13 @@ def _sqlite_setup(engine: Engine, cfg: StoreSettings, *, writer: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+        if not raw_begin:
+            conn.exec_driver_sql(begin)
+            return
+        try:
+            conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+        except sqlite3.Error as e:
+            raise sa.exc.DBAPIError.instance(begin, None, e, sqlite3.Error) from e
 
 
 def _sqlite_engine(url: URL, cfg: StoreSettings, *, writer: bool, memory: bool) -> AsyncEngine:
@@ -244,7 +252,7 @@ def _sqlite_thread_writer(url: URL, cfg: StoreSettings) -> tuple[Engine, ThreadP
         # only the writer thread uses it; disposing it from elsewhere at close must not be refused
         connect_args={"timeout": cfg.busy_timeout_ms / 1000, "check_same_thread": False},
     )
-    _sqlite_setup(engine, cfg, writer=True)
+    _sqlite_setup(engine, cfg, writer=True, raw_begin=True)
 
     @event.listens_for(engine, "connect")
     def _no_autocheckpoint(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
