@@ -6,9 +6,10 @@
   ``store.writer`` (:class:`~tickgate.store.writer.StoreWriter`): ``submit_*`` is synchronous and never
   touches the database, so the feed reader and the planner path never wait for it.
 
-Each write runs in its own task shielded from the caller's cancellation: a client that disconnects
-mid-request cannot leave a connection half-way through a transaction; the transaction finishes (or rolls
-back) on its own and :meth:`Store.close` waits for it.
+A write cannot be cut off half-way by its caller's cancellation (a client that disconnects mid-request): a
+SQLite file's transaction runs synchronously on the event loop, all of it or none; otherwise it runs in a
+task of its own, shielded from the caller, that finishes (or rolls back) alone and that
+:meth:`Store.close` waits for.
 
 Restart recovery reads the *desired* state only: active watchlist rows (oldest use first, so re-adding
 them rebuilds the planner's LRU order) plus the Tier B configuration. The ``subscriptions`` table is an
@@ -946,8 +947,8 @@ class Store:
         the hot path: a :class:`~tickgate.store.rows.SubDelta` (from an incremental source) is applied by
         key; a full snapshot is written as a difference from what was last written (a full rewrite the
         first time after open, and after any failed write)."""
-        # Prepared on the writer's thread, in the transaction: measured, that beats preparing on the event
-        # loop (the loop is what users' requests wait for; the writer thread waits for nobody).
+        # Prepared inside the transaction function: for a SQLite file that is on the loop either way; on
+        # PostgreSQL it runs within run_sync, and on the writer thread when a SQLite write waits there.
         if subs is None:
             await self._write(
                 lambda conn: run_prepared(conn, self._batch_statements(audit, atm, touches, marks)),
