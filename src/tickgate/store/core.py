@@ -418,7 +418,9 @@ class Store:
             async with self._rlock, self._engines.read.connect() as conn:
                 yield conn
 
-    async def _write(self, fn: Callable[[Connection], T], *, background: bool = False) -> T:
+    async def _write(
+        self, fn: Callable[[Connection], T], *, background: bool = False, inline: bool = True
+    ) -> T:
         """Run ``fn`` in one write transaction (committed when this returns), in a task of its own that the
         caller's cancellation does not reach (see the module docstring).
 
@@ -427,11 +429,12 @@ class Store:
         SQLite has one writer at a time, so awaited writes (a user's add, waiting in an HTTP request) go
         first: a ``background`` write (the batching writer's) waits while one is queued or running, or a
         :meth:`priority` section is open (bounded, see there). ``fn`` is synchronous so that a whole
-        transaction runs in one piece, on the loop or in one hop to the writer thread."""
+        transaction runs in one piece, on the loop or in one hop to the writer thread; ``inline=False``
+        sends a large one (a whole-table rewrite, ~50 ms of SQLite) to the thread, off the loop."""
         self._check_open()
         if background and self._foreground:
             await self._foreground_done()
-        if self._engines.writes_inline and self._wlock is not None and not self._wlock.locked():
+        if inline and self._engines.writes_inline and self._wlock is not None and not self._wlock.locked():
             try:
                 result = self._engines.write_inline(fn)
             except WriteLockBusyError:
@@ -750,7 +753,7 @@ class Store:
         async with self._subs_lock:
             self._subs_state = None
             statements = self._subs_statements(index, None)
-            await self._write(lambda conn: run_prepared(conn, statements))
+            await self._write(lambda conn: run_prepared(conn, statements), inline=len(index) <= 1000)
             self._subs_state = {k: sig for k, (sig, _) in index.items()}
         return len(index)
 
@@ -963,7 +966,9 @@ class Store:
                 run_prepared(conn, self._batch_statements(audit, atm, touches, marks))
                 run_prepared(conn, self._subs_statements(subs, previous))
 
-            await self._write(tx, background=True)
+            # A whole table (25,000 rows at first write) would hold the loop for ~50 ms: off the loop.
+            whole = not isinstance(subs, conv.SubDelta) and len(subs) > self._settings.writer_subs_chunk
+            await self._write(tx, background=True, inline=not whole)
             if isinstance(subs, conv.SubDelta):
                 if previous is not None:
                     for k in subs.gone:
