@@ -130,3 +130,5 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
     logging.getLogger("websockets.client").setLevel(
         max(level, logging.INFO)
     )  # our middleware logs requests, without queries
+    # aiosqlite logs every database operation at DEBUG from its worker thread: noise in a debug session
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
