@@ -126,9 +126,8 @@ def configure_logging(level: int = logging.INFO, *, json: bool | None = None) ->
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    # the websockets client logs the request line at DEBUG, and Dhan's token travels in the URL
-    logging.getLogger("websockets.client").setLevel(
-        max(level, logging.INFO)
-    )  # our middleware logs requests, without queries
+    # websockets logs at DEBUG the client's request line (Dhan's token travels in the URL) and every frame
+    # either side sends or receives (the feed's thousands a second): ours logs requests, without queries
+    logging.getLogger("websockets").setLevel(max(level, logging.INFO))
     # aiosqlite logs every database operation at DEBUG from its worker thread: noise in a debug session
     logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
