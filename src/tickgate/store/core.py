@@ -421,11 +421,11 @@ class Store:
     async def _write(
         self, fn: Callable[[Connection], T], *, background: bool = False, inline: bool = True
     ) -> T:
-        """Run ``fn`` in one write transaction (committed when this returns), in a task of its own that the
-        caller's cancellation does not reach (see the module docstring).
+        """Run ``fn`` in one write transaction (committed when this returns) that the caller's cancellation
+        cannot cut off half-way (see the module docstring).
 
-        A SQLite file's transaction runs right here, on the event loop, when the connection is free: then it
-        cannot be cancelled half-way either (see :mod:`tickgate.store.engine` for why inline). Otherwise
+        A SQLite file's transaction runs right here, on the event loop, when the connection is free (see
+        :mod:`tickgate.store.engine` for why inline). Otherwise it runs in a shielded task of its own, and
         SQLite has one writer at a time, so awaited writes (a user's add, waiting in an HTTP request) go
         first: a ``background`` write (the batching writer's) waits while one is queued or running, or a
         :meth:`priority` section is open (bounded, see there). ``fn`` is synchronous so that a whole
