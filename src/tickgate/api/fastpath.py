@@ -93,14 +93,13 @@ class FastPaths:
         if principal is None or content_type.split(b";")[0].strip().lower() != b"application/json":
             await self.app(scope, receive, send)
             return
-        body, rest = await _read_body(receive)
-        if body is None:  # too big, or the client went away: the route answers as it always does
-            await self.app(scope, _replay(rest, receive), send)
-            return
+        body, read = await _read_body(receive)
         try:
-            add = WatchlistAdd.model_validate_json(body)
+            add = None if body is None else WatchlistAdd.model_validate_json(body)
         except ValidationError:
-            await self.app(scope, _replay([_whole(body)], receive), send)
+            add = None
+        if add is None:  # too big, the client gone, or invalid: the route reads it again and answers
+            await self.app(scope, _replay(read, receive), send)
             return
         _label(scope, WATCHLIST_ROUTE, principal)
         try:
@@ -122,10 +121,6 @@ def _label(scope: Scope, route: SimpleNamespace, principal: Principal) -> None:
     """What the access log and the latency metric name the request by, as the route would set them."""
     scope["route"] = route
     scope.setdefault("state", {})["user"] = principal.name
-
-
-def _whole(body: bytes) -> Message:
-    return {"type": "http.request", "body": body, "more_body": False}
 
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
