@@ -616,7 +616,7 @@ class _Socket:
             self._kinds[_MODE_CODE[mode]].add(slot)
         if mode is not FeedMode.TICKER:
             slots = np.fromiter((slot for slot, _ in changes), dtype=np.int64)
-            oi = self._kinds[int(ResponseCode.OI)]
+            oi = self._kinds[_OI]
             for slot in slots[model.is_derivative(slots)].tolist() if len(slots) else ():
                 oi.add(slot)
 
@@ -626,22 +626,18 @@ class _Socket:
 
     def _drop(self, slot: int, mode: FeedMode) -> None:
         self._kinds[_MODE_CODE[mode]].discard(slot)
-        self._kinds[int(ResponseCode.OI)].discard(slot)
+        self._kinds[_OI].discard(slot)
 
     def sample(self, count: int, rng: np.random.Generator, oi_share: float) -> list[tuple[int, Array]]:
         """``count`` random (code, slots) draws over this socket's subscriptions, each instrument in its
         subscribed mode; quote/full derivatives also get OI packets (``oi_share`` of their draws)."""
         sizes = {code: len(kind) for code, kind in self._kinds.items()}
-        oi = int(ResponseCode.OI)
-        share = oi_share if sizes[oi] else 0.0
-        quoted = sizes[int(ResponseCode.QUOTE)] + sizes[int(ResponseCode.FULL)]
+        share = oi_share if sizes[_OI] else 0.0
         weights = {
-            code: float(n)
-            if code == int(ResponseCode.TICKER)
-            else quoted * share
-            if code == oi
-            else n * (1 - share)
-            for code, n in sizes.items()
+            _TICKER: float(sizes[_TICKER]),
+            _QUOTE: sizes[_QUOTE] * (1 - share),
+            _FULL: sizes[_FULL] * (1 - share),
+            _OI: (sizes[_QUOTE] + sizes[_FULL]) * share,
         }
         kept = [code for code, w in weights.items() if w > 0 and sizes[code]]
         if not kept:
@@ -656,14 +652,11 @@ class _Socket:
         return out
 
 
-_STREAM_CODES = tuple(
+_TICKER, _QUOTE, _FULL, _OI = (
     int(c) for c in (ResponseCode.TICKER, ResponseCode.QUOTE, ResponseCode.FULL, ResponseCode.OI)
 )
-_MODE_CODE = {
-    FeedMode.TICKER: int(ResponseCode.TICKER),
-    FeedMode.QUOTE: int(ResponseCode.QUOTE),
-    FeedMode.FULL: int(ResponseCode.FULL),
-}
+_STREAM_CODES = (_TICKER, _QUOTE, _FULL, _OI)
+_MODE_CODE = {FeedMode.TICKER: _TICKER, FeedMode.QUOTE: _QUOTE, FeedMode.FULL: _FULL}
 
 
 class _SlotSet:
