@@ -244,3 +244,15 @@ async def test_a_whole_subscriptions_table_is_written_off_the_event_loop(
         assert rows[3].owners == ("g2",)
     finally:
         await store.close()
+
+
+async def test_driver_level_errors_arrive_as_sqlalchemy_raises_them(store: Store) -> None:
+    """The inline writer calls sqlite3 directly; a refused row must still surface as SQLAlchemy's
+    IntegrityError (the writer isolates refused rows by that type, and retries transient ones)."""
+    rows = _audit_rows()[:2]
+    rows[1] = {**rows[1], "actor": None}  # NOT NULL
+    statement = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
+    prepared = statement.prepare(store._engines.write_dialect, rows)
+    with pytest.raises(sa.exc.IntegrityError):
+        await store._write(lambda conn: run_prepared(conn, [prepared]))
+    assert not (await store.audit(limit=10)).entries  # the whole transaction rolled back

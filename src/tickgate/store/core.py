@@ -52,6 +52,7 @@ from tickgate.store.engine import (
     database_url,
     head_revision,
     sqlite_enable_wal,
+    sqlite_errors_wrapped,
     sqlite_init_lock,
     sqlite_path,
     upgrade,
@@ -182,9 +183,8 @@ def run_prepared(conn: Connection, statements: Iterable[Prepared]) -> None:
             continue
         cursor = dbapi.cursor()
         try:
-            cursor.executemany(sql, params)
-        except sqlite3.Error as e:
-            raise sa.exc.DBAPIError.instance(sql, params, e, sqlite3.Error) from e
+            with sqlite_errors_wrapped(sql, params):
+                cursor.executemany(sql, params)
         finally:
             cursor.close()
 

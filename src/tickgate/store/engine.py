@@ -33,9 +33,9 @@ import os
 import re
 import sqlite3
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -194,6 +194,16 @@ def _in_transaction(engine: Engine, fn: Callable[[Connection], T], busy_timeout_
             return fn(conn)
 
 
+@contextmanager
+def sqlite_errors_wrapped(sql: str, params: Any = None) -> Iterator[None]:
+    """A ``sqlite3`` call made on the driver directly raises what SQLAlchemy would have raised for it
+    (``OperationalError``, ``IntegrityError``…), so callers tell transient failures from refusals alike."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise sa.exc.DBAPIError.instance(sql, params, e, sqlite3.Error) from e
+
+
 def _is_busy(e: sa.exc.OperationalError) -> bool:
     code = getattr(e.orig, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_BUSY
@@ -224,10 +234,8 @@ def _sqlite_setup(engine: Engine, cfg: StoreSettings, *, writer: bool, raw_begin
         if not raw_begin:
             conn.exec_driver_sql(begin)
             return
-        try:
+        with sqlite_errors_wrapped(begin):
             conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
-        except sqlite3.Error as e:
-            raise sa.exc.DBAPIError.instance(begin, None, e, sqlite3.Error) from e
 
 
 def _sqlite_engine(url: URL, cfg: StoreSettings, *, writer: bool, memory: bool) -> AsyncEngine:
