@@ -6,7 +6,6 @@ issues ask for; ``dev`` is a quicker loop; ``fuzz`` is the long documented run.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+import pinned  # first: pins the clock in the environment before any Settings() exists
 
 if TYPE_CHECKING:
     from tickgate.instruments import InstrumentRegistry
@@ -63,7 +64,7 @@ def samples_dir() -> Path:
     return SAMPLES_DIR
 
 
-GENERATED_TODAY = dt.date(2026, 11, 25)  # the day the shared generated master is laid out from
+GENERATED_TODAY = pinned.TODAY  # the day the shared generated master is laid out from
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -26,16 +27,46 @@ def version() -> None:
     typer.echo(__version__)
 
 
+ClockStart = Annotated[
+    str | None,
+    typer.Option(
+        "--clock-start",
+        help="Run on a virtual clock from this instant (ISO 8601 with offset, e.g. 2026-12-08T09:10:00+05:30;"
+        " default: TICKGATE_CLOCK_START, else the host's clock).",
+    ),
+]
+ClockSpeed = Annotated[
+    float | None,
+    typer.Option(
+        "--clock-speed", help="Market seconds per real second of the virtual clock (TICKGATE_CLOCK_SPEED)."
+    ),
+]
+
+
+def _instant(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected an ISO 8601 instant, got {value!r}") from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} needs a UTC offset, e.g. {value}+05:30")
+    return moment
+
+
 @app.command()
 def demo(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")
     ] = None,
+    clock_start: ClockStart = None,
+    clock_speed: ClockSpeed = None,
 ) -> None:
     """Run tickgate on its embedded defaults: generated master, simulator, Tier B, demo watchlists, API."""
     from tickgate.demo import main
 
-    main(duration)
+    main(duration, _instant(clock_start), clock_speed)
 
 
 @app.command()
@@ -57,11 +88,24 @@ def simulate(
     latency_probe: Annotated[
         bool, typer.Option(help="Benchmarks: stamp the send time (µs mod 2^32) into the volume field.")
     ] = False,
+    clock_start: ClockStart = None,
+    clock_speed: ClockSpeed = None,
 ) -> None:
-    """Run the Dhan-compatible feed simulator until Ctrl-C/SIGTERM; prints ``SIMULATOR ws://host:port``."""
+    """Run the Dhan-compatible feed simulator until Ctrl-C/SIGTERM; prints ``SIMULATOR ws://host:port``.
+
+    On a virtual clock it also prints ``CLOCK`` with the environment that makes another process (a
+    ``tickgate serve`` against it) read the same time."""
     import asyncio
 
+    from tickgate.config import Settings
     from tickgate.dhan.simulator import announce, run
+
+    updates: dict[str, object] = {}
+    if clock_start is not None:
+        updates["clock_start"] = _instant(clock_start)
+    if clock_speed is not None:
+        updates["clock_speed"] = clock_speed
+    settings = Settings().model_copy(update=updates)
 
     asyncio.run(
         run(
@@ -80,5 +124,6 @@ def simulate(
             seed=seed,
             strict_requests=strict,
             latency_probe=latency_probe,
+            clock=settings.make_clock(),
         )
     )

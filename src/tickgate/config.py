@@ -10,9 +10,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tickgate.clock import Clock, clock_for
 
 
 class FeedLimits(BaseModel, frozen=True):
@@ -244,6 +247,20 @@ class Settings(BaseSettings):
         " data_dir (tickgate.store.database_url).",
     )
 
+    clock_start: AwareDatetime | None = Field(
+        None,
+        description="Run on a virtual clock that starts at this instant (ISO 8601 with its offset, e.g."
+        " 2026-12-08T09:10:00+05:30); None: the host's clock. Refused against the real feed.",
+    )
+    clock_speed: float = Field(
+        1.0, gt=0, le=100_000, description="Market seconds per real second of the virtual clock."
+    )
+    clock_anchor: float | None = Field(
+        None,
+        description="Real epoch second at which the virtual clock read clock_start (default: when this"
+        " process first asked). Processes that share it agree on the time (see `tickgate simulate`).",
+    )
+
     ltt_is_ist_wall_clock: bool = Field(
         True,
         description=(
@@ -251,6 +268,31 @@ class Settings(BaseSettings):
             "seconds. When true, ltt_to_datetime subtracts 5h30m to get the true instant."
         ),
     )
+
+    def make_clock(self) -> Clock:
+        """The one clock these settings describe (the same object for the same description)."""
+        return clock_for(self.clock_start, self.clock_speed, self.clock_anchor)
+
+    def check_clock_for(self, feed_url: str, clock: Clock | None = None) -> None:
+        """Refuse a virtual clock against Dhan's real feed: its sessions, tokens and expiries follow real
+        time, and a gateway that believes it is another day would subscribe and clean up wrongly."""
+        virtual = clock.virtual if clock is not None else self.clock_start is not None
+        if virtual and is_dhan_url(feed_url):
+            raise VirtualClockError(
+                "a virtual clock (TICKGATE_CLOCK_START / TICKGATE_CLOCK_SPEED) cannot run against Dhan's"
+                f" real feed ({urlsplit(feed_url).hostname}): unset them, or point TICKGATE_FEED_URL at the"
+                " simulator (`tickgate simulate`)"
+            )
+
+
+class VirtualClockError(ValueError):
+    """A virtual clock was configured where only real time makes sense (the real Dhan feed)."""
+
+
+def is_dhan_url(url: str) -> bool:
+    """Is ``url`` one of Dhan's own hosts (the real feed), as opposed to a simulator?"""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "dhan.co" or host.endswith(".dhan.co")
 
 
 @lru_cache(maxsize=1)

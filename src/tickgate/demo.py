@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 from collections.abc import Iterator
@@ -27,10 +28,16 @@ DEMO_WATCHLIST = ("RELIANCE", "HDFCBANK", "INFY", "TCS", "SBIN")
 DEMO_RATE = 20_000.0  # packets/s across all sockets: a busy but ordinary market
 
 
-def demo_settings() -> Settings:
+def demo_settings(clock_start: dt.datetime | None = None, clock_speed: float | None = None) -> Settings:
+    """The environment's settings, the data directory defaulting to ./.data/demo; a virtual clock given on
+    the command line beats the environment's (``TICKGATE_CLOCK_START`` / ``TICKGATE_CLOCK_SPEED``)."""
     settings = Settings()
     data_dir = Path(os.environ.get("TICKGATE_DATA_DIR", Path.cwd() / ".data" / "demo"))
     updates: dict[str, object] = {"data_dir": data_dir}
+    if clock_start is not None:
+        updates["clock_start"] = clock_start
+    if clock_speed is not None:
+        updates["clock_speed"] = clock_speed
     return settings.model_copy(update=updates)
 
 
@@ -61,21 +68,29 @@ def status_table(service: object) -> Table:
     return table
 
 
-async def run_demo(console: Console, *, serve_api: bool = True, duration: float | None = None) -> None:
+async def run_demo(
+    console: Console,
+    *,
+    serve_api: bool = True,
+    duration: float | None = None,
+    settings: Settings | None = None,
+) -> None:
     from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
     from tickgate.instruments import InstrumentRegistry
     from tickgate.service import TickgateService
-    from tickgate.service.app import ist_today, resolve_master
+    from tickgate.service.app import resolve_master
 
-    settings = demo_settings()
-    today = ist_today()
+    settings = settings or demo_settings()
+    clock = settings.make_clock()  # one clock for the simulator and the service: they agree on the time
+    today = clock.today()
     console.print(f"[bold]Data directory[/]: {settings.data_dir}")
+    console.print(f"[bold]Clock[/]: {_describe_clock(clock.describe())}")
     with console.status("Scrip master: generating/loading a full-size master…"):
         master = await asyncio.to_thread(resolve_master, settings, today)
         registry = await asyncio.to_thread(InstrumentRegistry.load, master, today=today)
     console.print(f"[bold]Scrip master[/]: {master} ({len(registry):,} instruments)")
     simulator = Simulator(
-        universe=RegistryUniverse(registry, today), master=master, today=today, rate=DEMO_RATE
+        universe=RegistryUniverse(registry, today), master=master, clock=clock, rate=DEMO_RATE
     )
     await simulator.start()
     console.print(f"[bold]Simulator[/]: {simulator.url} (Dhan protocol, {DEMO_RATE:,.0f} packets/s)")
@@ -84,6 +99,7 @@ async def run_demo(console: Console, *, serve_api: bool = True, duration: float 
         credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
         feed_url=simulator.url,
         registry=registry,
+        clock=clock,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,8 +165,19 @@ async def _start_api(service: object, settings: Settings, console: Console) -> A
     return server
 
 
-def main(duration: float | None = None) -> None:
+def _describe_clock(info: dict[str, Any]) -> str:
+    if not info["virtual"]:
+        return f"{info['now']} (host clock)"
+    return f"{info['now']} (virtual, {info['speed']:g}x from {info['start']})"
+
+
+def main(
+    duration: float | None = None,
+    clock_start: dt.datetime | None = None,
+    clock_speed: float | None = None,
+) -> None:
     console = Console()
     console.rule("[bold]tickgate demo (offline, embedded defaults)")
-    asyncio.run(run_demo(console, duration=duration))
+    settings = demo_settings(clock_start, clock_speed)
+    asyncio.run(run_demo(console, duration=duration, settings=settings))
     console.rule()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import threading
 import time
@@ -22,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+import pinned
 from tickgate.api import create_app
 from tickgate.config import ApiSettings, FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
@@ -29,7 +29,7 @@ from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUn
 from tickgate.instruments import InstrumentRegistry
 from tickgate.service import TickgateService
 
-TODAY = dt.date(2026, 11, 25)
+TODAY = pinned.TODAY
 ADMIN_KEY = "test-admin-key-5f0c9a1d2e"
 PREFIX = "/api/v2"
 
@@ -112,7 +112,6 @@ def build_service(settings: Settings, simulator: Simulator, registry: Instrument
         credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
         feed_url=simulator.url,
         registry=registry,
-        today=TODAY,
         scheduler=False,
     )
 

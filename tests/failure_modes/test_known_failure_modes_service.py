@@ -1,5 +1,6 @@
 """Known failure modes of other systems at the service level: a whole :class:`TickgateService` on the
-generated full-size master, a SQLite file, the real APScheduler jobs and the simulator over loopback."""
+generated full-size master, a SQLite file, the real scheduler jobs (on a manual clock) and the simulator over
+loopback."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import logging
 import os
 import random
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 
-from service.conftest import NOW, SMALL_TIER_B, TODAY, service_settings, simulator
+from pinned import flowing, frozen
+from service.conftest import SMALL_TIER_B, service_settings, simulator
 from tickgate.chains.tracker import recentre_target
+from tickgate.clock import Clock
 from tickgate.dhan.client import ConnectionState, Credentials
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 from tickgate.instruments import InstrumentRegistry
@@ -32,19 +33,10 @@ from .conftest import WAIT_S, converged, plan_count, sim_count
 __all__ = ["simulator"]  # the service suite's simulator fixture (full generated master)
 
 pytestmark = pytest.mark.timeout(180)
+NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=IST)  # these scenarios are a Wednesday's: sessions matter
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STOCKS = ["RELIANCE", "HDFCBANK", "TCS", "INFY", "SBIN", "ITC", "LT", "AXISBANK", "MARUTI", "WIPRO"]
 MCX = ["CRUDEOIL", "NATURALGAS", "GOLD", "SILVER", "COPPER", "ZINC", "GOLDM", "LEAD", "ALUMINIUM"]
-
-
-class Clock:
-    """The service's wall clock (IST), moved by the test: sessions close without waiting for 15:30."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 ServiceFactory = Callable[..., Awaitable[TickgateService]]
@@ -55,7 +47,7 @@ async def services(
     simulator: Simulator, registry: InstrumentRegistry, tmp_path: Path
 ) -> AsyncIterator[ServiceFactory]:
     """Start services on one SQLite file (a restart is a second ``make``), small Tier B, optional real
-    APScheduler; all stopped at the end."""
+    scheduler; all stopped at the end."""
     tier_b = tmp_path / "tier_b.toml"
     tier_b.write_text(SMALL_TIER_B)
     started: list[TickgateService] = []
@@ -66,7 +58,6 @@ async def services(
             credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
             feed_url=simulator.url,
             registry=registry,
-            today=TODAY,
             scheduler=scheduler,
             clock=clock,
         )
@@ -99,7 +90,7 @@ async def test_openalgo_1924_watchlist_removals_and_recentres_shrink_the_broker_
     Twelve cycles of watchlist adds and removes by three users, with a chain recentred every few cycles
     by moving its underlying in the simulator: after each cycle the simulator's per-socket view equals
     the plan exactly (counts equal too), and after removing everything only Tier B is left."""
-    svc = await services(Clock(NOW))
+    svc = await services(flowing(NOW))
     await converged(svc.feed, simulator)
     tier_b = sim_count(simulator)
     assert tier_b == svc.planner.totals().by_tier[Tier.B] == 43
@@ -146,7 +137,7 @@ async def _recentre_one(svc: TickgateService, sim: Simulator, groups: list[str])
 
     assert await svc.feed.wait_until(moved_live, WAIT_S), "the simulator's price move never arrived"
     # an hour per call later: past any cooldown, also the one this helper's previous call started
-    svc.recentre_once(time.time() + 3600 * (svc.recentres + 1))
+    svc.recentre_once(svc.clock.timestamp() + 3600 * (svc.recentres + 1))
     after = svc.tracker.window(group)
     assert after is not None
     assert after.atm_strike != window.atm_strike
@@ -170,7 +161,7 @@ async def test_openalgo_1458_adds_while_sockets_are_down_or_connecting_are_never
     every connection while users add chains, then lets them in while more are added: every acknowledged
     add ends up carried by the simulator, exactly as planned."""
     simulator.refuse(3.0)  # every connect answered 503 for 3 s
-    svc = await services(Clock(NOW))
+    svc = await services(flowing(NOW))
     assert not any(s.state is ConnectionState.UP for s in svc.feed.pool.status())
     user = (await svc.store.create_user("early-bird"))[0].id
     early = [await svc.watchlists.add(user, s, strikes=5) for s in STOCKS[:4]]
@@ -206,15 +197,13 @@ async def test_openalgo_1759_no_database_locked_under_the_scheduler(
     so a transaction never fails upgrading a read lock), ``busy_timeout`` for other processes, reads on
     separate read-only connections, and the audit/snapshot writer as one task. Here, all at once on one
     SQLite file: API-level watchlist adds / views / removes by four users, the store writer flushing
-    their audit rows and subscription snapshots, the real APScheduler EOD jobs fired on six successive
+    their audit rows and subscription snapshots, the scheduler's own EOD jobs fired on six successive
     trading days (each clearing NSE/BSE Tier A), and another *process* writing users, audit rows and meta
     keys. Nothing may fail and nothing acknowledged may be lost."""
     caplog.set_level(logging.WARNING)
-    clock = Clock(NOW)
+    clock = frozen(NOW)
     svc = await services(clock, scheduler=True)
     assert svc.eod is not None
-    jobs: list[JobExecutionEvent] = []
-    svc.eod.scheduler.add_listener(jobs.append, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     users = [(await svc.store.create_user(f"locked{i}"))[0].id for i in range(4)]
     settings = svc.settings
     assert settings.db_url is not None
@@ -232,12 +221,18 @@ async def test_openalgo_1759_no_database_locked_under_the_scheduler(
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     acknowledged: list[AddResult] = []
+    acknowledged_after: list[tuple[AddResult, int]] = []  # with the MCX cleanups done when it was acked
+
+    def mcx_closes() -> int:
+        return sum(1 for r in svc.eod_runs if r["session"] == "MCX")
+
     removed: set[int] = set()
 
     async def user_session(user: int, symbols: list[str], exchange: str | None) -> None:
         for i, symbol in enumerate(symbols):
             added = await svc.watchlists.add(user, symbol, strikes=3, exchange=exchange)
             acknowledged.append(added)
+            acknowledged_after.append((added, mcx_closes()))
             await svc.watchlists.list(user)
             if exchange is None and i % 3 == 2:
                 views = await svc.watchlists.list(user)
@@ -251,13 +246,11 @@ async def test_openalgo_1759_no_database_locked_under_the_scheduler(
     days = [dt.date(2026, 11, d) for d in (25, 26, 27, 30)] + [dt.date(2026, 12, d) for d in (1, 2)]
 
     async def scheduler_days() -> None:
-        eod_jobs = [j for j in svc.eod.scheduler.get_jobs() if j.id.startswith("eod-")]  # type: ignore[union-attr]
+        assert svc.eod is not None
         for day in days:
-            clock.now = dt.datetime.combine(day, dt.time(15, 31), IST)
-            done = len(jobs)
-            for job in eod_jobs:  # the real scheduler runs them, on its own schedule: now
-                job.modify(next_run_time=dt.datetime.now(IST))
-            assert await svc.feed.wait_until(lambda n=done: len(jobs) >= n + len(eod_jobs), WAIT_S)
+            done = svc.eod.runs.get("eod-nse-bse", 0)
+            clock.set(dt.datetime.combine(day, dt.time(15, 31), IST))  # the scheduler's own jobs wake and run
+            assert await svc.feed.wait_until(lambda n=done: svc.eod.runs.get("eod-nse-bse", 0) > n, WAIT_S)  # type: ignore[union-attr]
             await asyncio.sleep(0.05)
 
     await asyncio.gather(
@@ -271,17 +264,18 @@ async def test_openalgo_1759_no_database_locked_under_the_scheduler(
     assert other.returncode == 0, f"the other process failed: {err.decode()[-2000:]}"
     assert out.decode().split()[-2:] == ["DONE", str(iterations)]
 
-    errors = [e for e in jobs if e.exception is not None]
-    assert errors == [], f"scheduler job failed: {errors[0].exception!r}"
+    assert svc.eod.failures == {}, "a scheduler job failed (see the log)"
     assert len([r for r in svc.eod_runs if not r["catch_up"] and r["session"] == "NSE_BSE"]) == len(days)
     await svc.store.writer.flush(timeout=30)
     stats = svc.store.writer.stats()
     assert stats["audit_failed"] == stats["snapshots_failed"] == 0, stats
     locked = [r.getMessage() for r in caplog.records if "locked" in r.getMessage().lower()]
     assert locked == []
-    # nothing lost: every MCX add (EOD never touches MCX at 15:31) is in the database and the plan …
+    # nothing lost: every MCX add acknowledged after the last MCX close the clock passed (each jump to the
+    # next day's 15:31 passes the previous day's 23:55) is in the database and the plan …
     rows = await db_groups(svc)
-    mcx = {a.entry.group_id for a in acknowledged if a.entry.exchange == "MCX"}
+    last = mcx_closes()
+    mcx = {a.entry.group_id for a, n in acknowledged_after if a.entry.exchange == "MCX" and n == last}
     assert mcx <= rows
     assert mcx <= tier_a_groups(svc)
     # … the database and the plan agree on every NSE row too (EOD and adds raced), and so do the sockets
@@ -308,7 +302,7 @@ async def test_eod_missed_during_restart_runs_once_on_start(
     with the calendar's last close and catches up once. Down from 10:00 to 16:00: the restart clears the
     NSE/BSE Tier A (MCX still trading: kept; Tier B: kept); the real scheduler's late 15:30 job is then a
     no-op; a chain added after the close survives the next restart, which runs no cleanup at all."""
-    clock = Clock(NOW)  # Wednesday 10:00
+    clock = frozen(NOW)  # Wednesday 10:00
     svc = await services(clock, scheduler=True)
     user = (await svc.store.create_user("overnight"))[0].id
     infy = await svc.watchlists.add(user, "INFY", strikes=5)
@@ -317,7 +311,7 @@ async def test_eod_missed_during_restart_runs_once_on_start(
     tier_b = {k for g in svc.planner.groups() if g.tier is Tier.B for k in svc.planner.group_keys(g.group)}
     await svc.stop()  # down through the 15:30 close
 
-    clock.now = dt.datetime(2026, 11, 25, 16, 0, tzinfo=IST)
+    clock.set(dt.datetime(2026, 11, 25, 16, 0, tzinfo=IST))
     svc2 = await services(clock, scheduler=True)
     close = dt.datetime(2026, 11, 25, 15, 30, tzinfo=IST)
     assert [(r["session"], r["close"], r["catch_up"]) for r in svc2.eod_runs] == [
@@ -330,20 +324,14 @@ async def test_eod_missed_during_restart_runs_once_on_start(
     carried = {k for view in simulator.view().values() for k in view}
     assert tier_b | set(crude.keys) <= carried
     assert not (set(infy.keys) - tier_b - set(crude.keys)) & carried, "yesterday's Tier A still subscribed"
-    # APScheduler's own 15:30 job, fired late (misfire grace): the close is done, nothing happens
+    # the scheduler's next NSE/BSE job is tomorrow's close, not the caught-up one again
     assert svc2.eod is not None
-    jobs: list[JobExecutionEvent] = []
-    svc2.eod.scheduler.add_listener(jobs.append, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-    job = svc2.eod.scheduler.get_job("eod-nse-bse")
-    assert job is not None
-    job.modify(next_run_time=dt.datetime.now(IST))
-    assert await svc2.feed.wait_until(lambda: len(jobs) >= 1, WAIT_S)
-    assert jobs[0].exception is None
+    assert svc2.eod.next_runs["eod-nse-bse"] == dt.datetime(2026, 11, 26, 15, 30, tzinfo=IST)
     assert len(svc2.eod_runs) == 1
     tcs = await svc2.watchlists.add(user, "TCS", strikes=5)  # after the close: kept until tomorrow's
     await svc2.stop()
 
-    clock.now = dt.datetime(2026, 11, 25, 16, 5, tzinfo=IST)
+    clock.set(dt.datetime(2026, 11, 25, 16, 5, tzinfo=IST))
     svc3 = await services(clock, scheduler=True)
     assert svc3.eod_runs == [], "the missed cleanup ran twice"
     assert await db_groups(svc3) == tier_a_groups(svc3) == {crude.entry.group_id, tcs.entry.group_id}

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+import pinned
 from tickgate.config import FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
@@ -14,7 +15,7 @@ from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator,
 from tickgate.feed import FeedManager
 from tickgate.planner import Planner, Tier
 
-TODAY = dt.date(2026, 11, 25)
+TODAY = pinned.TODAY
 CHAIN_SIZE = 200  # keys per group (100 strikes × CE/PE)
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import pinned
 from tickgate.instruments import InstrumentRegistry, generate_master
 from tickgate.instruments.generator import GeneratorStats
 
-TODAY = dt.date(2026, 11, 25)
+TODAY = pinned.TODAY
 SMALL = {"rows_target": 60_000, "fno_stocks": 12}
 
 

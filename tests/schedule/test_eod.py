@@ -1,13 +1,21 @@
-"""End-of-day jobs on a frozen clock: trading day, holiday, the MCX US-DST switch, catch-up after downtime."""
+"""End-of-day jobs on a manual clock: trading day, holiday, the MCX US-DST switch, catch-up after downtime."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
 
+from tickgate.clock import ManualClock
 from tickgate.schedule.calendar import IST, Exchange, TradingCalendar
-from tickgate.schedule.eod import EodScheduler, missed_sessions, session_close
+from tickgate.schedule.eod import (
+    EodScheduler,
+    missed_sessions,
+    next_pre_open,
+    next_session_close,
+    session_close,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,68 +39,111 @@ class Recorder:
         self.pre_open.append(day)
 
 
-def _scheduler(calendar: TradingCalendar, rec: Recorder, now: dt.datetime) -> EodScheduler:
-    return EodScheduler(calendar, rec.cleanup, rec.preopen, clock=lambda: now)
+def _scheduler(calendar: TradingCalendar, rec: Recorder, clock: ManualClock) -> EodScheduler:
+    return EodScheduler(calendar, rec.cleanup, rec.preopen, clock=clock)
 
 
-def _fire_times(sched: EodScheduler, after: dt.datetime) -> dict[str, dt.datetime]:
-    return {job.id: job.trigger.get_next_fire_time(None, after) for job in sched.scheduler.get_jobs()}
+async def _settle() -> None:
+    for _ in range(5):  # the jobs' tasks wake, run their action and go back to sleep
+        await asyncio.sleep(0)
 
 
-def test_triggers_are_ist_cron_times(calendar: TradingCalendar) -> None:
-    sched = _scheduler(calendar, Recorder(), _at(2026, 11, 25, 9, 0))
-    fires = _fire_times(sched, _at(2026, 11, 25, 9, 0))
-    assert fires["eod-nse-bse"] == _at(2026, 11, 25, 15, 30)
-    assert fires["eod-mcx-2330"] == _at(2026, 11, 25, 23, 30)
-    assert fires["eod-mcx-2355"] == _at(2026, 11, 25, 23, 55)
-    assert fires["pre-open"] == _at(2026, 11, 26, 8, 30)
-    friday_night = _fire_times(sched, _at(2026, 11, 27, 23, 59))
-    assert friday_night["eod-nse-bse"] == _at(2026, 11, 30, 15, 30)  # weekend skipped
-    for job in sched.scheduler.get_jobs():
-        assert job.coalesce is True
-        assert job.misfire_grace_time >= 3600
+def test_fire_times_follow_the_calendar(calendar: TradingCalendar) -> None:
+    wednesday = _at(2026, 11, 25, 9, 0)
+    assert next_session_close(calendar, "NSE_BSE", wednesday) == _at(2026, 11, 25, 15, 30)
+    assert next_session_close(calendar, "MCX", wednesday) == _at(2026, 11, 25, 23, 55)  # US DST is off
+    assert next_pre_open(calendar, wednesday) == _at(2026, 11, 26, 8, 30)
+    friday_night = _at(2026, 11, 27, 23, 59)
+    assert next_session_close(calendar, "NSE_BSE", friday_night) == _at(2026, 11, 30, 15, 30)  # weekend
+    assert next_pre_open(calendar, friday_night) == _at(2026, 11, 30, 8, 30)
+    # a close is fired once: the next one after it is tomorrow's
+    assert next_session_close(calendar, "NSE_BSE", _at(2026, 11, 25, 15, 30)) == _at(2026, 11, 26, 15, 30)
+    # Guru Nanak Jayanti (Tue 24 Nov 2026): no NSE close, MCX evening session closes at 23:55
+    monday_night = _at(2026, 11, 23, 16, 0)
+    assert next_session_close(calendar, "NSE_BSE", monday_night) == _at(2026, 11, 25, 15, 30)
+    assert next_session_close(calendar, "MCX", _at(2026, 11, 24, 9, 0)) == _at(2026, 11, 24, 23, 55)
 
 
-async def test_trading_day_runs_nse_at_close(calendar: TradingCalendar) -> None:
+async def test_jobs_fire_when_the_clock_reaches_them(calendar: TradingCalendar) -> None:
     rec = Recorder()
-    await _scheduler(calendar, rec, _at(2026, 11, 25, 15, 30))._session_job("NSE_BSE")
-    assert rec.runs == [("NSE_BSE", ("NSE", "BSE"), _at(2026, 11, 25, 15, 30))]
+    clock = ManualClock(_at(2026, 11, 25, 9, 0))
+    sched = _scheduler(calendar, rec, clock)
+    sched.start()
+    try:
+        await _settle()
+        assert rec.runs == []
+        clock.set(_at(2026, 11, 25, 15, 29))
+        await _settle()
+        assert rec.runs == []
+        clock.advance(59)
+        await _settle()
+        assert rec.runs == []  # 15:29:59
+        clock.advance(1)
+        await _settle()
+        assert rec.runs == [("NSE_BSE", ("NSE", "BSE"), _at(2026, 11, 25, 15, 30))]
+        clock.set(_at(2026, 11, 26, 8, 31))  # passes the MCX close (23:55) and the pre-open, in order
+        await _settle()
+        assert rec.runs[-1] == ("MCX", ("MCX",), _at(2026, 11, 25, 23, 55))
+        assert rec.pre_open == [dt.date(2026, 11, 26)]
+        jobs = {j["id"]: j["next_run"] for j in sched.jobs()}
+        assert jobs == {
+            "eod-nse-bse": _at(2026, 11, 26, 15, 30).isoformat(),
+            "eod-mcx": _at(2026, 11, 26, 23, 55).isoformat(),
+            "pre-open": _at(2026, 11, 27, 8, 30).isoformat(),
+        }
+    finally:
+        sched.shutdown()
+
+
+async def test_a_failing_job_is_counted_and_runs_again(
+    calendar: TradingCalendar, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[dt.datetime] = []
+
+    async def broken(session: str, exchanges: tuple[Exchange, ...], close: dt.datetime) -> None:
+        calls.append(close)
+        raise RuntimeError("database away")
+
+    clock = ManualClock(_at(2026, 11, 25, 15, 0))
+    sched = EodScheduler(calendar, broken, Recorder().preopen, clock=clock)
+    sched.start()
+    try:
+        clock.set(_at(2026, 11, 26, 15, 31))
+        await _settle()
+        assert sched.failures["eod-nse-bse"] == 2  # both closes tried, neither killed the loop
+        assert calls[:2] == [_at(2026, 11, 25, 15, 30), _at(2026, 11, 26, 15, 30)]
+        assert "database away" in caplog.text
+    finally:
+        sched.shutdown()
 
 
 async def test_holiday_does_nothing_for_nse_but_mcx_evening_trades(calendar: TradingCalendar) -> None:
     rec = Recorder()
-    guru_nanak = (2026, 11, 24)
-    await _scheduler(calendar, rec, _at(*guru_nanak, 15, 30))._session_job("NSE_BSE")
-    assert rec.runs == []
-    await _scheduler(calendar, rec, _at(*guru_nanak, 23, 55))._session_job("MCX")
-    assert rec.runs == [("MCX", ("MCX",), _at(*guru_nanak, 23, 55))]
-    await _scheduler(calendar, rec, _at(2026, 12, 25, 23, 55))._session_job("MCX")  # Christmas: closed
-    assert len(rec.runs) == 1
+    clock = ManualClock(_at(2026, 11, 24, 9, 0))  # Guru Nanak Jayanti
+    sched = _scheduler(calendar, rec, clock)
+    sched.start()
+    try:
+        clock.set(_at(2026, 11, 24, 23, 56))
+        await _settle()
+        assert rec.runs == [("MCX", ("MCX",), _at(2026, 11, 24, 23, 55))]
+    finally:
+        sched.shutdown()
+    assert session_close(calendar, "MCX", dt.date(2026, 12, 25)) is None  # Christmas: closed
 
 
 @pytest.mark.parametrize(
     ("day", "close"),
     [((2026, 10, 30), (23, 30)), ((2026, 11, 2), (23, 55))],  # US DST ended 1 Nov 2026
 )
-async def test_mcx_close_switches_with_us_dst(
+def test_mcx_close_switches_with_us_dst(
     calendar: TradingCalendar, day: tuple[int, int, int], close: tuple[int, int]
 ) -> None:
-    rec = Recorder()
-    # the 23:30 trigger acts only on a 23:30 day; the 23:55 one always finds the close passed
-    await _scheduler(calendar, rec, _at(*day, 23, 30))._session_job("MCX")
-    if close == (23, 30):
-        assert rec.runs == [("MCX", ("MCX",), _at(*day, *close))]
-    else:
-        assert rec.runs == []
-        await _scheduler(calendar, rec, _at(*day, 23, 55))._session_job("MCX")
-        assert rec.runs == [("MCX", ("MCX",), _at(*day, *close))]
     assert session_close(calendar, "MCX", dt.date(*day)) == _at(*day, *close)
+    assert next_session_close(calendar, "MCX", _at(*day, 23, 29)) == _at(*day, *close)
 
 
-async def test_mcx_morning_only_holiday_closes_at_17(calendar: TradingCalendar) -> None:
-    rec = Recorder()
-    await _scheduler(calendar, rec, _at(2026, 1, 1, 17, 0))._session_job("MCX")
-    assert rec.runs == [("MCX", ("MCX",), _at(2026, 1, 1, 17, 0))]
+def test_mcx_morning_only_holiday_closes_at_17(calendar: TradingCalendar) -> None:
+    assert next_session_close(calendar, "MCX", _at(2026, 1, 1, 9, 0)) == _at(2026, 1, 1, 17, 0)
 
 
 def test_missed_runs_are_caught_up_once(calendar: TradingCalendar) -> None:
@@ -104,14 +155,3 @@ def test_missed_runs_are_caught_up_once(calendar: TradingCalendar) -> None:
     done = {"NSE_BSE": _at(2026, 11, 23, 15, 30), "MCX": _at(2026, 11, 24, 23, 55)}
     assert missed_sessions(calendar, now, done) == {}
     assert set(missed_sessions(calendar, now, {})) == {"NSE_BSE", "MCX"}
-
-
-async def test_real_scheduler_starts_and_lists_jobs(calendar: TradingCalendar) -> None:
-    sched = _scheduler(calendar, Recorder(), _at(2026, 11, 25, 9, 0))
-    sched.start()
-    try:
-        jobs = {j["id"]: j["next_run"] for j in sched.jobs()}
-        assert set(jobs) == {"eod-nse-bse", "eod-mcx-1700", "eod-mcx-2330", "eod-mcx-2355", "pre-open"}
-        assert all(v is not None for v in jobs.values())
-    finally:
-        sched.shutdown()

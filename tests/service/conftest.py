@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+import pinned
 from tickgate.config import FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 from tickgate.instruments import InstrumentRegistry
-from tickgate.schedule.calendar import IST
 from tickgate.service import TickgateService
 
-TODAY = dt.date(2026, 11, 25)
-NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=IST)  # Wednesday mid-session: never the real clock
+TODAY = pinned.TODAY
+NOW = pinned.CLOCK_START  # the suite's pinned instant: never the host clock
 
 SMALL_TIER_B = """
 [defaults]
@@ -74,13 +73,12 @@ async def make_service(
 
     async def make(**kwargs: object) -> TickgateService:
         settings = kwargs.pop("settings", None) or service_settings(tmp_path)
-        kwargs.setdefault("clock", lambda: NOW)
+        kwargs.setdefault("clock", pinned.flowing(NOW))
         svc = TickgateService(
             settings,  # type: ignore[arg-type]
             credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
             feed_url=simulator.url,
             registry=registry,
-            today=TODAY,
             scheduler=False,
             **kwargs,  # type: ignore[arg-type]
         )

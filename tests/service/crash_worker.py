@@ -10,8 +10,11 @@ import asyncio
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' own modules (pinned)
+
 from tests.service.conftest import NOW, TODAY, service_settings
 
+from pinned import flowing
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 from tickgate.instruments import InstrumentRegistry
@@ -29,9 +32,8 @@ async def main() -> None:
         credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
         feed_url=sim_url,
         registry=registry,
-        today=TODAY,
         scheduler=False,
-        clock=lambda: NOW,
+        clock=flowing(NOW),
     )
     await service.start()
     print("STARTED", flush=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pinned import frozen
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import FeedMode
 from tickgate.dhan.simulator import Simulator
@@ -162,17 +163,18 @@ async def test_eod_clears_tier_a_of_the_session_only(
 async def test_eod_missed_while_down_runs_once_on_restart(make_service: ServiceFactory) -> None:
     from tickgate.schedule.calendar import IST
 
-    svc = await make_service()  # Wednesday 10:00
+    wednesday = dt.datetime(2026, 11, 25, 10, 0, tzinfo=IST)  # a trading day's session, whatever the pin
+    svc = await make_service(clock=frozen(wednesday))
     user, _ = await svc.store.create_user("late")
     await svc.watchlists.add(user.id, "INFY")
     await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
     await svc.stop()
-    evening = dt.datetime(2026, 11, 25, 16, 0, tzinfo=IST)  # down through the 15:30 close
-    svc2 = await make_service(clock=lambda: evening)
+    evening = wednesday.replace(hour=16)  # down through the 15:30 close
+    svc2 = await make_service(clock=frozen(evening))
     assert [w.symbol for w in await svc2.store.list_watchlist(user.id)] == ["CRUDEOIL"]
     assert not any(g.group.endswith(":INFY:" + g.group.split(":")[-1]) for g in svc2.planner.groups())
     assert any(run["catch_up"] and run["session"] == "NSE_BSE" for run in svc2.eod_runs)
     await svc2.stop()
-    svc3 = await make_service(clock=lambda: evening)  # a second restart does not clear again
+    svc3 = await make_service(clock=frozen(evening))  # a second restart does not clear again
     assert svc3.eod_runs == []
     assert [w.symbol for w in await svc3.store.list_watchlist(user.id)] == ["CRUDEOIL"]

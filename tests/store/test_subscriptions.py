@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 
+from tickgate.clock import SYSTEM_CLOCK
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner import Planner, Tier
@@ -166,7 +167,7 @@ async def test_incremental_changes_keep_the_table_equal_to_the_planner(store: St
     rng = random.Random(seed)
     limits = FeedLimits(sockets_per_account=3, instruments_per_socket=40, instruments_per_message=7)
     p = Planner(limits)
-    view = PlannerSubscriptions(p)
+    view = PlannerSubscriptions(p, SYSTEM_CLOCK)
     keys = [InstrumentKey(FNO, i) for i in range(150)]
     p.add_group("B:IDX", Tier.B, keys[:20], FeedMode.QUOTE, "system", 0.0)
     for c in range(3):
@@ -205,7 +206,7 @@ async def test_incremental_changes_keep_the_table_equal_to_the_planner(store: St
 
 def test_changes_are_small_after_the_first_full_table() -> None:
     p = _planner()
-    view = PlannerSubscriptions(p)
+    view = PlannerSubscriptions(p, SYSTEM_CLOCK)
     rows, gone, full = view.changes()
     assert full
     assert len(rows) == 16
@@ -221,7 +222,7 @@ def test_changes_are_small_after_the_first_full_table() -> None:
 
 def test_changes_come_out_a_chunk_at_a_time_with_rows_as_of_the_chunk() -> None:
     p = _planner()
-    view = PlannerSubscriptions(p)
+    view = PlannerSubscriptions(p, SYSTEM_CLOCK)
     view.changes()  # the first full table
     p.connection_up(0)
     p.remove_group("A:2:Y", 3.0)  # 16 keys change: 10 placed, 6 gone

@@ -8,7 +8,6 @@ Playwright-downloaded one. Limits are tiny so that capacity, and an eviction, ar
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import shutil
 import threading
@@ -22,6 +21,7 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+import pinned
 from tickgate.api import create_app
 from tickgate.config import ApiSettings, FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
@@ -29,7 +29,7 @@ from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUn
 from tickgate.instruments import InstrumentRegistry
 from tickgate.service import TickgateService
 
-TODAY = dt.date(2026, 11, 25)
+TODAY = pinned.TODAY
 ADMIN_KEY = "web-admin-key-7c1e4b2a90"
 CHROMIUM = os.environ.get("TICKGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -138,7 +138,6 @@ def live(
         credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
         feed_url=simulator.url,
         registry=registry,
-        today=TODAY,
         scheduler=False,
     )
     server = uvicorn.Server(

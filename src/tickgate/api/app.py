@@ -115,7 +115,7 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
     app.state.auth = Authenticator(service)
     app.state.push = push
     app.state.renderer = renderer
-    app.state.chains = ChainCache(service.settings.api.chain_cache_s)
+    app.state.chains = ChainCache(service.settings.api.chain_cache_s, service.clock)
     app.state.metrics = metrics
     app.state.events = events
     errors.install(app)

@@ -32,12 +32,17 @@ def serve(
 
     from tickgate.api.app import create_app, uvicorn_config
     from tickgate.api.logs import configure_logging
-    from tickgate.config import get_settings
+    from tickgate.config import VirtualClockError, get_settings
 
     settings = get_settings()
     if settings.dhan_client_id is None or settings.dhan_access_token is None:
         typer.echo(NO_CREDENTIALS, err=True)
         raise typer.Exit(2)
+    try:
+        settings.check_clock_for(settings.feed_url)
+    except VirtualClockError as exc:
+        typer.echo(f"tickgate serve: {exc}", err=True)
+        raise typer.Exit(2) from None
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=updates)
     configure_logging(getattr(logging, log_level.upper(), logging.INFO))

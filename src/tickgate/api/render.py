@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from tickgate.chains.atm import ChainWindow
+from tickgate.clock import Clock
 from tickgate.dhan.protocol import InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot, QuoteStore
 
@@ -179,8 +179,9 @@ class CachedChain:
 class ChainCache:
     """Rendered chains by request, kept ``max_age`` seconds; bounded (least recently used dropped)."""
 
-    def __init__(self, max_age: float, max_entries: int = 256) -> None:
+    def __init__(self, max_age: float, clock: Clock, max_entries: int = 256) -> None:
         self.max_age = max_age
+        self.clock = clock  # ages are market time: a quote "at most 50 ms old" means on the service's clock
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, CachedChain] = OrderedDict()
         self.hits = 0
@@ -188,7 +189,7 @@ class ChainCache:
 
     def get(self, request: Hashable) -> CachedChain | None:
         hit = self._entries.get(request)
-        if hit is None or time.monotonic() - hit.built > self.max_age:
+        if hit is None or self.clock.monotonic() - hit.built > self.max_age:
             self.misses += 1
             return None
         self._entries.move_to_end(request)

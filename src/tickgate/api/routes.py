@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from typing import Annotated, Any, Literal, NoReturn
 
 from fastapi import APIRouter, Path, Query, Request
@@ -279,7 +278,7 @@ async def option_chain(
         ):  # strikes >= 1 always yields a window; keep mypy and reality aligned
             raise invalid("no option chain for this request")
         body = chain_json(window, request.app.state.renderer)
-        chain = CachedChain(time.monotonic(), body, sym, exch, exp)
+        chain = CachedChain(cache.clock.monotonic(), body, sym, exch, exp)
         cache.put(shape, chain)
     group = group_id_for(user.user_id, chain.exchange, chain.symbol, chain.expiry)
     watchlist_id = None
@@ -431,7 +430,7 @@ async def health(svc: Service) -> Any:
         feed_up=up,
         feed_connections=len(states),
         alert=alert,
-        uptime_s=None if svc.started_at is None else round(time.time() - svc.started_at, 3),
+        uptime_s=svc.uptime_s(),
     )
     if not ready:
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
@@ -506,7 +505,7 @@ async def admin_stats(svc: Service, _admin: Admin, request: Request) -> StatsRes
     writer = {k: (redact(v) if isinstance(v, str) else v) for k, v in svc.store.writer.stats().items()}
     return StatsResponse(
         version=__version__,
-        uptime_s=None if svc.started_at is None else round(time.time() - svc.started_at, 3),
+        uptime_s=svc.uptime_s(),
         today=svc.today(),
         instruments=len(svc.registry),
         capacity=capacity_out(svc.planner.plan_capacity()),

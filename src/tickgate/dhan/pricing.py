@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from tickgate.clock import IST, SYSTEM_CLOCK
 from tickgate.dhan.protocol import (
     DEPTH_LEVELS,
-    IST,
     IST_OFFSET_SECONDS,
     InstrumentKey,
     ResponseCode,
@@ -227,7 +227,7 @@ class PriceModel:
         seed: int = 0,
         vol_scale: float = 1.0,
         mean_reversion: float = 1.0 / 3600.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = SYSTEM_CLOCK.timestamp,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.vol_scale = vol_scale
@@ -442,7 +442,7 @@ class PriceModel:
         packets["atp"] = s["atp"][slots]
         packets["volume"] = np.minimum(s["volume"][slots], U32_MAX)
         if self.stamp_volume:  # benchmark aid: the send time (µs, mod 2^32) rides in the volume field
-            packets["volume"] = int(self.clock() * 1e6) & U32_MAX
+            packets["volume"] = int(time.time() * 1e6) & U32_MAX  # real-time: latency is measured on the host
         lot = s["lot"][slots]
         trades = ltq > 0  # index quotes carry no traded or pending quantity
         packets["total_sell_qty"] = lot * self.rng.integers(100, 5_000, size=n) * trades

@@ -13,11 +13,13 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from enum import Enum, IntEnum
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from tickgate.clock import IST
 
 
 class ExchangeSegment(IntEnum):
@@ -661,7 +663,6 @@ def empty_packets(code: int, count: int) -> np.ndarray[Any, np.dtype[Any]]:
 # Time.
 # --------------------------------------------------------------------------------------------------------
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 IST_OFFSET_SECONDS = 19_800
 
 

@@ -57,6 +57,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from tickgate.clock import Clock
 from tickgate.config import FeedLimits, get_settings
 from tickgate.dhan.pricing import (
     REFERENCE_PRICES,
@@ -120,6 +121,10 @@ class Universe(Protocol):
     def reference_price(self, underlying: str) -> float | None:
         """A starting spot for an underlying, or ``None`` to let the simulator pick a stable default."""
         ...
+
+
+def _configured_today() -> dt.date:
+    return get_settings().make_clock().today()
 
 
 class StaticUniverse:
@@ -256,7 +261,7 @@ class StaticUniverse:
     def sample(cls, today: dt.date | None = None) -> StaticUniverse:
         """A small built-in market: NIFTY/BANKNIFTY/SENSEX, five NSE stocks, a NIFTY future and a weekly
         chain (24,000–28,000 every 50, ids 50000…), a CRUDEOIL future. Real index/equity ids."""
-        today = today or dt.date.today()
+        today = today or _configured_today()
         weekly = today + dt.timedelta(days=(1 - today.weekday()) % 7 or 7)  # next Tuesday
         u = cls()
         idx, eq = ExchangeSegment.IDX_I, ExchangeSegment.NSE_EQ
@@ -696,7 +701,7 @@ class _SlotSet:
 
 
 class Simulator:
-    """The fake Dhan feed server. See the module docstring for behaviour; record times are wall-clock epochs.
+    """The fake Dhan feed server (see the module docstring); record times are epochs of its clock.
 
     ``master`` (path or bytes) is served at ``/master.csv`` and, unless ``universe`` is given, loaded with
     the instrument registry to decide which ids exist; with neither, :meth:`StaticUniverse.sample` is used.
@@ -704,8 +709,9 @@ class Simulator:
     defaults to the settings' :class:`FeedLimits`. ``rate`` is market packets per second across all
     sockets, spread over subscribed instruments; ``stack`` packets share one frame. ``tick_interval`` is
     the batch period. ``max_buffer`` bytes queued to a slow client make it skip batches (counted as
-    withheld). ``oi_share`` of quote/full draws on derivatives become OI packets. ``clock`` (epoch
-    seconds) feeds LTT and time to expiry; ``vol_scale`` speeds up the random walk.
+    withheld). ``oi_share`` of quote/full draws on derivatives become OI packets. ``clock`` (the one clock,
+    default: the configured one) feeds LTT, time to expiry and every record time, and ``today`` (default: the
+    clock's date) is the day the universe counts expiries from; ``vol_scale`` speeds up the random walk.
     """
 
     def __init__(
@@ -736,8 +742,10 @@ class Simulator:
         history_limit: int = 10_000,
         journal_limit: int = 10_000,
         today: dt.date | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock if clock is not None else get_settings().make_clock()
+        today = today or self.clock.today()
         self.host = host
         self.requested_port = port
         self.limits = limits if limits is not None else get_settings().limits
@@ -763,11 +771,10 @@ class Simulator:
         self.journal: deque[tuple[int, float, int, str, str, tuple[InstrumentKey, ...]]] = deque(
             maxlen=journal_limit
         )
-        self.model = PriceModel(seed=seed, vol_scale=vol_scale, clock=clock)
+        self.model = PriceModel(seed=seed, vol_scale=vol_scale, clock=self.clock.timestamp)
         # Benchmarks only: quote/full packets carry their send time (µs mod 2^32) in ``volume``.
         self.model.stamp_volume = latency_probe
         self.rng = np.random.default_rng(seed + 1)
-        self.clock = clock
         self.client_id = client_id
         self._tokens: dict[str, str] = {}  # valid token → client id
         self._expired: dict[str, str] = {}  # expired token → client id
@@ -800,7 +807,7 @@ class Simulator:
         self._rate_mark = (0.0, 0)
         self._emitted = 0
         self._etag = hashlib.sha1(self.master_bytes).hexdigest() if self.master_bytes is not None else ""
-        self._master_mtime = time.time()
+        self._master_mtime = self.clock.timestamp()
         self.port = 0
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -935,10 +942,10 @@ class Simulator:
 
     def state(self, *, subscriptions: bool = True, history: bool = True) -> dict[str, Any]:
         """Everything recorded, JSON-able (``GET /control/state``)."""
-        now = self.clock()
         return {
             "url": self.url,
-            "time": now,
+            "time": self.clock.timestamp(),
+            "clock": self.clock.describe(),
             "config": {
                 "rate": self.rate,
                 "stack": self.stack,
@@ -977,16 +984,16 @@ class Simulator:
 
     def _journal(self, sock: _Socket, op: str, mode: str, keys: tuple[InstrumentKey, ...]) -> None:
         self._journal_seq += 1
-        self.journal.append((self._journal_seq, self.clock(), sock.record.id, op, mode, keys))
+        self.journal.append((self._journal_seq, self.clock.timestamp(), sock.record.id, op, mode, keys))
 
     def _fault(self, kind: str, sockets: list[int] | None = None, **params: Any) -> None:
-        entry: dict[str, Any] = {"at": self.clock(), "kind": kind, **params}
+        entry: dict[str, Any] = {"at": self.clock.timestamp(), "kind": kind, **params}
         if sockets is not None:
             entry["sockets"] = sockets
         self.faults.append(entry)
 
     def _breach(self, kind: Any, sock: _Socket, value: int, limit: int) -> None:
-        breach = Breach(kind, self.clock(), sock.record.client_id, sock.record.id, value, limit)
+        breach = Breach(kind, self.clock.timestamp(), sock.record.client_id, sock.record.id, value, limit)
         self.breaches.append(breach)
         logger.warning("limit breach: %s", breach)
 
@@ -1205,7 +1212,7 @@ class Simulator:
         client_id, token, failure = self._authenticate(ws.request)
         remote = ws.remote_address
         record = SocketRecord(
-            self._next_id, client_id, f"{remote[0]}:{remote[1]}" if remote else "?", self.clock()
+            self._next_id, client_id, f"{remote[0]}:{remote[1]}" if remote else "?", self.clock.timestamp()
         )
         self._next_id += 1
         sock = _Socket(record, ws, token)
@@ -1259,7 +1266,7 @@ class Simulator:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(sock.ws.wait_closed(), self.close_timeout + 1)
         record.close_code = sock.ws.close_code if sock.ws.close_code is not None else 1006
-        record.closed_at = self.clock()
+        record.closed_at = self.clock.timestamp()
         if record.subscriptions:  # (a disconnect request has already dropped and counted them)
             record.final_subscriptions = len(record.subscriptions)
             self._journal(sock, "close", "", ())
@@ -1475,7 +1482,7 @@ class Simulator:
                 continue
             for code, slots in sock.sample(count, self.rng, self.oi_share):
                 by_code.setdefault(code, []).append((sock, slots))
-        now = self.clock()
+        now = self.clock.timestamp()
         for code, parts in by_code.items():
             packets = self.model.packets(code, np.concatenate([slots for _, slots in parts]), now)
             start = 0
@@ -1625,6 +1632,8 @@ class Simulator:
             return self.state(
                 subscriptions=params.get("subs", "1") != "0", history=params.get("history", "1") != "0"
             )
+        if action == "clock":
+            return {"ok": True, "clock": self.clock.describe()}
         if action == "view":
             return {"ok": True, "view": self.view_json()}
         if action == "journal":
@@ -1719,8 +1728,9 @@ async def run(
         if master is None:
             from tickgate.instruments import generate_master
 
+            clock: Clock = options.get("clock") or get_settings().make_clock()
             master = Path(tmp) / "master.csv"
-            await asyncio.to_thread(generate_master, master)
+            await asyncio.to_thread(generate_master, master, today=clock.today())
         async with Simulator(master=master, **options) as sim:
             if ready is not None:
                 ready(sim)
@@ -1730,4 +1740,10 @@ async def run(
 def announce(sim: Simulator) -> None:
     """The lines a parent process reads (the first one is the contract)."""
     sys.stdout.write(f"SIMULATOR {sim.url}\nCONTROL {sim.http_url}/control/state\nMASTER {sim.master_url}\n")
+    info = sim.clock.describe()
+    if info["virtual"] and "anchor" in info:  # what makes another process read the same virtual time
+        sys.stdout.write(
+            f"CLOCK TICKGATE_CLOCK_START={info['start']} TICKGATE_CLOCK_SPEED={info['speed']:g}"
+            f" TICKGATE_CLOCK_ANCHOR={info['anchor']!r}\n"
+        )
     sys.stdout.flush()

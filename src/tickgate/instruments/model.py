@@ -15,16 +15,17 @@ from tickgate.dhan.protocol import InstrumentKey
 ExpiryKind = Literal["weekly", "monthly", "quarterly"]
 MasterFormat = Literal["compact", "detailed"]
 
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-"""India has no daylight saving, so a fixed offset is exact and needs no tz database."""
 
 OPTION_INSTRUMENTS = frozenset({"OPTIDX", "OPTSTK", "OPTFUT", "OPTCUR"})
 FUTURE_INSTRUMENTS = frozenset({"FUTIDX", "FUTSTK", "FUTCOM", "FUTCUR"})
 
 
 def ist_today() -> dt.date:
-    """Today's date on Indian exchanges (expiries and trading days are IST dates, not the host's)."""
-    return dt.datetime.now(IST).date()
+    """Today's date on Indian exchanges by the process's configured clock (``Settings.make_clock``): the
+    default of "from today on" queries whose caller did not pass a date. Services pass their own clock's."""
+    from tickgate.config import get_settings
+
+    return get_settings().make_clock().today()
 
 
 class MasterFormatError(ValueError):

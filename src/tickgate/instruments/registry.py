@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from tickgate.clock import Clock
 from tickgate.dhan.protocol import ExchangeSegment, InstrumentKey
 from tickgate.instruments.loader import LoadedMaster, Source, composition, load_frame
 from tickgate.instruments.model import (
@@ -121,26 +122,35 @@ def _expiry_date(expiry: dt.date | Expiry) -> dt.date:
 class InstrumentRegistry:
     """A loaded scrip master. Build with :meth:`load`; every query is read-only."""
 
-    def __init__(self, loaded: LoadedMaster, *, today: dt.date | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedMaster, *, today: dt.date | None = None, clock: Clock | None = None
+    ) -> None:
         self._df = loaded.frame
         self._stats = loaded.stats
         self._key_index = _KeyIndex(loaded.sorted_keys, loaded.key_rows)
         self._today = today
+        self._clock = clock
         self._cache: dict[int, Instrument] = {}
 
     # ------------------------------------------------------------------------------------------ load
 
     @classmethod
     def load(
-        cls, source: Source, *, today: dt.date | None = None, max_bad_fraction: float | None = None
+        cls,
+        source: Source,
+        *,
+        today: dt.date | None = None,
+        clock: Clock | None = None,
+        max_bad_fraction: float | None = None,
     ) -> InstrumentRegistry:
         """Load a compact or detailed master (path or bytes; comma or tab separated, detected from the
-        header). ``today`` fixes the date that "future only" queries count from (default: the IST date
-        at query time). ``max_bad_fraction`` defaults to the ``master.max_bad_row_fraction`` setting.
-        Raises :class:`MasterFormatError` for an unusable file."""
+        header). "Future only" queries count from ``today`` when it is fixed, else from ``clock``'s date at
+        query time (a long-running service: the day moves on), else the configured clock's. A query's own
+        ``today`` argument beats both. ``max_bad_fraction`` defaults to the ``master.max_bad_row_fraction``
+        setting. Raises :class:`MasterFormatError` for an unusable file."""
         if isinstance(source, str):
             source = Path(source)
-        return cls(load_frame(source, max_bad_fraction=max_bad_fraction), today=today)
+        return cls(load_frame(source, max_bad_fraction=max_bad_fraction), today=today, clock=clock)
 
     def __len__(self) -> int:
         return self._df.height
@@ -315,7 +325,11 @@ class InstrumentRegistry:
         return found[0] if found else None
 
     def _day(self, today: dt.date | None) -> dt.date:
-        return today or self._today or ist_today()
+        if today is not None:
+            return today
+        if self._today is not None:
+            return self._today
+        return self._clock.today() if self._clock is not None else ist_today()
 
     def option_expiries(
         self, symbol: str, today: dt.date | None = None, *, exchange: str | None = None

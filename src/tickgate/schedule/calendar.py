@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-IST = ZoneInfo("Asia/Kolkata")
+from tickgate.clock import IST
+
 NEW_YORK = ZoneInfo("America/New_York")
 Exchange = Literal["NSE", "BSE", "MCX"]
 EXCHANGES: tuple[Exchange, ...] = ("NSE", "BSE", "MCX")

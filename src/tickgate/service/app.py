@@ -12,19 +12,19 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tickgate.chains.atm import AtmEngine, ChainWindow
 from tickgate.chains.tierb import TierBPlan, TierBUniverse
 from tickgate.chains.tracker import ChainTracker, Recentre
+from tickgate.clock import Clock
 from tickgate.config import Settings
 from tickgate.dhan.client import Credentials, CredentialsProvider
 from tickgate.feed import FeedManager, QuoteStore
 from tickgate.instruments import InstrumentRegistry
 from tickgate.planner import GroupRef, Planner, PlannerEvent, PlanResult, Tier
-from tickgate.schedule.calendar import EXCHANGES, IST, Exchange, TradingCalendar
+from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
 from tickgate.service.errors import NotReady
 from tickgate.service.runtime import RuntimePolicy
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 TIER_B_ACTOR = "tier-b"
 RECENTRE_CHECK_S = 1.0  # how often live LTPs are compared with the chains' ATMs (hysteresis does the rest)
-
-
-def ist_today() -> dt.date:
-    return dt.datetime.now(IST).date()
 
 
 def resolve_master(settings: Settings, today: dt.date) -> Path:
@@ -90,13 +86,12 @@ class TickgateService:
         registry: InstrumentRegistry | None = None,
         store: Store | None = None,
         calendar: TradingCalendar | None = None,
-        today: dt.date | None = None,
         scheduler: bool = True,
-        clock: Callable[[], dt.datetime] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock or (lambda: dt.datetime.now(IST))  # wall clock (IST) for sessions and EOD
-        self._fixed_today = today
+        # The one clock: sessions, EOD, expiries, LRU and cooldown times, caches (see tickgate.clock).
+        self.clock = clock or settings.make_clock()
         self._credentials = credentials or credentials_from_settings(settings)
         self._feed_url = feed_url
         self._registry = registry
@@ -105,13 +100,14 @@ class TickgateService:
         self._use_scheduler = scheduler
         self.runtime = RuntimePolicy()
         self.planner = Planner(settings.limits)
-        self._subscriptions_view = PlannerSubscriptions(self.planner)
+        self._subscriptions_view = PlannerSubscriptions(self.planner, self.clock)
         self.quotes = QuoteStore()
         self.watchlists = WatchlistManager(self)
         self.tier_b_universe = TierBUniverse.load(settings=settings.chains)
         self.tier_b: TierBPlan | None = None
         self.eod: EodScheduler | None = None
-        self.started_at: float | None = None
+        self.started_at: dt.datetime | None = None  # market time (the clock's) of the last start
+        self._started_mono = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._feed: FeedManager | None = None
         self._atm: AtmEngine | None = None
@@ -153,19 +149,20 @@ class TickgateService:
         return self._tracker
 
     def today(self) -> dt.date:
-        return self._fixed_today or self.clock().astimezone(IST).date()
+        return self.clock.today()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         started = time.perf_counter()
+        self.settings.check_clock_for(self._feed_url or self.settings.feed_url, self.clock)
         if self._registry is None:
             path = await asyncio.to_thread(resolve_master, self.settings, self.today())
-            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, today=self.today())
+            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
         self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
         self._tracker = ChainTracker(self._atm, self.settings.chains)
         if self._store is None:
-            self._store = await Store.from_settings(self.settings)
+            self._store = await Store.from_settings(self.settings, clock=self.clock)
         self._feed = FeedManager(
             self.settings,
             self.planner,
@@ -193,8 +190,13 @@ class TickgateService:
         # Everything built so far (registry indexes, plan, keys) lives for the whole process: keep it, and
         # whatever survives later full collections, out of the cyclic GC's walks (see RuntimePolicy).
         self.runtime.install()
-        self.started_at = time.time()
+        self.started_at = self.clock.utcnow()
+        self._started_mono = time.monotonic()
         log.info("tickgate started in %.2fs", time.perf_counter() - started)
+
+    def uptime_s(self) -> float | None:
+        """Real seconds since start (process health, not market time), ``None`` while stopped."""
+        return None if self.started_at is None else round(time.monotonic() - self._started_mono, 3)
 
     async def stop(self) -> None:
         """Stop everything; what the writer queued is written first. Safe to call twice."""
@@ -255,12 +257,12 @@ class TickgateService:
                 atm=window.atm_strike,
                 window=window.strikes,
                 ltp=window.ltp,
-                computed_at=dt.datetime.now(dt.UTC),
+                computed_at=self.clock.utcnow(),
             )
         )
 
     def market_open(self) -> bool:
-        now = self.clock()
+        now = self.clock.now()
         return any(self.calendar.is_open(ex, now) for ex in EXCHANGES)
 
     def ltp_of(self, key: Any) -> float | None:
@@ -272,7 +274,7 @@ class TickgateService:
     def apply_tier_b(self, plan: TierBPlan) -> None:
         """Make the planner's Tier B match ``plan``: new groups added, gone ones removed, changed ones
         replaced (only the diff travels). Used at start, on reload and by the pre-open roll."""
-        now = time.time()
+        now = self.clock.timestamp()
         wanted = {g.group: g for g in plan.groups}
         for info in self.planner.groups():
             if info.tier is Tier.B and info.group not in wanted:
@@ -309,7 +311,7 @@ class TickgateService:
         for session in SESSIONS:
             value = await self.store.get_meta(f"eod:{session}")
             last[session] = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-        for session, close in missed_sessions(self.calendar, self.clock(), last).items():
+        for session, close in missed_sessions(self.calendar, self.clock.now(), last).items():
             await self.run_eod(session, SESSIONS[session], close, catch_up=True)
 
     async def run_eod(
@@ -322,7 +324,7 @@ class TickgateService:
     ) -> dict[str, Any]:
         """Clear Tier A of the session's exchanges (planner and database); Tier B is untouched.
         Idempotent per close: a second call for the same close does nothing."""
-        close = close or self.clock()
+        close = close or self.clock.now()
         key = f"eod:{session}"
         previous = await self.store.get_meta(key)
         if isinstance(previous, str) and dt.datetime.fromisoformat(previous) >= close:
@@ -333,7 +335,7 @@ class TickgateService:
             result = self.planner.clear_tier(
                 Tier.A,
                 reason="EOD",
-                now=time.time(),
+                now=self.clock.timestamp(),
                 only=lambda info: exchange_of_group(info.group) in wanted,
             )
             groups = sum(1 for e in result.events if e.kind.value == "eod")
@@ -345,7 +347,7 @@ class TickgateService:
             # A watchlist add that committed its row before the delete above but reached the planner after
             # ``clear_tier`` (it was awaiting its commit meanwhile) would stay subscribed with no row left:
             # clear those groups too, so the database and the plan agree after every cleanup.
-            now = time.time()
+            now = self.clock.timestamp()
             for row in rows:
                 if self.planner.has_group(row.group_id) and self.planner.group(row.group_id).tier is Tier.A:
                     self.feed.execute(self.planner.remove_group(row.group_id, now))
@@ -377,7 +379,7 @@ class TickgateService:
     async def eod_now(self, session: str | None = None) -> list[dict[str, Any]]:
         """``tickgate eod --now`` / ``POST /admin/cleanup``: clear now, whatever the clock says."""
         sessions = [session] if session else list(SESSIONS)
-        now = self.clock()
+        now = self.clock.now()
         return [await self.run_eod(s, SESSIONS[s], now) for s in sessions]
 
     async def pre_open(self, day: dt.date) -> None:
@@ -386,7 +388,7 @@ class TickgateService:
             return
         try:
             path = await asyncio.to_thread(resolve_master, self.settings, day)
-            registry = await asyncio.to_thread(InstrumentRegistry.load, path, today=day)
+            registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
         except Exception as exc:  # keep yesterday's registry rather than stop
             log.error("master refresh failed, keeping the loaded one: %s", exc)
         else:
@@ -403,7 +405,7 @@ class TickgateService:
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(Exception):
-                now = time.time()
+                now = self.clock.timestamp()
                 moved = 0
                 for change in self.tracker.moves(self.ltp_of, now):
                     moved += self._recentre(change, now)

@@ -9,7 +9,6 @@ the add simply completes late. Evictions mark the evicted rows so their owners s
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -145,7 +144,7 @@ class WatchlistManager:
                 quotes=svc.quotes.get,
                 exchange=underlying.exchange,
                 today=svc.today(),
-                now=time.time(),  # listings and windows are reused within the engine's TTL
+                now=svc.clock.timestamp(),  # listings and windows are reused within the engine's TTL
             )
         except ChainError as exc:
             raise _chain_error(exc) from None
@@ -182,7 +181,7 @@ class WatchlistManager:
         svc = self.service
         sym, exch, exp, keys, window = self.build(symbol, expiry, strikes, exchange=exchange, ltp=ltp)
         group = group_id_for(user_id, exch, sym, exp)
-        now = time.time()
+        now = svc.clock.timestamp()
         if svc.planner.has_group(group):  # already watched: a duplicate add is a use (LRU)
             wid = await self.entry_id(group)
             existing = None if wid is None else await svc.store.get_watchlist(wid)
@@ -247,7 +246,7 @@ class WatchlistManager:
         """A use of a watched chain: first in the planner's LRU now, and its row's last use (what a restart
         rebuilds the LRU from) written by the store's writer, coalesced — viewing a chain never waits for
         the database."""
-        now = time.time()
+        now = self.service.clock.timestamp()
         self.service.planner.touch(group, now)
         self.service.store.writer.submit_touch(watchlist_id, dt.datetime.fromtimestamp(now, dt.UTC))
 
@@ -291,7 +290,7 @@ class WatchlistManager:
         if entry is None or entry.user_id != user_id:
             raise NotFound(f"no watchlist entry {watchlist_id} for this user")
         if svc.planner.has_group(entry.group_id):
-            svc.feed.execute(svc.planner.remove_group(entry.group_id, time.time()))
+            svc.feed.execute(svc.planner.remove_group(entry.group_id, svc.clock.timestamp()))
         svc.tracker.untrack(entry.group_id)
         self._ids.pop(entry.group_id, None)
         removed = await svc.store.remove_watchlist(watchlist_id, user_id)
@@ -386,6 +385,6 @@ class WatchlistManager:
             if result.evicted:
                 await self._mark_evicted([Evicted.of(r) for r in result.evicted], by="restart")
             if window is not None:
-                svc.tracker.track(entry.group_id, window, time.time())
+                svc.tracker.track(entry.group_id, window, svc.clock.timestamp())
             restored += 1
         return restored

@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import UpdateBase
 
+from tickgate.clock import SYSTEM_CLOCK, Clock
 from tickgate.config import Settings, StoreSettings
 from tickgate.dhan.protocol import FeedMode
 from tickgate.planner.types import PlannerEvent, Tier
@@ -69,7 +70,6 @@ from tickgate.store.types import (
     User,
     WatchlistEntry,
     WatchlistState,
-    now_utc,
     utc,
 )
 from tickgate.store.writer import StoreWriter
@@ -77,7 +77,6 @@ from tickgate.store.writer import StoreWriter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Clock = Callable[[], datetime]
 
 KEY_PREFIX = "tg_"
 _PREFIX_LEN = 11  # "tg_" + 8 characters: enough to tell keys apart in a list, useless to an attacker
@@ -259,7 +258,7 @@ class Store:
         """Use :meth:`open` (it migrates and starts the writer); this only wires the parts together."""
         self._engines = engines
         self._settings = settings
-        self._clock: Clock = clock or now_utc
+        self._clock: Clock = clock or SYSTEM_CLOCK
         # SQLite allows one writer at a time: serialise them here rather than meet SQLITE_BUSY.
         self._wlock: asyncio.Lock | None = asyncio.Lock() if engines.dialect == "sqlite" else None
         # An in-memory SQLite database lives on one connection: reads must queue behind writes too.
@@ -315,6 +314,7 @@ class Store:
     @classmethod
     async def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Store:
         """``Store.open`` on ``TICKGATE_DB_URL`` or the default SQLite file in the data directory."""
+        clock = clock or settings.make_clock()
         return await cls.open(database_url(settings), settings=settings.store, clock=clock)
 
     async def close(self, timeout: float | None = 30.0) -> None:
@@ -352,8 +352,8 @@ class Store:
         return self._settings
 
     def now(self) -> datetime:
-        """The store's clock (UTC; injectable so frozen-clock tests get predictable timestamps)."""
-        return utc(self._clock())
+        """The store's clock (the service's one clock, read in UTC: audit rows carry market time)."""
+        return self._clock.utcnow()
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """Readiness: the database answers a query within ``timeout`` and the writer is alive."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
+from tickgate.clock import Clock
 from tickgate.dhan.protocol import InstrumentKey
 from tickgate.planner import KeyState, Planner, Tier
 from tickgate.store.types import SubscriptionRow, utc
@@ -42,15 +43,16 @@ class PlannerSubscriptions:
     ``limit`` keys at a time: a second of evictions is ~10,000 keys, and building all their rows at once
     stalled the event loop for ~100 ms."""
 
-    def __init__(self, planner: Planner) -> None:
+    def __init__(self, planner: Planner, clock: Clock) -> None:
         self.planner = planner
+        self.clock = clock
         self._full = True
         self._pending: dict[InstrumentKey, None] = {}  # changed, not handed out yet (oldest first)
 
     def changes(self, limit: int | None = None) -> tuple[list[SubscriptionRow], list[InstrumentKey], bool]:
         """(rows to upsert, keys to delete, whether the rows are the whole table); a diff covers at most
         ``limit`` changed keys, the rest wait for the next call. Rows are the planner's state now."""
-        at = datetime.now(UTC)
+        at = self.clock.utcnow()
         changed = self.planner.take_changed()
         if self._full:
             self._full = False

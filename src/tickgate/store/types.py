@@ -81,12 +81,8 @@ def action_for(kind: EventKind) -> AuditAction:
 def utc(at: datetime) -> datetime:
     """``at`` in UTC; a naive ``datetime`` is refused (is it IST or UTC? the store will not guess)."""
     if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"naive datetime {at!r}: pass a timezone-aware time (e.g. datetime.now(UTC))")
+        raise ValueError(f"naive datetime {at!r}: pass a timezone-aware time (e.g. clock.utcnow())")
     return at.astimezone(UTC)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
