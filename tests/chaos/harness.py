@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import psutil  # type: ignore[import-untyped]
 
+from tickgate.config import Settings
 from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 
 ADMIN_KEY = "chaos-admin-key-0123456789abcdef"
@@ -41,6 +42,10 @@ FEED_TIMING_ENV = {
     "TICKGATE_FEED__STALE_AFTER_S": "8",
     "TICKGATE_FEED__FATAL_RECHECK_S": "5",
 }
+
+# The suite's one clock (tests/pinned.py): the simulator's records, the service's audit rows and these
+# checkpoints all read it, so their times compare. Resource samples stay on the host's clock.
+CLOCK = Settings().make_clock()
 
 
 def free_port() -> int:
@@ -135,7 +140,7 @@ class ServiceProcess:
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get("/api/v2/health")).status_code == 200:
-                        return time.time()
+                        return CLOCK.timestamp()
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"service not ready after {timeout}s; see {self.log_path}")
 
@@ -238,7 +243,7 @@ async def observe(sim: Simulator, admin: httpx.AsyncClient, db_path: Path) -> Ob
     up = sum(1 for c in ws["connections"] if c["state"] == "up")
     groups = subs["groups"]
     obs = Observation(
-        at=time.time(),
+        at=CLOCK.timestamp(),
         consistent=False,
         why="",
         up=up,

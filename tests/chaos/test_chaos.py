@@ -38,10 +38,9 @@ from rich.table import Table
 
 from tickgate.dhan.simulator import RegistryUniverse, Simulator
 from tickgate.instruments import InstrumentRegistry, generate_master
-from tickgate.schedule.calendar import IST
 from tickgate.store import Store
 
-from .harness import ADMIN_KEY, Observation, Recovery, ServiceProcess, Tally, epoch, free_port, observe
+from .harness import ADMIN_KEY, CLOCK, Observation, Recovery, ServiceProcess, Tally, epoch, free_port, observe
 
 SECONDS = float(os.environ.get("TICKGATE_CHAOS_SECONDS", "45"))
 SEED = int(os.environ.get("TICKGATE_CHAOS_SEED", "8"))
@@ -84,15 +83,11 @@ pytestmark = pytest.mark.timeout(int(SECONDS) + 900)
 Key = tuple[str, str, str]  # (user, symbol, expiry)
 
 
-def ist_today() -> dt.date:
-    return dt.datetime.now(IST).date()
-
-
 @pytest.fixture(scope="module")
 def chaos_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A full-size master laid out from today: the service subprocess runs on the real clock."""
+    """A full-size master laid out from the suite's clock's today: the service subprocess shares that clock."""
     path = tmp_path_factory.mktemp("chaos-master") / "master.csv"
-    generate_master(path, fmt="detailed", seed=0, today=ist_today())
+    generate_master(path, fmt="detailed", seed=0, today=CLOCK.today())
     return path
 
 
@@ -148,7 +143,7 @@ class Chaos:
         self.action_lock = asyncio.Lock()
         self.tier_b: set[str] | None = None
         self.tier_b_keys = 0
-        self.started = time.time()
+        self.started = CLOCK.timestamp()
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.admin = httpx.AsyncClient(
             base_url=service.base_url, headers={"X-API-Key": ADMIN_KEY}, timeout=30
@@ -210,7 +205,7 @@ class Chaos:
             self.model[key] = int(out["entry"]["id"])
             self.uncertain.discard(key)
             if out["status"] == "added":
-                self.acked_adds.append((time.time(), out["entry"]["group_id"]))
+                self.acked_adds.append((CLOCK.timestamp(), out["entry"]["group_id"]))
             self.tally.evictions += len(out["evicted"])
         elif status == 409:  # re-adding an evicted chain that no longer fits: refused, and the user told
             self.model.pop(key, None)
@@ -309,7 +304,7 @@ class Chaos:
         """Inject one fault, let users keep acting through it, and return when its effect is due."""
         sim, rng = self.sim, self.rng
         self.tally.faults[kind] += 1
-        self.fault_times.append(time.time())
+        self.fault_times.append(CLOCK.timestamp())
         if kind == "drop":
             sim.drop("random")
             await self.acting_for(rng.uniform(0.5, 2.0))
@@ -342,7 +337,7 @@ class Chaos:
 
     async def kill_and_restart(self) -> None:
         self.service_down = True
-        killed = time.time()
+        killed = CLOCK.timestamp()
         self.kills.append(killed)
         await self.service.kill()
         self.tally.restarts["SIGKILL"] += 1
@@ -372,7 +367,7 @@ class Chaos:
             self.tally.fail("807 did not raise the feed alert")
         await self.checkpoint("disconnect_807")
         self.service_down = True
-        stopped = time.time()
+        stopped = CLOCK.timestamp()
         code = await self.service.terminate()
         if code not in (0, -signal.SIGTERM):  # uvicorn re-raises the signal once it has shut down
             self.tally.fail(f"graceful stop after 807 exited with {code}")
@@ -398,7 +393,7 @@ class Chaos:
     async def checkpoint(self, kind: str) -> None:
         """Pause users, wait until the simulator's sockets carry exactly the plan, then check invariants."""
         async with self.paused():
-            paused_at = time.time()
+            paused_at = CLOCK.timestamp()
             polls = 0
             why = ""
             while True:
@@ -413,7 +408,10 @@ class Chaos:
                 if obs is not None and obs.consistent:
                     break
                 self.tally.not_yet[why.split(":")[0]] += 1
-                if time.time() - max(paused_at, self.last_disruption(time.time())) > NEVER_CONSISTENT_S:
+                if (
+                    CLOCK.timestamp() - max(paused_at, self.last_disruption(CLOCK.timestamp()))
+                    > NEVER_CONSISTENT_S
+                ):
                     self.tally.fail(f"after {kind}: never consistent ({why})")
                     return
                 await asyncio.sleep(0.2)
@@ -523,7 +521,7 @@ class Chaos:
             await asyncio.sleep(0.5)
         else:
             self.tally.fail("not all sockets came back after the faults stopped")
-        self.fault_times.append(time.time())
+        self.fault_times.append(CLOCK.timestamp())
         await self.checkpoint("final")
         final = await observe(self.sim, self.admin, self.service.db_path)
         if final.suspended_groups:
@@ -725,7 +723,7 @@ def summary(chaos: Chaos, audit_counts: dict[str, int], spans: dict[int, Any], w
 
 async def test_chaos(chaos_master: Path) -> None:
     started = time.monotonic()
-    today = ist_today()
+    today = CLOCK.today()
     registry = InstrumentRegistry.load(chaos_master, today=today)
     chains = stock_chains(registry)
     sim = Simulator(
@@ -746,7 +744,7 @@ async def test_chaos(chaos_master: Path) -> None:
     chaos = Chaos(sim, service, chains, users)
     try:
         await chaos.run(SECONDS)
-        until = time.time()
+        until = CLOCK.timestamp()
         audit_counts = await chaos.check_audit(until)
         spans = chaos.check_resources()
     finally:

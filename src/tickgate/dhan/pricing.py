@@ -32,6 +32,7 @@ from tickgate.dhan.protocol import (
     ResponseCode,
     empty_packets,
 )
+from tickgate.schedule.calendar import mcx_close_time
 
 Array = np.ndarray[Any, np.dtype[Any]]
 
@@ -103,8 +104,12 @@ def fallback_price(symbol: str, *, index: bool = False) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def expiry_timestamp(expiry: dt.date, *, exchange: str = "NSE") -> float:
-    """Epoch seconds at which a contract stops trading: 15:30 IST (MCX 23:30, currency 17:00)."""
-    close = {"MCX": dt.time(23, 30), "CUR": dt.time(17, 0)}.get(exchange, dt.time(15, 30))
+    """Epoch seconds at which a contract stops trading: 15:30 IST; currency 17:00; MCX at that day's close,
+    23:30 or 23:55 by US daylight saving (the master's "23:30" is not the session's close in winter)."""
+    if exchange == "MCX":
+        close = mcx_close_time(expiry)
+    else:
+        close = dt.time(17, 0) if exchange == "CUR" else dt.time(15, 30)
     return dt.datetime.combine(expiry, close, IST).timestamp()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import calendar
 import csv
 import datetime as dt
+import functools
 import io
 import math
 import random
@@ -25,6 +26,7 @@ from typing import NamedTuple
 
 from tickgate.instruments._seed_data import FNO_STOCKS_CSV, INDICES_CSV
 from tickgate.instruments.model import MasterFormat, ist_today
+from tickgate.schedule.calendar import TradingCalendar
 
 COMPACT_HEADER = (
     "SEM_EXM_EXCH_ID,SEM_SEGMENT,SEM_SMST_SECURITY_ID,SEM_INSTRUMENT_NAME,SEM_EXPIRY_CODE,SEM_TRADING_SYMBOL,"
@@ -99,8 +101,21 @@ class _Series(NamedTuple):
 # --------------------------------------------------------------------------------------------- calendar
 
 
+@functools.cache
+def _calendar() -> TradingCalendar:
+    return TradingCalendar.load()
+
+
 def _trading_day(d: dt.date) -> bool:
-    return d.weekday() < 5 and (d.month, d.day) not in _HOLIDAYS
+    """NSE's trading days from the shipped holiday list (the one the service's calendar uses, so a Tuesday
+    holiday moves the generated NIFTY expiry to Monday as the exchange does); past the list's years, the
+    fixed-date holidays only (no estimated festivals in a generated file)."""
+    if d.weekday() >= 5:
+        return False
+    cal = _calendar()
+    if d.year in cal.covered_years("NSE"):
+        return cal.holiday("NSE", d) is None
+    return (d.month, d.day) not in _HOLIDAYS
 
 
 def _roll_back(d: dt.date) -> dt.date:
@@ -143,8 +158,11 @@ def _monthly(today: dt.date, weekday: int, count: int, months: frozenset[int] | 
 
 
 def _weekly(today: dt.date, weekday: int, count: int) -> list[dt.date]:
+    """The next ``count`` weekly expiries not before ``today`` (a holiday rolls one back a day or more, which
+    can put this week's before ``today``: the exchange has expired it then, so the file does not list it)."""
     first = today + dt.timedelta(days=(weekday - today.weekday()) % 7)
-    return [_roll_back(first + dt.timedelta(weeks=k)) for k in range(count)]
+    rolled = (_roll_back(first + dt.timedelta(weeks=k)) for k in range(count + 1))
+    return [d for d in rolled if d >= today][:count]
 
 
 def _last_business_day(y: int, m: int) -> dt.date:
