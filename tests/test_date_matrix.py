@@ -10,6 +10,7 @@ windows, and the simulator's pricing and expiries. The whole suite also runs on 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +222,7 @@ async def test_simulator_pricing_and_expiries(day: dt.date) -> None:
     clock = ManualClock(at_ten)
     universe = StaticUniverse.sample(day)
     sim = Simulator(universe=universe, clock=clock, rate=0)
-    specs = [s for k in universe.keys() if (s := universe.lookup(k)) is not None]
+    specs = [s for s in map(universe.lookup, universe.keys()) if s is not None]
     options = [s for s in specs if s.kind in (Kind.CALL, Kind.PUT)]
     assert options
     assert all(s.expiry_ts is not None and s.expiry_ts > clock.timestamp() for s in options)
@@ -239,8 +240,8 @@ async def test_simulator_pricing_and_expiries(day: dt.date) -> None:
     by_key = dict(zip([s.key for s in specs], prices, strict=True))
     calls = sorted((s.strike, by_key[s.key]) for s in options if s.kind is Kind.CALL)
     puts = sorted((s.strike, by_key[s.key]) for s in options if s.kind is Kind.PUT)
-    assert all(a[1] >= b[1] for a, b in zip(calls, calls[1:], strict=False))
-    assert all(a[1] <= b[1] for a, b in zip(puts, puts[1:], strict=False))
+    assert all(a[1] >= b[1] for a, b in itertools.pairwise(calls))
+    assert all(a[1] <= b[1] for a, b in itertools.pairwise(puts))
     # the packets' LTT is the simulator's clock (IST wall clock encoded as UTC), not the host's
     assert sim.clock.today() == day
     assert sim.state()["clock"]["now"].startswith(day.isoformat())

@@ -85,7 +85,7 @@ Key = tuple[str, str, str]  # (user, symbol, expiry)
 
 @pytest.fixture(scope="module")
 def chaos_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A full-size master laid out from the suite's clock's today: the service subprocess shares that clock."""
+    """A full-size master laid out from the suite clock's today: the service subprocess shares that clock."""
     path = tmp_path_factory.mktemp("chaos-master") / "master.csv"
     generate_master(path, fmt="detailed", seed=0, today=CLOCK.today())
     return path
