@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest demo bench fuzz chaos bad-input clean
+.PHONY: test lint typecheck pytest browser demo bench fuzz chaos bad-input clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest -q
+
+browser:  # the dashboard test's Chromium (Debian's; apt-get when missing and usable)
+	@scripts/ensure-chromium
 
 demo: $(STAMP)
 	$(BIN)/tickgate demo
@@ -30,7 +33,7 @@ demo: $(STAMP)
 # Every bench at its default (issue-target) size, then docs/PERFORMANCE.md from their results. A failing bench
 # does not stop the others; the report is written from what ran (a failed bench shows as failed, never with
 # figures) and then make fails naming it.
-BENCHES := decode registry planner ingest api
+BENCHES := decode registry planner ingest api cli
 
 bench: $(STAMP)
 	rm -rf bench/out/results

@@ -91,6 +91,16 @@ BENCHES = (
         "option chain ≥ 3,000 req/s; watchlist add p99 ≤ 10 ms; push tick→client p99 ≤ 50 ms.",
         ".venv/bin/python bench/api.py   # needs wrk; options: --seconds, --connections, --clients, …",
     ),
+    Bench(
+        "cli",
+        "Command line start-up",
+        14,
+        "whole fresh processes, interleaved, median of 7: `tickgate --help`, and `tickgate instruments info` "
+        "on a generated full-size master (detailed format).",
+        "a whole `python -c \"import pandas; pandas.read_csv(FILE)\"` process on the same file, same run.",
+        "`tickgate --help` ≤ 200 ms; `instruments info` ≥ 1.5× faster than the pandas process.",
+        ".venv/bin/python bench/cli.py   # options: --runs",
+    ),
 )
 
 

@@ -310,6 +310,7 @@ class Tally:
     audit_lost_to_kill: int = 0
     journal_changes: int = 0
     not_yet: Counter[str] = field(default_factory=Counter)  # why observations were not consistent
+    tier_b_short: int = 0  # checkpoints where live sockets could not hold Tier B (it waited, Tier A first)
 
     def fail(self, message: str) -> None:
         if len(self.failures) < 200:

@@ -4,7 +4,6 @@ Heavy imports stay inside the functions so ``tickgate --help`` stays fast."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
@@ -69,6 +68,8 @@ def users_add(
             await store.close()
         return key
 
+    import asyncio
+
     try:
         key = asyncio.run(run())
     except DuplicateError:
@@ -131,6 +132,7 @@ def eod(
         finally:
             await store.close()
 
+    import asyncio
     import json
 
     typer.echo(json.dumps(asyncio.run(offline()), default=str))

@@ -7,36 +7,85 @@
 * :mod:`tickgate.chains.tierb` — the always-on universe, declared in TOML and resolved per day.
 """
 
-from tickgate.chains.atm import (
-    AtmEngine,
-    ChainError,
-    ChainListing,
-    ChainWindow,
-    ExpiryExpiredError,
-    ExpiryNotListedError,
-    LtpLookup,
-    LtpSource,
-    NoOptionsError,
-    NoUnderlyingError,
-    QuoteLookup,
-    ResolvedLtp,
-    UnknownSymbolError,
-    ltp_from_quotes,
-    nearest_index,
-    quotes_from_ltp,
-    resolve_ltp,
-)
-from tickgate.chains.cache import TtlCache
-from tickgate.chains.selector import ExpirySelector, Selection, SelectorError
-from tickgate.chains.tierb import (
-    EntryReport,
-    TierBConfigError,
-    TierBDiff,
-    TierBGroup,
-    TierBPlan,
-    TierBUniverse,
-)
-from tickgate.chains.tracker import ChainTracker, Recentre, recentre_target
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use (as tickgate.instruments does): registering ``tickgate tierb`` on the command line
+# imports this package, and the ATM engine pulls in the registry, polars and numpy.
+if TYPE_CHECKING:
+    from tickgate.chains.atm import (
+        AtmEngine,
+        ChainError,
+        ChainListing,
+        ChainWindow,
+        ExpiryExpiredError,
+        ExpiryNotListedError,
+        LtpLookup,
+        LtpSource,
+        NoOptionsError,
+        NoUnderlyingError,
+        QuoteLookup,
+        ResolvedLtp,
+        UnknownSymbolError,
+        ltp_from_quotes,
+        nearest_index,
+        quotes_from_ltp,
+        resolve_ltp,
+    )
+    from tickgate.chains.cache import TtlCache
+    from tickgate.chains.selector import ExpirySelector, Selection, SelectorError
+    from tickgate.chains.tierb import (
+        EntryReport,
+        TierBConfigError,
+        TierBDiff,
+        TierBGroup,
+        TierBPlan,
+        TierBUniverse,
+    )
+    from tickgate.chains.tracker import ChainTracker, Recentre, recentre_target
+
+_LAZY = {
+    "AtmEngine": "atm",
+    "ChainError": "atm",
+    "ChainListing": "atm",
+    "ChainTracker": "tracker",
+    "ChainWindow": "atm",
+    "EntryReport": "tierb",
+    "ExpiryExpiredError": "atm",
+    "ExpiryNotListedError": "atm",
+    "ExpirySelector": "selector",
+    "LtpLookup": "atm",
+    "LtpSource": "atm",
+    "NoOptionsError": "atm",
+    "NoUnderlyingError": "atm",
+    "QuoteLookup": "atm",
+    "Recentre": "tracker",
+    "ResolvedLtp": "atm",
+    "Selection": "selector",
+    "SelectorError": "selector",
+    "TierBConfigError": "tierb",
+    "TierBDiff": "tierb",
+    "TierBGroup": "tierb",
+    "TierBPlan": "tierb",
+    "TierBUniverse": "tierb",
+    "TtlCache": "cache",
+    "UnknownSymbolError": "atm",
+    "ltp_from_quotes": "atm",
+    "nearest_index": "atm",
+    "quotes_from_ltp": "atm",
+    "recentre_target": "tracker",
+    "resolve_ltp": "atm",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tickgate.chains' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tickgate.chains.{module}"), name)
+
 
 __all__ = [
     "AtmEngine",

@@ -5,21 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from tickgate.chains.tierb import TierBConfigError, TierBPlan, TierBUniverse
-from tickgate.instruments.model import MasterFormatError, ist_today
-from tickgate.instruments.registry import InstrumentRegistry
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tickgate.chains.tierb import TierBPlan
+
+# The registry (polars, numpy), the Tier B resolver and the tables (rich) are imported inside the command:
+# every ``tickgate`` command imports this module to register the sub-app, ``tickgate --help`` included.
 
 tierb_app = typer.Typer(help="Tier B (always-on) universe: resolve and inspect.", no_args_is_help=True)
 
 
 def _date(value: str | None) -> dt.date:
     if value is None:
+        from tickgate.instruments.model import ist_today
+
         return ist_today()
     try:
         return dt.date.fromisoformat(value)
@@ -35,7 +39,7 @@ def plan(
         typer.Option(help="Scrip master (compact or detailed). Default: a generated one (seed 0, --today)."),
     ] = None,
     today: Annotated[
-        str | None, typer.Option(help="Resolve as of this day (YYYY-MM-DD; default: IST today).")
+        str | None, typer.Option(help="Resolve as of this day (YYYY-MM-DD; default: the clock's IST today).")
     ] = None,
     universe: Annotated[
         Path | None,
@@ -43,6 +47,12 @@ def plan(
     ] = None,
 ) -> None:
     """Print the resolved Tier B universe: groups, sizes, shortfalls, totals."""
+    from rich.console import Console
+
+    from tickgate.chains.tierb import TierBConfigError, TierBUniverse
+    from tickgate.instruments.model import MasterFormatError
+    from tickgate.instruments.registry import InstrumentRegistry
+
     day = _date(today)
     console = Console(width=max(Console().width, 120))
     try:
@@ -70,6 +80,8 @@ def plan(
 
 
 def _print(console: Console, p: TierBPlan, origin: str) -> None:
+    from rich.table import Table
+
     groups = Table(title=f"Tier B on {p.today} — {p.source} against {origin}", title_justify="left")
     groups.add_column("group")
     groups.add_column("kind")

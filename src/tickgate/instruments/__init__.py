@@ -2,25 +2,15 @@
 
 ``InstrumentRegistry.load(path_or_bytes)`` is the entry point; ``generate_master`` writes the full-size
 synthetic master used as the embedded default and as test/benchmark data; ``fetch_master`` downloads and
-caches the real one per trading day. Everything but the small value types is imported on first use, the
-registry too: importing the package — e.g. for ``tickgate.instruments.model`` or to register the
-``tickgate instruments`` command line — does not import polars (~0.2 s, ~25 MB) or httpx.
+caches the real one per trading day. Everything is imported on first use, the value types too (they import
+the wire protocol, hence numpy): registering the ``tickgate instruments`` command line imports this package,
+and ``tickgate --help`` should not pay for numpy, polars or httpx.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-from tickgate.instruments.model import (
-    AmbiguousSecurityIdError,
-    Expiry,
-    ExpiryKind,
-    Instrument,
-    MasterFormatError,
-    RegistryStats,
-    StrikeRow,
-)
 
 if TYPE_CHECKING:
     from tickgate.instruments.fetch import (
@@ -31,9 +21,25 @@ if TYPE_CHECKING:
         latest_master_path,
     )
     from tickgate.instruments.generator import GeneratorStats, generate_master
+    from tickgate.instruments.model import (
+        AmbiguousSecurityIdError,
+        Expiry,
+        ExpiryKind,
+        Instrument,
+        MasterFormatError,
+        RegistryStats,
+        StrikeRow,
+    )
     from tickgate.instruments.registry import InstrumentRegistry
 
 _LAZY = {
+    "AmbiguousSecurityIdError": "model",
+    "Expiry": "model",
+    "ExpiryKind": "model",
+    "Instrument": "model",
+    "MasterFormatError": "model",
+    "RegistryStats": "model",
+    "StrikeRow": "model",
     "InstrumentRegistry": "registry",
     "FetchResult": "fetch",
     "MasterFetchError": "fetch",

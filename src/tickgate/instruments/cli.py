@@ -10,11 +10,9 @@ from typing import Annotated
 
 import typer
 
-from tickgate.instruments.generator import FULL_SIZE_ROWS, generate_master
-from tickgate.instruments.model import MasterFormatError
-
-# The registry (polars, numpy), the download (httpx) and the tables (rich) are imported inside the commands
-# that use them: every ``tickgate`` command imports this module to register the sub-app.
+# The registry (polars, numpy), the generator, the download (httpx) and the tables (rich) are imported inside
+# the commands that use them: every ``tickgate`` command imports this module to register the sub-app.
+FULL_SIZE_ROWS = 290_000  # the generator's default (tickgate.instruments.generator.FULL_SIZE_ROWS)
 
 instruments_app = typer.Typer(help="Dhan scrip master: generate, fetch, inspect.", no_args_is_help=True)
 
@@ -46,6 +44,8 @@ def generate(
     fno_stocks: Annotated[int | None, typer.Option(help="Limit the F&O stock list (default: all).")] = None,
 ) -> None:
     """Write a full-size realistic scrip master (the embedded default and the test/benchmark data)."""
+    from tickgate.instruments.generator import generate_master
+
     started = time.perf_counter()
     day = _date(today)
     stats = generate_master(out, fmt=fmt.value, seed=seed, today=day, rows_target=rows, fno_stocks=fno_stocks)
@@ -86,16 +86,16 @@ def info(file: Annotated[Path, typer.Argument(help="A scrip master CSV (compact 
     from rich.table import Table
 
     from tickgate.dhan.protocol import segment_for_master
-    from tickgate.instruments.registry import InstrumentRegistry
+    from tickgate.instruments.loader import load_frame
+    from tickgate.instruments.model import MasterFormatError
 
     started = time.perf_counter()
-    try:
-        reg = InstrumentRegistry.load(file)
+    try:  # the counts come from loading and validating the file; the registry's indexes are not needed
+        st = load_frame(file).stats
     except MasterFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     took = time.perf_counter() - started
-    st = reg.stats
     table = Table(title=f"{file.name}: {st.format} format, {st.rows_loaded:,} instruments")
     for col, justify in (
         ("exchange", "left"),
