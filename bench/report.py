@@ -97,7 +97,7 @@ BENCHES = (
         14,
         "whole fresh processes, interleaved, median of 7: `tickgate --help`, and `tickgate instruments info` "
         "on a generated full-size master (detailed format).",
-        "a whole `python -c \"import pandas; pandas.read_csv(FILE)\"` process on the same file, same run.",
+        'a whole `python -c "import pandas; pandas.read_csv(FILE)"` process on the same file, same run.',
         "`tickgate --help` ≤ 200 ms; `instruments info` ≥ 1.5× faster than the pandas process.",
         ".venv/bin/python bench/cli.py   # options: --runs",
     ),
