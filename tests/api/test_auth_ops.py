@@ -214,3 +214,31 @@ def test_cli_users_add_and_serve_refuses_without_credentials(
         assert "NSE_BSE" in r.stdout
     finally:
         get_settings.cache_clear()
+
+
+def test_serve_refuses_a_virtual_clock_against_the_real_feed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With real credentials and Dhan's feed URL, a virtual clock (the suite's own, here) is refused with
+    a clear error before anything connects; pointed at a simulator it would be allowed."""
+    from tickgate.config import Settings, VirtualClockError, get_settings
+
+    monkeypatch.setenv("TICKGATE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DHAN_CLIENT_ID", "1100000001")
+    monkeypatch.setenv("DHAN_ACCESS_TOKEN", "a-real-looking-token")
+    monkeypatch.delenv("TICKGATE_FEED_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        r = CliRunner().invoke(cli, ["serve"])
+        assert r.exit_code == 2
+        assert "virtual clock" in r.output
+        assert "api-feed.dhan.co" in r.output
+        assert "a-real-looking-token" not in r.output
+    finally:
+        get_settings.cache_clear()
+    settings = Settings()
+    assert settings.clock_start is not None  # tests/pinned.py
+    with pytest.raises(VirtualClockError):
+        settings.check_clock_for("wss://api-feed.dhan.co")
+    settings.check_clock_for("ws://127.0.0.1:9000")  # the simulator: fine
+    settings.model_copy(update={"clock_start": None}).check_clock_for("wss://api-feed.dhan.co")

@@ -74,12 +74,12 @@ async def make_service(
     async def make(**kwargs: object) -> TickgateService:
         settings = kwargs.pop("settings", None) or service_settings(tmp_path)
         kwargs.setdefault("clock", pinned.flowing(NOW))
+        kwargs.setdefault("scheduler", False)
         svc = TickgateService(
             settings,  # type: ignore[arg-type]
             credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
             feed_url=simulator.url,
             registry=registry,
-            scheduler=False,
             **kwargs,  # type: ignore[arg-type]
         )
         await svc.start()

@@ -178,3 +178,29 @@ async def test_eod_missed_while_down_runs_once_on_restart(make_service: ServiceF
     svc3 = await make_service(clock=frozen(evening))  # a second restart does not clear again
     assert svc3.eod_runs == []
     assert [w.symbol for w in await svc3.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+
+
+async def test_a_fast_virtual_clock_runs_the_day_s_end_of_day(make_service: ServiceFactory) -> None:
+    """The scheduler sleeps on the service's clock: at 300× the 15:30 close, 50 virtual minutes after the
+    start, comes ten real seconds later, and clears the NSE Tier A (MCX and Tier B stay)."""
+    from tickgate.clock import VirtualClock
+    from tickgate.schedule.calendar import IST
+
+    close = dt.datetime(2026, 11, 25, 15, 30, tzinfo=IST)
+    svc = await make_service(clock=VirtualClock(close - dt.timedelta(minutes=50), 300.0), scheduler=True)
+    user, _ = await svc.store.create_user("fast")
+    infy = await svc.watchlists.add(user.id, "INFY")
+    crude = await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
+    assert svc.clock.now() < close, "the machine was too slow to add before the virtual close"
+    assert svc.eod is not None
+    assert svc.eod.next_runs["eod-nse-bse"] == close
+
+    def scheduled() -> list[tuple[str, str]]:  # a fresh database also catches up on the last closes
+        return [(r["session"], r["close"]) for r in svc.eod_runs if not r["catch_up"]]
+
+    assert await svc.feed.wait_until(lambda: scheduled() != [], 30)
+    assert scheduled() == [("NSE_BSE", close.isoformat())]
+    assert [w.symbol for w in await svc.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert not svc.planner.has_group(infy.entry.group_id)
+    assert svc.planner.has_group(crude.entry.group_id)
+    assert svc.clock.now() > close

@@ -11,16 +11,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+import pinned
 from tickgate.dhan.protocol import FeedMode, Ticker
 from tickgate.instruments import generate_master
 
 from .helpers import NIFTY, FeedClient
 
+TODAY = pinned.TODAY
+
 
 @pytest.fixture
 def small_master(tmp_path: Path) -> Path:
     path = tmp_path / "master.csv"
-    generate_master(path, today=dt.date.today(), rows_target=1_000, fno_stocks=5)
+    generate_master(path, today=TODAY, rows_target=1_000, fno_stocks=5)
     return path
 
 
@@ -52,3 +55,48 @@ async def test_simulate_command_runs_and_stops_cleanly(small_master: Path, open_
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_simulate_on_a_virtual_clock_reports_it_and_another_process_can_join(
+    small_master: Path,
+) -> None:
+    """``--clock-start``/``--clock-speed``: the control API reports the clock, the packets' LTT follows it,
+    and the printed CLOCK line makes another process's clock read the same time."""
+    from tickgate.config import Settings
+
+    start = "2026-12-08T09:10:00+05:30"
+    script = "import sys; from tickgate.cli import app; sys.exit(app())"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, "simulate", "--master", str(small_master), "--rate", "500",
+        "--clock-start", start, "--clock-speed", "120",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip() for _ in range(4)]
+        url = lines[0].split()[1]
+        [clock_line] = [line for line in lines if line.startswith("CLOCK ")]
+        env = dict(item.split("=", 1) for item in clock_line.split()[1:])
+        assert env["TICKGATE_CLOCK_START"] == dt.datetime.fromisoformat(start).isoformat()
+        assert env["TICKGATE_CLOCK_SPEED"] == "120"
+        joined = Settings(
+            clock_start=dt.datetime.fromisoformat(env["TICKGATE_CLOCK_START"]),
+            clock_speed=float(env["TICKGATE_CLOCK_SPEED"]),
+            clock_anchor=float(env["TICKGATE_CLOCK_ANCHOR"]),
+        ).make_clock()
+        async with httpx.AsyncClient(base_url=url.replace("ws://", "http://"), timeout=10) as http:
+            reported = (await http.get("/control/clock")).json()["clock"]
+            mine = joined.now()
+        assert reported["virtual"] is True
+        assert reported["speed"] == 120
+        theirs = dt.datetime.fromisoformat(reported["now"])
+        assert abs((mine - theirs).total_seconds()) < 120 * 0.5  # half a real second of HTTP round trip
+        assert (
+            dt.datetime.fromisoformat(start)
+            <= theirs
+            < dt.datetime.fromisoformat(start) + dt.timedelta(hours=1)
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 10)

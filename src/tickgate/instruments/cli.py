@@ -86,15 +86,17 @@ def info(file: Annotated[Path, typer.Argument(help="A scrip master CSV (compact 
     from rich.table import Table
 
     from tickgate.dhan.protocol import segment_for_master
-    from tickgate.instruments.loader import load_frame
+    from tickgate.instruments.loader import composition, load_frame
     from tickgate.instruments.model import MasterFormatError
 
     started = time.perf_counter()
     try:  # the counts come from loading and validating the file; the registry's indexes are not needed
-        st = load_frame(file).stats
+        loaded = load_frame(file)
     except MasterFormatError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    st = loaded.stats
+    by_esi = composition(loaded.frame)
     took = time.perf_counter() - started
     table = Table(title=f"{file.name}: {st.format} format, {st.rows_loaded:,} instruments")
     for col, justify in (
@@ -105,7 +107,7 @@ def info(file: Annotated[Path, typer.Argument(help="A scrip master CSV (compact 
         ("rows", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for (exch, seg, instrument), n in st.by_exchange_segment_instrument.items():
+    for (exch, seg, instrument), n in by_esi.items():
         feed = segment_for_master(exch, seg)
         table.add_row(exch, seg, feed.name if feed is not None else "-", instrument, f"{n:,}")
     table.add_section()

@@ -113,7 +113,9 @@ class EodScheduler:
     def running(self) -> bool:
         return any(not t.done() for t in self._tasks)
 
-    def start(self) -> None:
+    def start(self, since: dt.datetime | None = None) -> None:
+        """Run every job from ``since`` (default: now) on: a close after it fires, even if it has already
+        passed by the time the jobs' tasks first run."""
         if self.running:
             return
         jobs: dict[str, tuple[NextFire, Action]] = {
@@ -127,7 +129,7 @@ class EodScheduler:
             functools.partial(next_pre_open, self.calendar, at=self._pre_open_time),
             self._pre_open_action,
         )
-        since = self.clock.now()  # fire times count from the start, not from when each task first runs
+        since = since or self.clock.now()  # not from when each task first runs
         for job_id, (next_fire, action) in jobs.items():
             self.next_runs[job_id] = next_fire(since)
             self._tasks.append(asyncio.create_task(self._loop(job_id, next_fire, action, since), name=job_id))

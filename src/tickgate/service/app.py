@@ -172,7 +172,7 @@ class TickgateService:
             market_open=self.market_open,
             on_events=self._on_planner_events,
         )
-        await self._catch_up_eod()
+        caught_up_to = await self._catch_up_eod()
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, self.today(), engine=self.atm))
         restored = await self.watchlists.restore()
         self.store.writer.submit_log(
@@ -184,7 +184,7 @@ class TickgateService:
         await self.feed.start()
         if self._use_scheduler:
             self.eod = EodScheduler(self.calendar, self.run_eod, self.pre_open, clock=self.clock)
-            self.eod.start()
+            self.eod.start(since=caught_up_to)
         self._tasks = [asyncio.create_task(self._recentre_loop(), name="tickgate-recentre")]
         self.snapshot_subscriptions()
         # Everything built so far (registry indexes, plan, keys) lives for the whole process: keep it, and
@@ -306,13 +306,18 @@ class TickgateService:
 
     # -- end of day ------------------------------------------------------------------------------------------
 
-    async def _catch_up_eod(self) -> None:
+    async def _catch_up_eod(self) -> dt.datetime:
+        """Run the cleanups missed while down, up to now; return that "now": the scheduler covers every
+        close after it, so a close that passes while the service is still starting (a second of real time
+        is minutes on a fast virtual clock) is neither missed nor run twice."""
+        now = self.clock.now()
         last: dict[str, dt.datetime | None] = {}
         for session in SESSIONS:
             value = await self.store.get_meta(f"eod:{session}")
             last[session] = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
-        for session, close in missed_sessions(self.calendar, self.clock.now(), last).items():
+        for session, close in missed_sessions(self.calendar, now, last).items():
             await self.run_eod(session, SESSIONS[session], close, catch_up=True)
+        return now
 
     async def run_eod(
         self,
