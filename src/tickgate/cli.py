@@ -13,7 +13,11 @@ from tickgate.api.cli import eod, serve, users_app
 from tickgate.chains.cli import tierb_app
 from tickgate.instruments.cli import instruments_app
 
-app = typer.Typer(help="tickgate: DhanHQ live-feed subscription gateway.", no_args_is_help=True)
+# Plain (click) help on every app: typer's rich help imports rich's markdown and layout modules, which cost
+# more than everything else `tickgate --help` does (bench/cli.py measures it). Commands import what they use.
+app = typer.Typer(
+    help="tickgate: DhanHQ live-feed subscription gateway.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(tierb_app, name="tierb")
 app.add_typer(users_app, name="users")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-users_app = typer.Typer(help="API users and their keys.", no_args_is_help=True)
+users_app = typer.Typer(help="API users and their keys.", no_args_is_help=True, rich_markup_mode=None)
 
 NO_CREDENTIALS = (
     "DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN are not set: refusing to connect to Dhan's feed without them.\n"

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 # The registry (polars, numpy), the Tier B resolver and the tables (rich) are imported inside the command:
 # every ``tickgate`` command imports this module to register the sub-app, ``tickgate --help`` included.
 
-tierb_app = typer.Typer(help="Tier B (always-on) universe: resolve and inspect.", no_args_is_help=True)
+tierb_app = typer.Typer(
+    help="Tier B (always-on) universe: resolve and inspect.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _date(value: str | None) -> dt.date:

@@ -14,7 +14,9 @@ import typer
 # the commands that use them: every ``tickgate`` command imports this module to register the sub-app.
 FULL_SIZE_ROWS = 290_000  # the generator's default (tickgate.instruments.generator.FULL_SIZE_ROWS)
 
-instruments_app = typer.Typer(help="Dhan scrip master: generate, fetch, inspect.", no_args_is_help=True)
+instruments_app = typer.Typer(
+    help="Dhan scrip master: generate, fetch, inspect.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 class FormatChoice(StrEnum):
