@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tickgate._lazy import lazy_attributes
 
 # Imported on first use (as tickgate.instruments does): registering ``tickgate tierb`` on the command line
 # imports this package, and the ATM engine pulls in the registry, polars and numpy.
@@ -80,11 +81,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tickgate.chains' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"tickgate.chains.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -9,8 +9,9 @@ and ``tickgate --help`` should not pay for numpy, polars or httpx.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tickgate._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from tickgate.instruments.fetch import (
@@ -51,11 +52,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tickgate.instruments' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"tickgate.instruments.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
