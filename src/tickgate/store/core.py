@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -259,6 +259,7 @@ class Store:
         self._engines = engines
         self._settings = settings
         self._clock: Clock = clock or SYSTEM_CLOCK
+        self._last_now: datetime | None = None
         # SQLite allows one writer at a time: serialise them here rather than meet SQLITE_BUSY.
         self._wlock: asyncio.Lock | None = asyncio.Lock() if engines.dialect == "sqlite" else None
         # An in-memory SQLite database lives on one connection: reads must queue behind writes too.
@@ -352,8 +353,15 @@ class Store:
         return self._settings
 
     def now(self) -> datetime:
-        """The store's clock (the service's one clock, read in UTC: audit rows carry market time)."""
-        return self._clock.utcnow()
+        """The store's clock (the service's one clock, read in UTC: audit rows carry market time), strictly
+        increasing: rows compare decision times (an eviction mark touches only rows created before it), so
+        two decisions must never share an instant — not on a test's frozen clock, nor when the host's clock
+        steps back."""
+        now = self._clock.utcnow()
+        if self._last_now is not None and now <= self._last_now:
+            now = self._last_now + timedelta(microseconds=1)
+        self._last_now = now
+        return now
 
     async def ping(self, timeout: float = 2.0) -> bool:
         """Readiness: the database answers a query within ``timeout`` and the writer is alive."""
