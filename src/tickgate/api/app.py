@@ -84,6 +84,7 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         settings.dhan_access_token.get_secret_value() if settings.dhan_access_token else None,
     )
     events = EventCounter()
+    events.attach(service)  # a subscriber of the service's orchestrator, from now on
     renderer = QuoteRenderer(service.quotes)
     push = PushHub(service.settings.api.push_max_hz, renderer)
     metrics = Metrics(service, events, push)
@@ -94,7 +95,6 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         owned = svc.started_at is None
         if owned:
             await svc.start()
-        events.attach(svc)
         try:
             yield
         finally:
@@ -124,7 +124,6 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
-        events.attach(svc)
         return metrics.render()
 
     app.add_middleware(FastPaths, service=service, auth=app.state.auth, cache=app.state.chains)

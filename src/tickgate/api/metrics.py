@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ResponseCode
-from tickgate.planner import PlannerEvent
+from tickgate.orchestrator import PlanChange
 from tickgate.planner.types import EventKind
 from tickgate.service import TickgateService
 from tickgate.service.errors import NotReady
@@ -44,33 +44,25 @@ def reason_label(reason: str | None) -> str:
 
 
 class EventCounter:
-    """Counts planner events as they are flushed (the service keeps none; we tap the feed's callback)."""
+    """Counts planner events: a subscriber of the service's orchestrator, like the audit log."""
 
     def __init__(self) -> None:
         self.by_kind: Counter[str] = Counter()
         self.down_reasons: Counter[str] = Counter()
-        self.attached_to: int | None = None
+        self._attached: set[int] = set()
 
     def attach(self, service: TickgateService) -> None:
-        """Wrap the feed manager's event callback (once per feed manager)."""
-        try:
-            feed = service.feed
-        except NotReady:
+        """Subscribe to ``service``'s plan changes (once per service)."""
+        if id(service.orchestrator) in self._attached:
             return
-        if self.attached_to == id(feed):
-            return
-        inner: Callable[[list[PlannerEvent]], None] | None = feed._on_events
+        service.orchestrator.subscribe("metrics", self)
+        self._attached.add(id(service.orchestrator))
 
-        def tap(events: list[PlannerEvent]) -> None:
-            for e in events:
-                self.by_kind[e.kind.value] += 1
-                if e.kind is EventKind.CONNECTION_DOWN:
-                    self.down_reasons[reason_label(e.reason)] += 1
-            if inner is not None:
-                inner(events)
-
-        feed._on_events = tap
-        self.attached_to = id(feed)
+    def __call__(self, change: PlanChange) -> None:
+        for e in change.events:
+            self.by_kind[e.kind.value] += 1
+            if e.kind is EventKind.CONNECTION_DOWN:
+                self.down_reasons[reason_label(e.reason)] += 1
 
 
 class ServiceCollector(Collector):

@@ -56,7 +56,7 @@ from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot
 from tickgate.instruments.model import Instrument
-from tickgate.planner import EventKind
+from tickgate.planner import EventKind, Planner
 from tickgate.planner.types import CapacityPlan
 from tickgate.schedule.eod import SESSIONS
 from tickgate.service import AddResult, TickgateService
@@ -489,8 +489,7 @@ async def admin_cleanup(
 
 @router.post("/admin/rebalance", response_model=RebalanceResponse, responses=ADMIN, tags=["admin"])
 async def admin_rebalance(svc: Service, _admin: Admin) -> RebalanceResponse:
-    result = svc.feed.execute(svc.planner.rebalance())
-    svc.snapshot_subscriptions()
+    result = svc.orchestrator.apply("admin rebalance", Planner.rebalance)
     moves = sum(1 for e in result.events if e.kind is EventKind.MOVE)
     return RebalanceResponse(
         moves=moves,

@@ -28,6 +28,7 @@ from tickgate.dhan.client import (
 )
 from tickgate.dhan.protocol import subscribe_messages, unsubscribe_messages
 from tickgate.feed.quotes import QuoteStore
+from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, PlannerEvent, PlanResult
 
 DECODE_SLICE_S = 0.005
@@ -52,6 +53,14 @@ class FeedMetrics:
     stale_recycles: int = 0
 
 
+def _events_to(callback: Callable[[list[PlannerEvent]], None]) -> Callable[[PlanChange], None]:
+    def forward(change: PlanChange) -> None:
+        if change.events:
+            callback(list(change.events))
+
+    return forward
+
+
 class FeedManager:
     """Executes the planner's actions on a :class:`FeedPool` and folds received frames into a store."""
 
@@ -66,14 +75,20 @@ class FeedManager:
         market_open: Callable[[], bool] = lambda: True,
         on_events: Callable[[list[PlannerEvent]], None] | None = None,
         on_batch: Callable[[PacketBatch, int], None] | None = None,
+        orchestrator: Orchestrator | None = None,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
         self.planner = planner
+        # Socket events (up, down, the start-up barrier) change the plan like any request: through the
+        # orchestrator, which sends the actions back here. A manager on its own makes its own.
+        self.orchestrator = orchestrator if orchestrator is not None else Orchestrator(planner)
+        self.orchestrator.connect(self)
+        if on_events is not None:
+            self.orchestrator.subscribe("on_events", _events_to(on_events))
         self.store = store if store is not None else QuoteStore()  # an empty store is falsy
         self.metrics = FeedMetrics()
         self.market_open = market_open
-        self._on_events = on_events
         self._on_batch = on_batch  # after each batch is in the store: push fan-out, benchmarks
         self.pool = FeedPool(
             url or settings.feed_url,
@@ -126,8 +141,8 @@ class FeedManager:
 
     # -- executing the plan ------------------------------------------------------------------------------
 
-    def execute(self, result: PlanResult) -> PlanResult:
-        """Send a plan result's actions, in order, and pass its audit events on."""
+    def execute(self, result: PlanResult) -> None:
+        """Send a plan result's actions, in order (the orchestrator's sink: nothing else calls this)."""
         per_message = self.limits.instruments_per_message
         for action in result.actions:
             encode = subscribe_messages if action.op == "subscribe" else unsubscribe_messages
@@ -138,17 +153,10 @@ class FeedManager:
                 self.metrics.requests_sent += len(messages)
             else:
                 self.metrics.undelivered_actions += 1
-        self._flush_events()
-        return result
 
-    def plan(self, change: Callable[[Planner], PlanResult]) -> PlanResult:
-        """Apply one planner call and execute its actions: ``manager.plan(lambda p: p.rebalance())``."""
-        return self.execute(change(self.planner))
-
-    def _flush_events(self) -> None:
-        events = self.planner.drain_events()
-        if events and self._on_events is not None:
-            self._on_events(events)
+    def plan(self, change: Callable[[Planner], PlanResult], cause: str = "feed") -> PlanResult:
+        """Apply one planner call through the orchestrator: ``manager.plan(lambda p: p.rebalance())``."""
+        return self.orchestrator.apply(cause, change)
 
     def _on_up(self, connection: int) -> None:
         if not self._barrier_open:
@@ -156,7 +164,7 @@ class FeedManager:
             if len(self._waiting_up) == len(self.pool.connections):
                 self._open_barrier()
             return
-        self.execute(self.planner.connection_up(connection))
+        self.orchestrator.apply(f"connection {connection} up", Planner.connection_up, connection)
 
     def _on_down(self, connection: int, reason: DownReason) -> None:
         if reason.code is not None:
@@ -164,7 +172,10 @@ class FeedManager:
         if connection in self._waiting_up:
             self._waiting_up.remove(connection)  # never reported up: nothing to re-plan
             return
-        self.execute(self.planner.connection_down(connection, reason=str(reason)))
+        why = str(reason)
+        self.orchestrator.apply(
+            f"connection {connection} down: {why}", Planner.connection_down, connection, why
+        )
 
     def _open_barrier(self) -> None:
         """Report every socket that is up at once; rebalance only after the last of them."""
@@ -172,8 +183,10 @@ class FeedManager:
             return
         self._barrier_open = True
         waiting, self._waiting_up = self._waiting_up, []
+        last = len(waiting) - 1
         for i, connection in enumerate(sorted(waiting)):
-            self.execute(self.planner.connection_up(connection, rebalance=i == len(waiting) - 1))
+            cause = f"connection {connection} up"
+            self.orchestrator.apply(cause, Planner.connection_up, connection, rebalance=i == last)
 
     async def _release_barrier_later(self) -> None:
         await asyncio.sleep(self.settings.feed.startup_barrier_s)

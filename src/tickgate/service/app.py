@@ -8,10 +8,10 @@ restart, a reconnect and a rebalance all end in the same place — desired == ac
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from tickgate.config import Settings
 from tickgate.dhan.client import Credentials, CredentialsProvider
 from tickgate.feed import FeedManager, QuoteStore
 from tickgate.instruments import InstrumentRegistry
-from tickgate.planner import GroupRef, Planner, PlannerEvent, PlanResult, Tier
+from tickgate.orchestrator import Orchestrator, PlanChange
+from tickgate.planner import Planner, Tier
 from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
 from tickgate.service.errors import NotReady
@@ -100,6 +101,7 @@ class TickgateService:
         self._use_scheduler = scheduler
         self.runtime = RuntimePolicy()
         self.planner = Planner(settings.limits)
+        self.orchestrator = Orchestrator(self.planner)  # the one path for every change of plan
         self._subscriptions_view = PlannerSubscriptions(self.planner, self.clock)
         self.quotes = QuoteStore()
         self.watchlists = WatchlistManager(self)
@@ -114,7 +116,14 @@ class TickgateService:
         self._tracker: ChainTracker | None = None
         self.eod_runs: list[dict[str, Any]] = []
         self.recentres = 0
-        self._unmarked_evictions: list[tuple[GroupRef, str]] = []
+        self.loop_failures: Counter[str] = Counter()  # background loops' exceptions (logged, counted)
+        for name, subscriber in (
+            ("audit", self._audit_events),
+            ("subscriptions", self._follow_subscriptions),
+            ("tracker", self._untrack_gone),
+            ("evictions", self._mark_evicted),
+        ):
+            self.orchestrator.subscribe(name, subscriber)
 
     # -- parts that exist once started ---------------------------------------------------------------------
 
@@ -170,7 +179,7 @@ class TickgateService:
             store=self.quotes,
             url=self._feed_url,
             market_open=self.market_open,
-            on_events=self._on_planner_events,
+            orchestrator=self.orchestrator,
         )
         caught_up_to = await self._catch_up_eod()
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, self.today(), engine=self.atm))
@@ -217,31 +226,36 @@ class TickgateService:
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
-    def _on_planner_events(self, events: list[PlannerEvent]) -> None:
-        if self._store is not None:
-            self._store.writer.submit_events(events, actor="planner")
-            # Connections going down or up move keys with no user action: the subscriptions table must
-            # follow then too, not at the next add (the writer coalesces: at most one write a second).
+    # The orchestrator's subscribers: what every change of plan updates, whoever asked for it.
+
+    def _audit_events(self, change: PlanChange) -> None:
+        if change.events and self._store is not None:
+            self._store.writer.submit_events(list(change.events), actor="planner")
+
+    def _follow_subscriptions(self, change: PlanChange) -> None:
+        # Connections going down or up move keys with no user action: the subscriptions table follows
+        # every change, not only users' (the writer coalesces: at most one write a second).
+        if change.events or change.result.actions:
             self.snapshot_subscriptions()
 
-    def _note_evictions(self, result: PlanResult, by: str) -> None:
-        self._unmarked_evictions.extend((ref, by) for ref in result.evicted if ref.tier is Tier.A)
+    def _untrack_gone(self, change: PlanChange) -> None:
+        if self._tracker is not None:
+            for group in change.gone(self.planner):
+                self._tracker.untrack(group)
 
-    async def mark_evictions(self) -> int:
-        """Mark the rows of Tier A groups evicted outside a user's add (a recentre or a Tier B change that
-        needed room) as :meth:`WatchlistManager.add` marks its own: otherwise those rows stay "active",
-        their owners are never told, and a restart resurrects them. Groups back in the plan (re-added
-        meanwhile) are left alone."""
-        pending, self._unmarked_evictions = self._unmarked_evictions, []
-        reasons: dict[str, list[str]] = {}
-        for ref, by in pending:
-            self.tracker.untrack(ref.group)
-            if not self.planner.has_group(ref.group):
-                reasons.setdefault(by, []).append(ref.group)
-        for by, groups in reasons.items():
-            reason = f"capacity limit: {by}"
-            await self.store.set_watchlist_state(groups, WatchlistState.EVICTED, reason=reason)
-        return len(pending)
+    def _mark_evicted(self, change: PlanChange) -> None:
+        """Users' chains evicted by any change (an add, a recentre, the Tier B roll, a restart) are marked
+        in the database, so their owners are told and a restart does not resurrect them. Queued through the
+        writer with the decision's time: a chain re-added meanwhile (created later) stays active."""
+        evicted = [ref.group for ref in change.evicted_tier_a(self.planner)]
+        if evicted and self._store is not None:
+            self.watchlists.forget(evicted)
+            self._store.writer.submit_watchlist_state(
+                evicted,
+                WatchlistState.EVICTED,
+                reason=f"capacity limit: {change.cause}",
+                at=self._store.now(),
+            )
 
     def snapshot_subscriptions(self) -> None:
         """Queue a rewrite of the subscriptions table (coalesced by the writer: latest wins)."""
@@ -278,29 +292,26 @@ class TickgateService:
         wanted = {g.group: g for g in plan.groups}
         for info in self.planner.groups():
             if info.tier is Tier.B and info.group not in wanted:
-                self.feed.execute(self.planner.remove_group(info.group, now))
-                self.tracker.untrack(info.group)
+                cause = f"Tier B group {info.group} rolled off"
+                self.orchestrator.apply(cause, Planner.remove_group, info.group, now)
         for group in plan.groups:
+            cause = f"Tier B group {group.group}"
             if self.planner.has_group(group.group):
-                result = self.planner.replace_keys(group.group, group.keys, now)
+                result = self.orchestrator.apply(cause, Planner.replace_keys, group.group, group.keys, now)
             else:
-                result = self.planner.add_group(
-                    group.group, Tier.B, group.keys, group.mode, TIER_B_ACTOR, now
+                result = self.orchestrator.apply(
+                    cause, Planner.add_group, group.group, Tier.B, group.keys, group.mode, TIER_B_ACTOR, now
                 )
                 if not result.accepted:
                     log.error("Tier B group %s rejected: %s", group.group, result.reason)
-            self.feed.execute(result)
-            self._note_evictions(result, f"Tier B group {group.group}")
-            if group.window is not None:
+            if group.window is not None and result.accepted:
                 self.tracker.track(group.group, group.window, now)
         self.tier_b = plan
-        self.snapshot_subscriptions()
 
     async def reload_tier_b(self, path: Path | None = None) -> TierBPlan:
         self.tier_b_universe = TierBUniverse.load(path, settings=self.settings.chains)
         plan = self.tier_b_universe.resolve(self.registry, self.today(), self.ltp_of, engine=self.atm)
         self.apply_tier_b(plan)
-        await self.mark_evictions()
         self.store.writer.submit_log("TIER_B_RELOAD", actor="admin", count=plan.total, reason=plan.source)
         return plan
 
@@ -337,16 +348,16 @@ class TickgateService:
         wanted = set(exchanges)
         groups = 0
         if self._feed is not None:
-            result = self.planner.clear_tier(
+            now = self.clock.timestamp()
+            result = self.orchestrator.apply(
+                f"end of day {session}",
+                Planner.clear_tier,
                 Tier.A,
                 reason="EOD",
-                now=self.clock.timestamp(),
+                now=now,
                 only=lambda info: exchange_of_group(info.group) in wanted,
             )
             groups = sum(1 for e in result.events if e.kind.value == "eod")
-            self.feed.execute(result)
-            for info_group in [e.group for e in result.events if e.group]:
-                self.tracker.untrack(info_group)
         rows = await self.store.clear_watchlists(exchanges)
         if self._feed is not None:
             # A watchlist add that committed its row before the delete above but reached the planner after
@@ -355,8 +366,7 @@ class TickgateService:
             now = self.clock.timestamp()
             for row in rows:
                 if self.planner.has_group(row.group_id) and self.planner.group(row.group_id).tier is Tier.A:
-                    self.feed.execute(self.planner.remove_group(row.group_id, now))
-                    self.tracker.untrack(row.group_id)
+                    self.orchestrator.apply(f"end of day {session}", Planner.remove_group, row.group_id, now)
                     groups += 1
         await self.store.set_meta(key, close.isoformat())
         summary = {
@@ -401,7 +411,6 @@ class TickgateService:
             self._atm = AtmEngine(registry, self.settings.chains, quotes=self.quotes.get)
             self._tracker = ChainTracker(self._atm, self.settings.chains)
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, day, self.ltp_of, engine=self.atm))
-        await self.mark_evictions()
 
     # -- ATM recentring ----------------------------------------------------------------------------------
 
@@ -409,16 +418,18 @@ class TickgateService:
         interval = RECENTRE_CHECK_S
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
+            try:
                 now = self.clock.timestamp()
                 moved = 0
                 for change in self.tracker.moves(self.ltp_of, now):
                     moved += self._recentre(change, now)
-                    # One chain at a time: a request arriving meanwhile waits for one move (~0.5 ms), not
-                    # for a second's worth of them (measured up to 14 ms with 28 chains moving at once).
+                    # One chain at a time: a request arriving meanwhile waits for one move, not for a
+                    # second's worth of them (docs/PERFORMANCE.md, "recentring").
                     await asyncio.sleep(0)
                 self._recentred(moved)
-                await self.mark_evictions()
+            except Exception:
+                self.loop_failures["recentre"] += 1
+                log.exception("recentring failed; trying again in %.0f s", interval)
 
     def recentre_once(self, now: float) -> int:
         """Move every chain whose ATM has moved, at once (the loop above does the same a chain at a time)."""
@@ -430,16 +441,13 @@ class TickgateService:
         if not self.planner.has_group(change.group):
             self.tracker.untrack(change.group)
             return 0
-        result = self.planner.replace_keys(change.group, change.new.keys(), now)
+        cause = f"recentre of {change.group}"
+        result = self.orchestrator.apply(cause, Planner.replace_keys, change.group, change.new.keys(), now)
         if not result.accepted:
             self.tracker.revert(change)
             return 0
-        self.feed.execute(result)
-        self._note_evictions(result, f"recentre of {change.group}")
         self.remember_atm(change.new)
         return 1
 
     def _recentred(self, moved: int) -> None:
-        if moved:
-            self.recentres += moved
-            self.snapshot_subscriptions()
+        self.recentres += moved

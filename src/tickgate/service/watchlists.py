@@ -22,7 +22,7 @@ from tickgate.chains.atm import (
     UnknownSymbolError,
 )
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.planner import GroupRef, Tier
+from tickgate.planner import GroupRef, Planner, Tier
 from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound
 from tickgate.store.types import WatchlistEntry, WatchlistState
 
@@ -201,14 +201,16 @@ class WatchlistManager:
             strikes=len(window.rows) if window else 0,
         )
         replaced = svc.planner.has_group(group)  # a concurrent identical add won the race to the planner
+        cause = f"user {user_id} adding {sym}"
         if replaced:
-            result = svc.planner.replace_keys(group, keys, now, touch=True)
+            result = svc.orchestrator.apply(cause, Planner.replace_keys, group, keys, now, touch=True)
         else:
-            result = svc.planner.add_group(group, Tier.A, keys, mode, owner=str(user_id), now=now)
+            result = svc.orchestrator.apply(
+                cause, Planner.add_group, group, Tier.A, keys, mode, owner=str(user_id), now=now
+            )
         if not result.accepted:
             if not replaced:  # a replaced group keeps its old window, and its row
                 await svc.store.remove_watchlist(entry.id)
-            svc.feed.execute(result)  # flushes the reject event to the audit log
             cap = svc.planner.plan_capacity()
             raise CapacityExceeded(
                 f"cannot fit {sym} {exp or ''} ({len(keys)} instruments): {result.reason}",
@@ -218,15 +220,11 @@ class WatchlistManager:
                 free=cap.free,
                 total=cap.total,
             )
-        svc.feed.execute(result)
         self._ids[group] = entry.id
         if window is not None:
             svc.tracker.track(group, window, now)
             svc.remember_atm(window)
-        evicted = tuple(Evicted.of(ref) for ref in result.evicted)
-        if evicted:
-            self._queue_evicted(evicted, by=f"user {user_id} adding {sym}")
-        svc.snapshot_subscriptions()
+        evicted = tuple(Evicted.of(ref) for ref in result.evicted)  # marked by the service's subscriber
         svc.store.writer.submit_log(
             "WATCHLIST_ADD",
             actor=f"user:{user_id}",
@@ -263,26 +261,10 @@ class WatchlistManager:
             wid = self._ids[group] = entry.id
         return wid
 
-    def _queue_evicted(self, evicted: Iterable[Evicted], *, by: str) -> None:
-        """Mark evicted rows through the store's writer (the add does not wait for a second transaction;
-        :meth:`list` flushes first, so owners always see it). A crash before the write leaves the rows
-        active: the restart re-adds them least recently used first, before the newer chain that evicted
-        them, which evicts them again — the same end state."""
-        svc = self.service
-        groups = [e.group for e in evicted]
+    def forget(self, groups: Iterable[str]) -> None:
+        """Drop the cached row ids of groups that left the plan (evicted: their rows are marked)."""
         for group in groups:
-            svc.tracker.untrack(group)
             self._ids.pop(group, None)
-        svc.store.writer.submit_watchlist_state(
-            groups, WatchlistState.EVICTED, reason=f"capacity limit: {by}", at=svc.store.now()
-        )
-
-    async def _mark_evicted(self, evicted: Iterable[Evicted], *, by: str) -> None:
-        svc = self.service
-        groups = [e.group for e in evicted]
-        for group in groups:
-            svc.tracker.untrack(group)
-        await svc.store.set_watchlist_state(groups, WatchlistState.EVICTED, reason=f"capacity limit: {by}")
 
     async def remove(self, user_id: int, watchlist_id: int) -> WatchlistEntry:
         svc = self.service
@@ -290,11 +272,12 @@ class WatchlistManager:
         if entry is None or entry.user_id != user_id:
             raise NotFound(f"no watchlist entry {watchlist_id} for this user")
         if svc.planner.has_group(entry.group_id):
-            svc.feed.execute(svc.planner.remove_group(entry.group_id, svc.clock.timestamp()))
+            now = svc.clock.timestamp()
+            cause = f"user {user_id} removing {entry.symbol}"
+            svc.orchestrator.apply(cause, Planner.remove_group, entry.group_id, now)
         svc.tracker.untrack(entry.group_id)
         self._ids.pop(entry.group_id, None)
         removed = await svc.store.remove_watchlist(watchlist_id, user_id)
-        svc.snapshot_subscriptions()
         svc.store.writer.submit_log(
             "WATCHLIST_REMOVE",
             actor=f"user:{user_id}",
@@ -368,22 +351,22 @@ class WatchlistManager:
                     reason=f"dropped on restart: {exc}",
                 )
                 continue
-            result = svc.planner.add_group(
+            last_used = entry.last_used.timestamp()
+            result = svc.orchestrator.apply(
+                "restart",
+                Planner.add_group,
                 entry.group_id,
                 Tier.A,
                 keys,
                 entry.mode,
-                owner=str(entry.user_id),
-                now=entry.last_used.timestamp(),
+                str(entry.user_id),
+                last_used,
             )
             if not result.accepted:
                 await svc.store.set_watchlist_state(
                     [entry.group_id], WatchlistState.EVICTED, reason=f"capacity on restart: {result.reason}"
                 )
                 continue
-            svc.feed.execute(result)
-            if result.evicted:
-                await self._mark_evicted([Evicted.of(r) for r in result.evicted], by="restart")
             if window is not None:
                 svc.tracker.track(entry.group_id, window, svc.clock.timestamp())
             restored += 1
