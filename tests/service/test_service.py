@@ -204,3 +204,28 @@ async def test_a_fast_virtual_clock_runs_the_day_s_end_of_day(make_service: Serv
     assert not svc.planner.has_group(infy.entry.group_id)
     assert svc.planner.has_group(crude.entry.group_id)
     assert svc.clock.now() > close
+
+
+async def test_pre_open_rolls_tier_b_and_prunes_expired_atm_rows(
+    make_service: ServiceFactory, master: Path, tmp_path: Path
+) -> None:
+    """The daily roll (on today's master) drops what expired: Tier B's old contracts and the ATM cache rows
+    of expired windows, which nothing reads again."""
+    from tickgate.store.types import AtmEntry
+
+    settings = service_settings(tmp_path).model_copy(update={"instruments": str(master)})
+    svc = await make_service(settings=settings)
+    day = svc.today()
+    expired = AtmEntry("NIFTY", day - dt.timedelta(days=8), 26000.0, (26000.0,), None, svc.clock.utcnow())
+    live = AtmEntry("NIFTY", day + dt.timedelta(days=8), 26050.0, (26050.0,), None, svc.clock.utcnow())
+    await svc.store.upsert_atm(expired)
+    await svc.store.upsert_atm(live)
+    tier_b = svc.tier_b
+    assert tier_b is not None
+    await svc.pre_open(
+        day + dt.timedelta(days=1) if day.weekday() < 4 else day + dt.timedelta(days=7 - day.weekday())
+    )
+    assert await svc.store.get_atm("NIFTY", expired.expiry) is None
+    assert await svc.store.get_atm("NIFTY", live.expiry) is not None
+    assert svc.tier_b is not None
+    assert svc.tier_b.today > tier_b.today

@@ -619,26 +619,6 @@ _CODE_BY_RECORD: dict[type, int] = {
 }
 
 
-def encode_ticker(packet: Ticker) -> bytes:
-    return encode_packet(packet)
-
-
-def encode_quote(packet: Quote) -> bytes:
-    return encode_packet(packet)
-
-
-def encode_oi(packet: OpenInterest) -> bytes:
-    return encode_packet(packet)
-
-
-def encode_prev_close(packet: PrevClose) -> bytes:
-    return encode_packet(packet)
-
-
-def encode_full(packet: Full) -> bytes:
-    return encode_packet(packet)
-
-
 def encode_disconnect(reason_code: int, key: InstrumentKey | None = None) -> bytes:
     """A Disconnect(50) packet; Dhan's header carries no meaningful instrument, zeros by default."""
     segment, security_id = key if key is not None else (0, 0)

@@ -411,6 +411,8 @@ class TickgateService:
             self._atm = AtmEngine(registry, self.settings.chains, quotes=self.quotes.get)
             self._tracker = ChainTracker(self._atm, self.settings.chains)
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, day, self.ltp_of, engine=self.atm))
+        pruned = await self.store.delete_atm_expired(day)  # windows of expired contracts: never read again
+        log.info("pre-open %s: Tier B rolled, %d expired ATM cache rows pruned", day, pruned)
 
     # -- ATM recentring ----------------------------------------------------------------------------------
 
