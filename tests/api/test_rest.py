@@ -481,3 +481,35 @@ def test_openapi_has_models_for_everything(api: Api) -> None:
                 assert status in op["responses"], (method, path, status)
     assert "APIKeyHeader" in schema["components"]["securitySchemes"]
     assert api.client.get("/docs").status_code == 200
+
+
+def test_one_error_table_gives_the_same_answer_everywhere() -> None:
+    """A domain refusal is answered the same whether it surfaced through a watchlist add (mapped by the
+    service) or reached the API's handlers directly: one table, ``as_service_error``."""
+    import datetime as dt
+
+    from tickgate.api.errors import known_error
+    from tickgate.chains.atm import (
+        ExpiryExpiredError,
+        ExpiryNotListedError,
+        NoOptionsError,
+        UnknownSymbolError,
+    )
+    from tickgate.instruments.model import AmbiguousSecurityIdError
+    from tickgate.service.errors import as_service_error
+
+    cases = {
+        UnknownSymbolError("unknown symbol 'X'"): (404, "not_found"),
+        NoOptionsError("no options on X"): (404, "not_found"),
+        ExpiryNotListedError("not listed", [dt.date(2026, 12, 8)]): (404, "not_found"),
+        ExpiryExpiredError("expired"): (400, "invalid_input"),
+        AmbiguousSecurityIdError("13 in IDX_I and NSE_EQ"): (400, "ambiguous_security_id"),
+    }
+    for exc, (status, code) in cases.items():
+        direct = known_error(exc)
+        via_service = known_error(as_service_error(exc))
+        assert (direct.status_code, direct.body) == (via_service.status_code, via_service.body)
+        assert direct.status_code == status
+        assert f'"code":"{code}"' in direct.body.decode()
+    listed = known_error(ExpiryNotListedError("not listed", [dt.date(2026, 12, 8)]))
+    assert "2026-12-08" in listed.body.decode()

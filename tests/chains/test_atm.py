@@ -27,6 +27,7 @@ from tickgate.chains import (
 from tickgate.chains.atm import window_bounds
 from tickgate.dhan.protocol import ExchangeSegment, InstrumentKey
 from tickgate.instruments import InstrumentRegistry
+from tickgate.service.errors import as_service_error
 
 from .conftest import SAMPLE_TODAY, TODAY, chain_settings
 
@@ -203,7 +204,7 @@ def test_bad_arguments(engine: AtmEngine):
 def test_unknown_symbol(engine: AtmEngine):
     with pytest.raises(UnknownSymbolError, match="NOSUCH") as exc:
         engine.window("NOSUCH", JUL)
-    assert exc.value.status_code == 404
+    assert as_service_error(exc.value).status == 404
     assert isinstance(exc.value, ChainError)
 
 
@@ -212,7 +213,7 @@ def test_expired_expiry(banknifty: InstrumentRegistry, settings):  # type: ignor
     assert eng.window("BANKNIFTY", JUL, 5, today=JUL, ltp=56_000.0).returned == 5  # expiry day still trades
     with pytest.raises(ExpiryExpiredError, match="2025-07-31 have expired") as exc:
         eng.window("BANKNIFTY", JUL, 5, today=JUL + dt.timedelta(days=1))
-    assert exc.value.status_code == 410
+    assert as_service_error(exc.value).status == 400  # the caller asked for a past expiry
     assert "2025-08-28" in str(exc.value)  # says what is still listed
 
 
@@ -220,7 +221,7 @@ def test_expiry_not_listed(engine: AtmEngine):
     with pytest.raises(ExpiryNotListedError, match="no BANKNIFTY options expire on 2025-08-01") as exc:
         engine.window("BANKNIFTY", dt.date(2025, 8, 1))
     assert exc.value.listed[:3] == (JUL, dt.date(2025, 8, 28), SEP)
-    assert exc.value.status_code == 422
+    assert as_service_error(exc.value).status == 404
 
 
 def test_no_options_listed(registry: InstrumentRegistry):

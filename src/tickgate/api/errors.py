@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tickgate.api.models import ErrorResponse
 from tickgate.chains.atm import ChainError
 from tickgate.instruments.model import AmbiguousSecurityIdError
-from tickgate.service.errors import ServiceError
+from tickgate.service.errors import ServiceError, as_service_error
 
 log = structlog.get_logger("tickgate.api")
 
@@ -121,10 +121,8 @@ def known_error(exc: Exception) -> JSONResponse:
         return error_json(status, exc.code, exc.message, exc.details)
     if isinstance(exc, ApiError):
         return error_json(exc.status, exc.code, exc.message, exc.details)
-    if isinstance(exc, ChainError):
-        return error_json(404, "not_found", str(exc))
-    if isinstance(exc, AmbiguousSecurityIdError):
-        return error_json(400, "ambiguous_security_id", str(exc))
+    if isinstance(exc, ChainError | AmbiguousSecurityIdError):
+        return known_error(as_service_error(exc))
     raise TypeError(f"not a known error: {type(exc).__name__}")
 
 

@@ -42,9 +42,7 @@ _TIE_EPS = 1e-9  # relative: strikes and LTPs are decimal prices, so float noise
 
 
 class ChainError(LookupError):
-    """Base of the engine's refusals; ``status_code`` is the HTTP status the API should answer with."""
-
-    status_code = 404
+    """Base of the engine's refusals (the answer to each: ``tickgate.service.errors.as_service_error``)."""
 
 
 class UnknownSymbolError(ChainError):
@@ -54,13 +52,9 @@ class UnknownSymbolError(ChainError):
 class NoOptionsError(ChainError):
     """The symbol exists but no options are listed on it (cash-only stock, futures-only commodity)."""
 
-    status_code = 422
-
 
 class ExpiryNotListedError(ChainError):
     """The symbol has options, but none expiring on that date. ``listed`` holds the upcoming expiries."""
-
-    status_code = 422
 
     def __init__(self, message: str, listed: Sequence[dt.date] = ()) -> None:
         super().__init__(message)
@@ -69,8 +63,6 @@ class ExpiryNotListedError(ChainError):
 
 class ExpiryExpiredError(ChainError):
     """The expiry is in the master but already past: its contracts no longer trade."""
-
-    status_code = 410
 
 
 class NoUnderlyingError(ChainError):

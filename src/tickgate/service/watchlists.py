@@ -16,14 +16,10 @@ from typing import TYPE_CHECKING
 from tickgate.chains.atm import (
     ChainError,
     ChainWindow,
-    ExpiryExpiredError,
-    ExpiryNotListedError,
-    NoOptionsError,
-    UnknownSymbolError,
 )
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.planner import GroupRef, Planner, Tier
-from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound
+from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound, as_service_error
 from tickgate.store.types import WatchlistEntry, WatchlistState
 
 if TYPE_CHECKING:
@@ -87,16 +83,6 @@ class WatchlistView:
     keys: tuple[InstrumentKey, ...] = field(default_factory=tuple)
 
 
-def _chain_error(exc: ChainError) -> Exception:
-    if isinstance(exc, UnknownSymbolError | NoOptionsError):
-        return NotFound(str(exc))
-    if isinstance(exc, ExpiryNotListedError):
-        return NotFound(str(exc), listed=[d.isoformat() for d in exc.listed])
-    if isinstance(exc, ExpiryExpiredError):
-        return InvalidInput(str(exc))
-    return NotFound(str(exc))
-
-
 class WatchlistManager:
     def __init__(self, service: TickgateService) -> None:
         self.service = service
@@ -147,7 +133,7 @@ class WatchlistManager:
                 now=svc.clock.timestamp(),  # listings and windows are reused within the engine's TTL
             )
         except ChainError as exc:
-            raise _chain_error(exc) from None
+            raise as_service_error(exc) from None
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         return window.symbol, window.exchange, window.expiry.date, window.keys(), window
