@@ -73,6 +73,9 @@ class Orchestrator:
         """Call ``subscriber`` with every applied change, in subscription order."""
         self._subscribers.append((name, subscriber))
 
+    def unsubscribe(self, name: str) -> None:
+        self._subscribers = [(n, s) for n, s in self._subscribers if n != name]
+
     def apply(
         self,
         cause: str,

@@ -180,6 +180,8 @@ def test_metrics(api: Api) -> None:
         'tickgate_api_request_seconds_bucket{le="0.005",method="GET",route="/api/v2/watchlist",status="200"}',
         'tickgate_store_writer{stat="audit_written"}',
         "tickgate_connection_up{connection=",
+        'tickgate_background_failures_total{loop="recentre"} 0.0',
+        'tickgate_background_failures_total{loop="decoder"} 0.0',
     ):
         assert name in text, name
     # two apps in one process: each has its own registry, no clash
@@ -242,3 +244,31 @@ def test_serve_refuses_a_virtual_clock_against_the_real_feed(
         settings.check_clock_for("wss://api-feed.dhan.co")
     settings.check_clock_for("ws://127.0.0.1:9000")  # the simulator: fine
     settings.model_copy(update={"clock_start": None}).check_clock_for("wss://api-feed.dhan.co")
+
+
+def test_a_failing_background_step_is_logged_counted_and_the_rest_goes_on(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plan subscriber that raises does not stop the others (the audit log still gets the change), and
+    the failure is logged and shows in the metrics."""
+    svc = api.service
+    calls: list[str] = []
+
+    def broken(change: object) -> None:
+        calls.append("broken")
+        raise RuntimeError("subscriber bug")
+
+    svc.orchestrator.subscribe("broken", broken)
+    h = api.user("failing-step")
+    try:
+        r = api.client.post(f"{PREFIX}/watchlist", json={"symbol": "INFY", "strikes": 3}, headers=h)
+    finally:
+        svc.orchestrator.unsubscribe("broken")
+    assert r.status_code in (200, 201), r.text
+    assert calls
+    assert svc.orchestrator.subscriber_failures["broken"] >= 1
+    assert "subscriber bug" in caplog.text
+    text = api.client.get("/metrics").text
+    assert 'tickgate_background_failures_total{loop="subscriber:broken"}' in text
+    listed = api.client.get(f"{PREFIX}/watchlist", headers=h).json()
+    assert "INFY" in str(listed)  # the add itself went through, the other subscribers ran

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ResponseCode
+from tickgate.feed import FeedManager
 from tickgate.orchestrator import PlanChange
 from tickgate.planner.types import EventKind
 from tickgate.service import TickgateService
@@ -66,6 +67,23 @@ class EventCounter:
 
 
 class ServiceCollector(Collector):
+    @staticmethod
+    def _background_failures(svc: TickgateService, feed: FeedManager) -> CounterMetricFamily:
+        """Every background loop logs its exceptions and goes on; this counts them, so a loop that keeps
+        failing shows on a dashboard instead of only in the log."""
+        c = CounterMetricFamily(
+            "tickgate_background_failures", "Exceptions survived by background loops", labels=["loop"]
+        )
+        counts: Counter[str] = Counter()
+        counts.update(svc.loop_failures)
+        counts.update(feed.metrics.loop_failures)
+        counts.update({f"subscriber:{k}": n for k, n in svc.orchestrator.subscriber_failures.items()})
+        if svc.eod is not None:
+            counts.update({f"job:{k}": n for k, n in svc.eod.failures.items()})
+        for loop in dict.fromkeys(("recentre", "decoder", "watchdog", "recycle", *sorted(counts))):
+            c.add_metric([loop], counts.get(loop, 0))
+        return c
+
     def __init__(self, service: TickgateService, events: EventCounter, push: PushHub) -> None:
         self.service = service
         self.events = events
@@ -82,6 +100,7 @@ class ServiceCollector(Collector):
             store = svc.store
         except NotReady:
             return
+        yield self._background_failures(svc, feed)
         planner = svc.planner
         totals, cap = planner.totals(), planner.plan_capacity()
         g = GaugeMetricFamily(

@@ -10,8 +10,8 @@ actions; this class only executes them and reports what the sockets did.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -32,6 +32,7 @@ from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, PlannerEvent, PlanResult
 
 DECODE_SLICE_S = 0.005
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class FeedMetrics:
     decode_lag_max_s: float = 0.0
     server_disconnects: Counter[int] = field(default_factory=Counter)
     stale_recycles: int = 0
+    loop_failures: Counter[str] = field(default_factory=Counter)  # decoder/watchdog exceptions survived
 
 
 def _events_to(callback: Callable[[list[PlannerEvent]], None]) -> Callable[[PlanChange], None]:
@@ -233,7 +235,11 @@ class FeedManager:
             while self._frames:
                 deadline = time.perf_counter() + DECODE_SLICE_S
                 while self._frames and time.perf_counter() < deadline:
-                    self._decode_some()
+                    try:
+                        self._decode_some()
+                    except Exception:  # that batch is lost; the feed goes on
+                        self.metrics.loop_failures["decoder"] += 1
+                        log.exception("decoding a batch failed; its frames are dropped")
                 await asyncio.sleep(0)  # let readers, pings and the API run between slices
 
     def _drain(self) -> None:
@@ -281,20 +287,30 @@ class FeedManager:
         interval = min(1.0, stale_after / 4)
         while self._running:
             await asyncio.sleep(interval)
-            if not self.market_open():
+            try:
+                await self._recycle_stale(stale_after)
+            except Exception:
+                self.metrics.loop_failures["watchdog"] += 1
+                log.exception("the stale-socket watchdog failed; it runs again in %.1f s", interval)
+
+    async def _recycle_stale(self, stale_after: float) -> None:
+        if not self.market_open():
+            return
+        now = time.monotonic()
+        loads = self.planner.loads()
+        for status in self.pool.status():
+            if status.state is not ConnectionState.UP or status.up_since is None:
                 continue
-            now = time.monotonic()
-            loads = self.planner.loads()
-            for status in self.pool.status():
-                if status.state is not ConnectionState.UP or status.up_since is None:
-                    continue
-                if loads[status.id] == 0:
-                    continue
-                last = max(status.last_data or 0.0, status.up_since)
-                if now - last > stale_after:
-                    self.metrics.stale_recycles += 1
-                    with contextlib.suppress(Exception):
-                        await self.pool.recycle(status.id, f"stale: no data for {now - last:.0f}s")
+            if loads[status.id] == 0:
+                continue
+            last = max(status.last_data or 0.0, status.up_since)
+            if now - last > stale_after:
+                self.metrics.stale_recycles += 1
+                try:
+                    await self.pool.recycle(status.id, f"stale: no data for {now - last:.0f}s")
+                except Exception:  # this socket's recycle failed; the others are still checked
+                    self.metrics.loop_failures["recycle"] += 1
+                    log.exception("recycling stale connection %d failed", status.id)
 
     # -- introspection -----------------------------------------------------------------------------------
 
