@@ -105,8 +105,9 @@ def simulate(
     from tickgate.dhan.simulator import announce, run
 
     updates: dict[str, object] = {}
-    if clock_start is not None:
+    if clock_start is not None:  # a clock started here: anchored now, not at the environment's anchor
         updates["clock_start"] = _instant(clock_start)
+        updates["clock_anchor"] = None
     if clock_speed is not None:
         updates["clock_speed"] = clock_speed
     settings = Settings().model_copy(update=updates)

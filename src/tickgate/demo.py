@@ -34,8 +34,9 @@ def demo_settings(clock_start: dt.datetime | None = None, clock_speed: float | N
     settings = Settings()
     data_dir = Path(os.environ.get("TICKGATE_DATA_DIR", Path.cwd() / ".data" / "demo"))
     updates: dict[str, object] = {"data_dir": data_dir}
-    if clock_start is not None:
+    if clock_start is not None:  # a clock started here: anchored now, not at the environment's anchor
         updates["clock_start"] = clock_start
+        updates["clock_anchor"] = None
     if clock_speed is not None:
         updates["clock_speed"] = clock_speed
     return settings.model_copy(update=updates)

@@ -144,9 +144,12 @@ async def test_eod_clears_tier_a_of_the_session_only(
     await svc.watchlists.add(user.id, "INFY")
     await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
     tier_b_before = svc.planner.totals().by_tier[Tier.B]
-    from tickgate.schedule.calendar import IST
+    from tickgate.schedule.eod import next_session_close
 
-    close = dt.datetime(2026, 11, 25, 15, 30, tzinfo=IST)
+    close = next_session_close(
+        svc.calendar, "NSE_BSE", svc.clock.now()
+    )  # whatever day the suite is pinned to
+    assert close is not None
     summary = await svc.run_eod("NSE_BSE", ("NSE", "BSE"), close)
     assert summary["groups_cleared"] == 1
     assert summary["watchlist_rows_deleted"] == 1
