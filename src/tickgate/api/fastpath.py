@@ -4,12 +4,11 @@
 screens. The route renders a chain once per ``api.chain_cache_s`` and files it under the request's exact
 path and query; an identical request from a caller whose API key is already authenticated is answered
 here from that entry while it is fresh, without FastAPI's routing, validation and dependency resolution
-(about three quarters of the cost of a cached answer). The caller-specific part (``watchlist_id``, and the
+(most of the cost of a cached answer). The caller-specific part (``watchlist_id``, and the
 chain view counting as a use of the caller's watched chain) is applied here as the route applies it.
 
-**``POST /api/v2/watchlist``.** An add at capacity is ~2 ms of work on the event loop, and FastAPI's
-routing, dependency solving and response-model handling were as much again (measured: the framework took
-more of the loop than the add itself). For an authenticated caller with a JSON body that validates, the
+**``POST /api/v2/watchlist``.** FastAPI's routing, dependency solving and response-model handling took more
+of the event loop than an add at capacity itself (docs/decisions/0002-measured-tradeoffs.md). For an authenticated caller with a JSON body that validates, the
 add runs here: the same body model, the same :func:`~tickgate.api.routes.add_entry`, the same response
 model and error rendering (:func:`~tickgate.api.errors.known_error`).
 

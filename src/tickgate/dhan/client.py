@@ -36,8 +36,8 @@ from tickgate.dhan.protocol import (
 
 TOO_MANY_CONNECTIONS = 805
 # Bytes asyncio reads from a socket per callback (its default is 256 KiB). websockets parses everything read
-# in that callback, ~5 µs a frame, so a smaller read keeps five busy sockets from holding the loop for tens of
-# milliseconds at a time (pongs, decoding and the API wait behind them).
+# in that callback, so a smaller read keeps five busy sockets from holding the loop for long stretches
+# (pongs, decoding and the API wait behind them; docs/decisions/0002-measured-tradeoffs.md).
 READ_CHUNK_BYTES = 64 * 1024
 
 

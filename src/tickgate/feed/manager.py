@@ -228,7 +228,7 @@ class FeedManager:
         while self._running:
             await self._wake.wait()
             if gather > 0 and len(self._frames) < self.settings.feed.decode_batch_frames:
-                # Let a few reads' frames gather: a batch costs ~100 µs of numpy set-up whatever its size,
+                # Let a few reads' frames gather: a batch costs a fixed numpy set-up whatever its size,
                 # so at 50k frames/s one batch per socket read would spend most of the loop on set-up.
                 await asyncio.sleep(gather)
             self._wake.clear()

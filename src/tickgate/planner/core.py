@@ -227,7 +227,8 @@ class Planner:
         self._keys: dict[InstrumentKey, list[int]] = {}
         # key -> ids of the groups wanting it: the subscriptions view of a few keys without walking every
         # group. Ids, not groups: a dict of str -> None is never tracked by the cyclic GC, so 25,000 of them
-        # cost the collector nothing (holding the groups doubled the planner's add p99 through GC alone).
+        # cost the collector nothing (holding the groups put GC pauses into the add latency; see
+        # docs/decisions/0002-measured-tradeoffs.md).
         self._owners: dict[InstrumentKey, dict[GroupId, None]] = {}
         # Key-state lists of keys no longer desired, reused for new keys. Churn then allocates no new
         # GC-tracked objects: without this every add grows the young generation by a list per key and

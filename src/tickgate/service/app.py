@@ -426,7 +426,7 @@ class TickgateService:
                 for change in self.tracker.moves(self.ltp_of, now):
                     moved += self._recentre(change, now)
                     # One chain at a time: a request arriving meanwhile waits for one move, not for a
-                    # second's worth of them (docs/PERFORMANCE.md, "recentring").
+                    # second's worth of them (docs/decisions/0002-measured-tradeoffs.md).
                     await asyncio.sleep(0)
                 self._recentred(moved)
             except Exception:

@@ -112,8 +112,8 @@ class DriverStatement:
     per dialect, its values put through the same type processors SQLAlchemy would apply, so both databases
     store exactly what ``conn.execute(statement, rows)`` would.
 
-    Why: SQLAlchemy's per-row parameter handling cost about four times SQLite's own work (~12 µs a row
-    against ~3), and a writer batch holds SQLite's one write lock meanwhile: a user's add waits behind it.
+    Why: SQLAlchemy's per-row parameter handling cost several times SQLite's own work (measured:
+    docs/decisions/0002-measured-tradeoffs.md), and a writer batch holds SQLite's one write lock meanwhile: a user's add waits behind it.
     Every statement of a writer batch is one of these (:func:`run_prepared`), on both databases."""
 
     def __init__(self, build: Callable[[str, tuple[str, ...]], UpdateBase], *, insert: bool = False) -> None:
@@ -213,7 +213,7 @@ _MARK_WATCHLIST = DriverStatement(
     )
 )
 # The hot path of a watchlist add: an upsert is not in SQLAlchemy's compiled cache (its ``excluded`` columns
-# are built per statement), and compiling it cost ~0.4 ms an add; prepared once, it runs in ~0.1 ms.
+# are built per statement), and compiling it on every add cost more than running it: prepared once.
 _PUT_WATCHLIST = DriverStatement(
     lambda d, names: upsert(d, _W, ("group_id",), names).returning(_W.c.id), insert=True
 )
@@ -438,7 +438,7 @@ class Store:
         first: a ``background`` write (the batching writer's) waits while one is queued or running, or a
         :meth:`priority` section is open (bounded, see there). ``fn`` is synchronous so that a whole
         transaction runs in one piece, on the loop or in one hop to the writer thread; ``inline=False``
-        sends a large one (a whole-table rewrite, ~50 ms of SQLite) to the thread, off the loop."""
+        sends a large one (a whole-table rewrite) to the thread, off the loop."""
         self._check_open()
         if background and self._foreground:
             await self._foreground_done()
@@ -974,7 +974,7 @@ class Store:
                 run_prepared(conn, self._batch_statements(audit, atm, touches, marks))
                 run_prepared(conn, self._subs_statements(subs, previous))
 
-            # A whole table (25,000 rows at first write) would hold the loop for ~50 ms: off the loop.
+            # A whole table (25,000 rows at first write) would hold the loop too long: off the loop.
             whole = not isinstance(subs, conv.SubDelta) and len(subs) > self._settings.writer_subs_chunk
             await self._write(tx, background=True, inline=not whole)
             if isinstance(subs, conv.SubDelta):

@@ -13,8 +13,8 @@ is waited out between processes:
   (:meth:`Engines.write_inline`): with WAL, ``synchronous=NORMAL`` and checkpoints moved off the
   connection, a commit is a few hundred microseconds of C and no fsync. Handing it to a thread cost more
   than doing it: two thread hops, and inside ``sqlite3`` the GIL is released and taken back around every
-  step, each time waiting up to the switch interval for a busy event loop — a 50-row batch took 8 ms at
-  p99 (116 ms at worst) that way, and users' adds queued behind it. Only when *another process* holds
+  step, each time waiting up to the switch interval for a busy event loop, and users' adds queued behind
+  it (measured: docs/decisions/0002-measured-tradeoffs.md). Only when *another process* holds
   the write lock does a write go to the writer thread (:meth:`Engines.run_write`) to wait for it there:
   the loop never waits on a lock (its attempt runs with ``busy_timeout = 0``);
 * WAL checkpoints (which fsync) run on a connection of their own in a worker thread

@@ -41,7 +41,7 @@ class PlannerSubscriptions:
     write that failed (:meth:`resync`). Submitted to the writer after each planner change; computed only
     when the writer is about to write, on the event loop's thread like every planner call, and at most
     ``limit`` keys at a time: a second of evictions is ~10,000 keys, and building all their rows at once
-    stalled the event loop for ~100 ms."""
+    stalled the event loop (docs/decisions/0002-measured-tradeoffs.md)."""
 
     def __init__(self, planner: Planner, clock: Clock) -> None:
         self.planner = planner
