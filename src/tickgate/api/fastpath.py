@@ -8,9 +8,10 @@ here from that entry while it is fresh, without FastAPI's routing, validation an
 chain view counting as a use of the caller's watched chain) is applied here as the route applies it.
 
 **``POST /api/v2/watchlist``.** FastAPI's routing, dependency solving and response-model handling took more
-of the event loop than an add at capacity itself (docs/decisions/0002-measured-tradeoffs.md). For an authenticated caller with a JSON body that validates, the
-add runs here: the same body model, the same :func:`~tickgate.api.routes.add_entry`, the same response
-model and error rendering (:func:`~tickgate.api.errors.known_error`).
+of the event loop than an add at capacity itself (docs/decisions/0002-measured-tradeoffs.md). For an
+authenticated caller with a JSON body that validates, the add runs here: the same body model, the same
+:func:`~tickgate.api.routes.add_entry`, the same response model and error rendering
+(:func:`~tickgate.api.errors.known_error`).
 
 Anything else — first sight of a key, an expired one, a body that does not validate (replayed to the route
 so that its 400 is the route's), a stale chain — goes down the normal route, which validates,

@@ -113,7 +113,8 @@ class DriverStatement:
     store exactly what ``conn.execute(statement, rows)`` would.
 
     Why: SQLAlchemy's per-row parameter handling cost several times SQLite's own work (measured:
-    docs/decisions/0002-measured-tradeoffs.md), and a writer batch holds SQLite's one write lock meanwhile: a user's add waits behind it.
+    docs/decisions/0002-measured-tradeoffs.md), and a writer batch holds SQLite's one write lock
+    meanwhile: a user's add waits behind it.
     Every statement of a writer batch is one of these (:func:`run_prepared`), on both databases."""
 
     def __init__(self, build: Callable[[str, tuple[str, ...]], UpdateBase], *, insert: bool = False) -> None:
