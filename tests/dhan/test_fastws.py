@@ -86,3 +86,24 @@ async def test_a_live_feed_takes_the_fast_path_and_websockets_keeps_the_connecti
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(reader, 10)
         assert any(isinstance(p, Disconnect) and p.reason_code == 805 for f in got for p in decode_frame(f))
+
+
+def test_the_private_websockets_api_the_fast_path_reads_is_still_there() -> None:
+    """``FeedConnection`` reads ``protocol.reader.buffer`` (websockets' private stream reader) to start the
+    fast path only at a frame boundary. websockets may change it in any release: this fails loudly on a
+    version where it did, and pyproject pins the range (``websockets>=13,<16``) that was checked."""
+    from importlib.metadata import version
+
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    major = int(version("websockets").split(".")[0])
+    assert 13 <= major < 16, (
+        f"websockets {version('websockets')} is outside the range the fast path was checked on"
+    )
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"))
+    reader = protocol.reader
+    assert isinstance(reader.buffer, bytearray)
+    assert len(reader.buffer) == 0  # empty at a frame boundary: the fast path may take over
+    reader.feed_data(b"\x82")  # half a frame header: the general parser holds it
+    assert len(reader.buffer) == 1, "protocol.reader.buffer no longer holds what the general parser has read"
