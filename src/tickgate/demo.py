@@ -62,6 +62,7 @@ def status_table(service: object) -> Table:
         )
     totals = service.planner.totals()
     table.caption = (
+        f"{service.clock.now():%a %d %b %H:%M:%S} IST · "
         f"Tier B {totals.by_tier.get(Tier.B, 0):,} · Tier A {totals.by_tier.get(Tier.A, 0):,} · "
         f"free {cap.free:,} of {cap.total:,} · packets {service.quotes.packets:,} · "
         f"corrupt frames {service.feed.metrics.corrupt_frames}"
