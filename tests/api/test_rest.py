@@ -277,6 +277,17 @@ def test_watchlist_add_fast_path_answers_as_the_route_does(api: Api) -> None:
     assert missing["code"] == "not_found"
     assert "NOSUCHCO" in missing["message"]
     assert fast.served == served + 1
+    # the fast path's answers are measured under the route's own template, as the route's are
+    metrics = api.client.get("/metrics").text
+    labelled = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("tickgate_api_request_seconds_count")
+        and 'method="POST"' in line
+        and 'route="/api/v2/watchlist"' in line
+        and 'status="404"' in line
+    ]
+    assert labelled, "the fast path's 404 is not counted under /api/v2/watchlist"
 
 
 # -- status -----------------------------------------------------------------------------------------------

@@ -20,13 +20,12 @@ authenticates and refills the caches.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tickgate.api.auth import Authenticator, Principal
 from tickgate.api.errors import KNOWN_ERRORS, known_error
+from tickgate.api.metrics import ROUTE_LABEL
 from tickgate.api.models import WatchlistAdd
 from tickgate.api.render import ChainCache, finish_chain, request_key
 from tickgate.api.routes import add_entry
@@ -36,8 +35,8 @@ from tickgate.service.watchlists import group_id_for
 PREFIX = "/api/v2"
 CHAIN_PATH = PREFIX + "/option-chain/"
 WATCHLIST_PATH = PREFIX + "/watchlist"
-CHAIN_ROUTE = SimpleNamespace(path=CHAIN_PATH + "{symbol}")  # what the access log and metrics label
-WATCHLIST_ROUTE = SimpleNamespace(path=WATCHLIST_PATH)
+CHAIN_ROUTE = CHAIN_PATH + "{symbol}"  # the route templates the access log and the metrics name them by
+WATCHLIST_ROUTE = WATCHLIST_PATH
 _KEY_HEADER = b"x-api-key"
 _CONTENT_TYPE = b"content-type"
 _JSON = [(b"content-type", b"application/json")]
@@ -117,9 +116,9 @@ class FastPaths:
         await send({"type": "http.response.body", "body": body})
 
 
-def _label(scope: Scope, route: SimpleNamespace, principal: Principal) -> None:
+def _label(scope: Scope, route: str, principal: Principal) -> None:
     """What the access log and the latency metric name the request by, as the route would set them."""
-    scope["route"] = route
+    scope[ROUTE_LABEL] = route
     scope.setdefault("state", {})["user"] = principal.name
 
 

@@ -255,8 +255,16 @@ class Metrics:
 RequestHandler = Callable[[Request], Awaitable[Response]]
 
 
+ROUTE_LABEL = "tickgate.route_label"
+"""Scope key a request answered outside FastAPI's router (the fast paths) sets to the route template it
+stands for, so the access log and the latency metric name it as the route would."""
+
+
 def route_of(request: Request) -> str:
     """The route template (``/api/v2/watchlist/{watchlist_id}``), so ids do not explode label cardinality."""
+    label = request.scope.get(ROUTE_LABEL)
+    if isinstance(label, str):
+        return label
     route: Any = request.scope.get("route")
     path = getattr(route, "path", None)
     if not path:
