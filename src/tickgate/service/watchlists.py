@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tickgate.chains.atm import (
     ChainError,
@@ -23,7 +23,34 @@ from tickgate.service.errors import CapacityExceeded, InvalidInput, NotFound, as
 from tickgate.store.types import WatchlistEntry, WatchlistState
 
 if TYPE_CHECKING:
-    from tickgate.service.app import TickgateService
+    from tickgate.chains.atm import AtmEngine
+    from tickgate.chains.tracker import ChainTracker
+    from tickgate.clock import Clock
+    from tickgate.feed import QuoteStore
+    from tickgate.instruments import InstrumentRegistry
+    from tickgate.orchestrator import Orchestrator
+    from tickgate.store import Store
+
+
+class WatchlistHost(Protocol):
+    """What the watchlists use of the service, and nothing more (the service is one; mypy checks it)."""
+
+    planner: Planner
+    orchestrator: Orchestrator
+    quotes: QuoteStore
+    clock: Clock
+
+    @property
+    def registry(self) -> InstrumentRegistry: ...
+    @property
+    def atm(self) -> AtmEngine: ...
+    @property
+    def tracker(self) -> ChainTracker: ...
+    @property
+    def store(self) -> Store: ...
+    def today(self) -> dt.date: ...
+    def remember_atm(self, window: ChainWindow) -> None: ...
+
 
 SPOT = "SPOT"
 
@@ -84,7 +111,7 @@ class WatchlistView:
 
 
 class WatchlistManager:
-    def __init__(self, service: TickgateService) -> None:
+    def __init__(self, service: WatchlistHost) -> None:
         self.service = service
         # group id -> its watchlist row id. A group's row changes only through ``add`` (which sets it
         # here); a removed group leaves the planner, so a stale entry is never read while it is absent.
