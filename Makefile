@@ -25,7 +25,7 @@ pytest: $(STAMP) browser
 	$(BIN)/pytest -q
 
 browser:  # the dashboard test's Chromium (Debian's; apt-get when missing and usable)
-	@scripts/ensure-chromium
+	@scripts/ensure-deb chromium chromium "the dashboard test's browser"
 
 demo: $(STAMP)
 	$(BIN)/tickgate demo
@@ -36,6 +36,7 @@ demo: $(STAMP)
 BENCHES := decode registry planner ingest api cli
 
 bench: $(STAMP)
+	@scripts/ensure-deb wrk wrk "the option-chain load generator"
 	rm -rf bench/out/results
 	@failed=""; \
 	for b in $(BENCHES); do \
