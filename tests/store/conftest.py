@@ -157,3 +157,9 @@ def sqlite_db(tmp_path: Path) -> Db:
 def pg_db() -> Iterator[Db]:
     """PostgreSQL only, for what only PostgreSQL has (server-side connection kills)."""
     yield from _pg_db()
+
+
+async def log_now(store: Store, action: str, **fields: Any) -> None:
+    """Append one audit row and wait for it to be committed (the writer is the store's one audit path)."""
+    store.writer.submit_log(action, **fields)
+    await store.writer.flush(timeout=30)

@@ -10,6 +10,8 @@ from tickgate.dhan.protocol import FeedMode
 from tickgate.planner.types import EventKind, PlannerEvent, Tier
 from tickgate.store import AuditAction, Store, action_for
 
+from .conftest import log_now
+
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
@@ -27,8 +29,9 @@ async def test_planner_events_are_logged_field_by_field(store: Store) -> None:
         PlannerEvent(EventKind.MOVE, None, None, None, connection=1, target=4, count=20),
         PlannerEvent(EventKind.EOD, "A:7:RELIANCE", "7", Tier.A, count=52, reason="EOD"),
     ]
-    assert await store.log_events(events, "planner", at=T0, details={"request": "r-1"}) == 4
-    assert await store.log_events([], "planner") == 0
+    assert store.writer.submit_events(events, "planner", at=T0, details={"request": "r-1"}) == 4
+    assert store.writer.submit_events([], "planner") == 0
+    await store.writer.flush(timeout=30)
     page = await store.audit()
     assert [e.action for e in page.entries] == ["EOD_CLEANUP", "MOVE", "EVICT", "ADD"]
     add = page.entries[-1]
@@ -49,7 +52,8 @@ async def test_planner_events_are_logged_field_by_field(store: Store) -> None:
 
 
 async def test_generic_rows_and_validation(store: Store) -> None:
-    rid = await store.log(
+    await log_now(
+        store,
         "watchlist_add",
         actor="alice",
         group_id="g" * 500,
@@ -60,25 +64,25 @@ async def test_generic_rows_and_validation(store: Store) -> None:
         at=T0,
     )
     e = (await store.audit()).entries[0]
-    assert e.id == rid
     assert e.action == "WATCHLIST_ADD"
     assert e.details == {"symbol": "TCS"}
     assert e.group_id == "g" * 200  # clipped, never refused
+    # a bad row is refused on the caller's stack, not later in the writer
     with pytest.raises(ValueError, match="UPPER_SNAKE"):
-        await store.log("not an action!", actor="x")
+        store.writer.submit_log("not an action!", actor="x")
     with pytest.raises(ValueError, match="actor"):
-        await store.log("STARTUP", actor="")
+        store.writer.submit_log("STARTUP", actor="")
     with pytest.raises(ValueError, match="naive"):
-        await store.log("STARTUP", actor="x", at=datetime(2026, 1, 1))
+        store.writer.submit_log("STARTUP", actor="x", at=datetime(2026, 1, 1))
     with pytest.raises(TypeError):
-        await store.log("STARTUP", actor="x", details={"not json": object()})
+        store.writer.submit_log("STARTUP", actor="x", details={"not json": object()})
     assert await store.audit_count() == 1
 
 
 async def test_pages_newest_first_cover_everything_once(store: Store) -> None:
     actions = ["SUBSCRIBE", "EVICT", "EOD_CLEANUP"]
     for i in range(53):
-        await store.log(actions[i % 3], actor="t", count=i, at=T0 + timedelta(seconds=i))
+        await log_now(store, actions[i % 3], actor="t", count=i, at=T0 + timedelta(seconds=i))
     seen: list[int] = []
     cursor = None
     pages = 0
@@ -90,15 +94,19 @@ async def test_pages_newest_first_cover_everything_once(store: Store) -> None:
             break
         cursor = page.next_cursor
         # an append between pages does not shift the next page (keyset, not offset)
-        await store.log("STARTUP", actor="late", at=T0)
+        await log_now(store, "STARTUP", actor="late", at=T0)
     assert seen == list(range(52, -1, -1))
     assert pages == 6
 
 
 async def test_filters_since_until_action(store: Store) -> None:
     for i in range(30):
-        await store.log(
-            ["SUBSCRIBE", "EVICT", "EOD_CLEANUP"][i % 3], actor="t", count=i, at=T0 + timedelta(minutes=i)
+        await log_now(
+            store,
+            ["SUBSCRIBE", "EVICT", "EOD_CLEANUP"][i % 3],
+            actor="t",
+            count=i,
+            at=T0 + timedelta(minutes=i),
         )
     since = await store.audit(since=T0 + timedelta(minutes=25), limit=100)
     assert [e.count for e in since.entries] == [29, 28, 27, 26, 25]

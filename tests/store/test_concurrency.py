@@ -11,7 +11,7 @@ from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner.types import EventKind, PlannerEvent, Tier
 from tickgate.store import AtmEntry, Store, SubscriptionRow
 
-from .conftest import Db
+from .conftest import Db, log_now
 
 ADDS = 200
 BATCHES = 20
@@ -70,7 +70,7 @@ async def test_hammer_concurrent_writers_zero_errors(db: Db) -> None:
 
         async def scheduler(k: int) -> None:  # the EOD job's bookkeeping and direct audit rows
             await other.set_meta(f"eod:{k % 3}", {"run": k})
-            await other.log("EOD_CLEANUP", actor="scheduler", count=k)
+            await log_now(other, "EOD_CLEANUP", actor="scheduler", count=k)
             await api.upsert_atm(
                 AtmEntry("SENSEX", date(2026, 12, 3), 85000.0 + k, (85000.0,), 1.0, datetime.now(UTC))
             )

@@ -16,7 +16,7 @@ from tickgate.store import Store, database_url, head_revision, normalize_url
 from tickgate.store import schema as tbl
 from tickgate.store.engine import create_engines, downgrade, upgrade
 
-from .conftest import Db
+from .conftest import Db, log_now
 
 TABLES = {"users", "api_keys", "watchlist", "subscriptions", "atm_cache", "subscription_log", "meta"}
 
@@ -90,7 +90,7 @@ async def test_downgrade_to_base_and_up_again(db: Db) -> None:
 
 
 async def test_audit_log_is_append_only_in_the_database(store: Store) -> None:
-    await store.log("STARTUP", actor="test")
+    await log_now(store, "STARTUP", actor="test")
     for stmt in (
         sa.update(tbl.subscription_log).values(actor="tampered"),
         sa.delete(tbl.subscription_log),

@@ -43,7 +43,7 @@ from sqlalchemy.sql.dml import UpdateBase
 from tickgate.clock import SYSTEM_CLOCK, Clock
 from tickgate.config import Settings, StoreSettings
 from tickgate.dhan.protocol import FeedMode
-from tickgate.planner.types import PlannerEvent, Tier
+from tickgate.planner.types import Tier
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
 from tickgate.store.engine import (
@@ -829,59 +829,6 @@ class Store:
         return await self._write(tx)
 
     # ------------------------------------------------------------------------------------------ audit
-
-    async def log(
-        self,
-        action: str,
-        *,
-        actor: str,
-        group_id: str | None = None,
-        owner: str | None = None,
-        tier: Tier | str | None = None,
-        connection: int | None = None,
-        target: int | None = None,
-        count: int = 0,
-        mode: FeedMode | None = None,
-        reason: str | None = None,
-        details: JSONValue = None,
-        at: datetime | None = None,
-    ) -> int:
-        """Append one audit row now (awaited; committed on return) and return its id. For the hot path use
-        ``store.writer.submit_log`` instead."""
-        row = conv.audit_row(
-            action,
-            actor=actor,
-            at=at if at is not None else self.now(),
-            group_id=group_id,
-            owner=owner,
-            tier=tier,
-            connection=connection,
-            target=target,
-            count=count,
-            mode=mode,
-            reason=reason,
-            details=details,
-        )
-
-        def tx(conn: Connection) -> int:
-            return _pk(conn.execute(sa.insert(tbl.subscription_log).values(row)))
-
-        return await self._write(tx)
-
-    async def log_events(
-        self,
-        events: Iterable[PlannerEvent],
-        actor: str,
-        *,
-        at: datetime | None = None,
-        details: JSONValue = None,
-    ) -> int:
-        """Append planner events (one row each, one transaction); returns how many were written."""
-        rows = conv.event_rows(events, actor=actor, at=at if at is not None else self.now(), details=details)
-        if rows:
-            statement = _INSERT_AUDIT.prepare(self._engines.write_dialect, rows)
-            await self._write(lambda conn: run_prepared(conn, [statement]))
-        return len(rows)
 
     async def audit(
         self,
