@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tickgate"
@@ -75,14 +76,19 @@ def is_io(module: str) -> bool:
     return any(module == m or module.startswith(m + ".") for m in IO_MODULES)
 
 
-def test_pure_cores_import_no_io() -> None:
-    offenders = [
+def import_offenders(rels: tuple[str, ...], forbidden: Callable[[str], bool]) -> list[str]:
+    """``file:line: module`` for every import of a forbidden module in the files under ``rels``."""
+    return [
         f"{path.relative_to(SRC)}:{line}: {module}"
-        for rel in PURE
+        for rel in rels
         for path in modules(rel)
         for line, module in imported(ast.parse(path.read_text(encoding="utf-8")))
-        if is_io(module)
+        if forbidden(module)
     ]
+
+
+def test_pure_cores_import_no_io() -> None:
+    offenders = import_offenders(PURE, is_io)
     assert offenders == [], "a pure core imports I/O:\n" + "\n".join(offenders)
 
 
@@ -112,18 +118,11 @@ def test_only_the_orchestrator_sends_actions_to_the_feed() -> None:
     }
     assert calls == {"orchestrator.py": calls.get("orchestrator.py", [])}, calls
     assert len(calls["orchestrator.py"]) == 1
-    assert execute_calls(ast.parse("svc.feed.execute(result)\nself._feed.execute(r)\ncon.execute(sql)")) == [
-        1,
-        2,
-    ]
+    sample = "svc.feed.execute(result)\nself._feed.execute(r)\ncon.execute(sql)"
+    assert execute_calls(ast.parse(sample)) == [1, 2]
 
 
 def test_lower_layers_do_not_import_the_service_or_the_api() -> None:
-    offenders = [
-        f"{path.relative_to(SRC)}:{line}: {module}"
-        for rel in LOWER
-        for path in modules(rel)
-        for line, module in imported(ast.parse(path.read_text(encoding="utf-8")))
-        if module.startswith(("tickgate.service", "tickgate.api", "tickgate.web", "tickgate.demo"))
-    ]
+    higher = ("tickgate.service", "tickgate.api", "tickgate.web", "tickgate.demo")
+    offenders = import_offenders(LOWER, lambda module: module.startswith(higher))
     assert offenders == [], "\n".join(offenders)
