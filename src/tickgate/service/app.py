@@ -120,7 +120,7 @@ class TickgateService:
         for name, subscriber in (
             ("audit", self._audit_events),
             ("subscriptions", self._follow_subscriptions),
-            ("tracker", self._untrack_gone),
+            ("gone", self._forget_gone),
             ("evictions", self._mark_evicted),
         ):
             self.orchestrator.subscribe(name, subscriber)
@@ -238,10 +238,14 @@ class TickgateService:
         if change.events or change.result.actions:
             self.snapshot_subscriptions()
 
-    def _untrack_gone(self, change: PlanChange) -> None:
-        if self._tracker is not None:
-            for group in change.gone(self.planner):
+    def _forget_gone(self, change: PlanChange) -> None:
+        """Groups that left the plan (removed, evicted, cleared at EOD) are no longer tracked for
+        recentring, and their watchlist row ids are no longer cached."""
+        gone = change.gone(self.planner)
+        if gone and self._tracker is not None:
+            for group in gone:
                 self._tracker.untrack(group)
+        self.watchlists.forget(gone)
 
     def _mark_evicted(self, change: PlanChange) -> None:
         """Users' chains evicted by any change (an add, a recentre, the Tier B roll, a restart) are marked
@@ -249,7 +253,6 @@ class TickgateService:
         writer with the decision's time: a chain re-added meanwhile (created later) stays active."""
         evicted = [ref.group for ref in change.evicted_tier_a(self.planner)]
         if evicted and self._store is not None:
-            self.watchlists.forget(evicted)
             self._store.writer.submit_watchlist_state(
                 evicted,
                 WatchlistState.EVICTED,
@@ -384,7 +387,6 @@ class TickgateService:
             reason=f"{session} session closed at {close.isoformat()}",
             details=summary,
         )
-        self.snapshot_subscriptions()
         self.eod_runs.append(summary)
         # A session just closed, its Tier A with it: the quietest moment of the day for a full walk of every
         # object, frozen ones too (a one-off pause; MCX may still be trading after the NSE close).

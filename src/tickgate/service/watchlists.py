@@ -275,7 +275,7 @@ class WatchlistManager:
         return wid
 
     def forget(self, groups: Iterable[str]) -> None:
-        """Drop the cached row ids of groups that left the plan (evicted: their rows are marked)."""
+        """Drop the cached row ids of groups that left the plan (the service's plan subscriber calls it)."""
         for group in groups:
             self._ids.pop(group, None)
 
@@ -287,9 +287,7 @@ class WatchlistManager:
         if svc.planner.has_group(entry.group_id):
             now = svc.clock.timestamp()
             cause = f"user {user_id} removing {entry.symbol}"
-            svc.orchestrator.apply(cause, Planner.remove_group, entry.group_id, now)
-        svc.tracker.untrack(entry.group_id)
-        self._ids.pop(entry.group_id, None)
+            svc.orchestrator.apply(cause, Planner.remove_group, entry.group_id, now)  # untracked, forgotten
         removed = await svc.store.remove_watchlist(watchlist_id, user_id)
         svc.store.writer.submit_log(
             "WATCHLIST_REMOVE",
