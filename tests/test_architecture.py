@@ -126,3 +126,24 @@ def test_lower_layers_do_not_import_the_service_or_the_api() -> None:
     higher = ("tickgate.service", "tickgate.api", "tickgate.web", "tickgate.demo")
     offenders = import_offenders(LOWER, lambda module: module.startswith(higher))
     assert offenders == [], "\n".join(offenders)
+
+
+STORE_PARTS = (
+    "store/gate.py",
+    "store/prepared.py",
+    "store/users.py",
+    "store/watchlists.py",
+    "store/subscriptions.py",
+    "store/audit.py",
+    "store/atm.py",
+    "store/meta.py",
+    "store/batch.py",
+    "store/writer.py",
+)
+
+
+def test_store_parts_do_not_reach_back_into_the_store() -> None:
+    """The repositories, the gate and the writer are parts the ``Store`` composes: none imports it (the
+    writer reaches the database only through its ``BatchSink``)."""
+    offenders = import_offenders(STORE_PARTS, lambda module: module == "tickgate.store.core")
+    assert offenders == [], "\n".join(offenders)

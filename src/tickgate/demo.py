@@ -111,12 +111,12 @@ async def run_demo(
     server: Any = None
     try:
         await service.start()
-        user = await service.store.get_user_by_name(DEMO_USER)
+        user = await service.store.users.by_name(DEMO_USER)
         key = None
         if user is None:
-            user, key = await service.store.create_user(DEMO_USER)
+            user, key = await service.store.users.create(DEMO_USER)
         else:
-            _key_row, key = await service.store.create_api_key(user.id)
+            _key_row, key = await service.store.users.create_key(user.id)
         for symbol in DEMO_WATCHLIST:  # full mode: the dashboard's chain grid shows bid/ask depth
             with contextlib.suppress(Exception):
                 await service.watchlists.add(user.id, symbol, mode=FeedMode.FULL)

@@ -130,7 +130,7 @@ class Api:
         return portal.call(functools.partial(fn, *args, **kwargs))
 
     def user(self, name: str, *, admin: bool = False) -> dict[str, str]:
-        _user, key = self.call(self.service.store.create_user, name, admin=admin)
+        _user, key = self.call(self.service.store.users.create, name, admin=admin)
         return {"X-API-Key": key}
 
     @property

@@ -182,7 +182,7 @@ def live(
 
 def test_real_websocket_coalesced_at_max_rate(live: tuple[str, Any]) -> None:
     base, service = live
-    future = asyncio.run_coroutine_threadsafe(service.store.create_user("realws"), _loop_of(service))
+    future = asyncio.run_coroutine_threadsafe(service.store.users.create("realws"), _loop_of(service))
     _user, key = future.result(10)
     keys = [str(k) for k in service.tier_b.keys()]  # noqa: SIM118 - TierBPlan.keys(), not a dict
 

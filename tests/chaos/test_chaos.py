@@ -110,7 +110,7 @@ async def create_users(db_url: str) -> dict[str, tuple[int, str]]:
     try:
         out = {}
         for name in USERS:
-            user, key = await store.create_user(name)
+            user, key = await store.users.create(name)
             out[name] = (user.id, key)
         return out
     finally:

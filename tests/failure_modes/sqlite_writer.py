@@ -20,10 +20,10 @@ async def main() -> None:
     try:
         print("READY", flush=True)
         for i in range(iterations):
-            await store.create_user(f"external-{i}")
+            await store.users.create(f"external-{i}")
             store.writer.submit_log("EXTERNAL_WRITE", actor="other-process", count=i)
             await store.writer.flush(timeout=30)
-            await store.set_meta(f"external:{i % 5}", i)
+            await store.meta.set(f"external:{i % 5}", i)
             await asyncio.sleep(0)
     finally:
         await store.close()

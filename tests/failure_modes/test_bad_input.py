@@ -51,7 +51,7 @@ def _state(api: Api, user_headers: dict[str, str]) -> dict[str, Any]:
         "tier_b": None if svc.tier_b is None else (svc.tier_b.total, str(svc.tier_b.source)),
         "eod_runs": len(svc.eod_runs),
         "requests_sent": svc.feed.metrics.requests_sent,
-        "admin_user": api.call(svc.store.get_user_by_name, "admin") is not None,
+        "admin_user": api.call(svc.store.users.by_name, "admin") is not None,
     }
 
 
@@ -66,7 +66,7 @@ def test_admin_endpoints_refuse_missing_wrong_and_user_keys_without_side_effects
     assert added.status_code == 200, added.text
     assert api.wait(lambda: api.service.planner.suspended() == [])
     before = _state(api, user)
-    audit_before = api.call(api.service.store.audit_count)
+    audit_before = api.call(api.service.store.audit.count)
     unauthenticated: list[tuple[dict[str, str], dict[str, str]]] = [
         ({}, {}),
         ({"X-API-Key": ""}, {}),
@@ -89,7 +89,7 @@ def test_admin_endpoints_refuse_missing_wrong_and_user_keys_without_side_effects
         assert r.json()["error"]["code"] == "forbidden"
     api.call(api.service.store.writer.flush, 30)
     assert _state(api, user) == before
-    assert api.call(api.service.store.audit_count) == audit_before, "a refused admin call left an audit trail"
+    assert api.call(api.service.store.audit.count) == audit_before, "a refused admin call left an audit trail"
     # the control: the same calls with the admin key do act
     assert api.client.post(f"{PREFIX}/admin/cleanup", headers=api.admin).status_code == 200
     assert api.client.get(f"{PREFIX}/watchlist", headers=user).json()["entries"] == []
@@ -152,7 +152,7 @@ def test_push_deeply_nested_json_is_a_policy_close_not_an_internal_error(live: t
 
 def _user_key(service: Any, name: str) -> str:
     loop: asyncio.AbstractEventLoop = service.feed._tasks[0].get_loop()
-    _user, key = asyncio.run_coroutine_threadsafe(service.store.create_user(name), loop).result(10)
+    _user, key = asyncio.run_coroutine_threadsafe(service.store.users.create(name), loop).result(10)
     return str(key)
 
 

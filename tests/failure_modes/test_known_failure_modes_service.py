@@ -75,7 +75,7 @@ def tier_a_groups(svc: TickgateService) -> set[str]:
 
 
 async def db_groups(svc: TickgateService) -> set[str]:
-    return {w.group_id for w in await svc.store.all_active_watchlists()}
+    return {w.group_id for w in await svc.store.watchlists.active()}
 
 
 # -- OpenAlgo #1924, through the service ---------------------------------------------------------------------
@@ -94,7 +94,7 @@ async def test_openalgo_1924_watchlist_removals_and_recentres_shrink_the_broker_
     await converged(svc.feed, simulator)
     tier_b = sim_count(simulator)
     assert tier_b == svc.planner.totals().by_tier[Tier.B] == 43
-    users = [(await svc.store.create_user(f"drift{i}"))[0].id for i in range(3)]
+    users = [(await svc.store.users.create(f"drift{i}"))[0].id for i in range(3)]
     rng = random.Random(1924)
     live: dict[int, tuple[int, AddResult]] = {}
     recentred = 0
@@ -163,7 +163,7 @@ async def test_openalgo_1458_adds_while_sockets_are_down_or_connecting_are_never
     simulator.refuse(3.0)  # every connect answered 503 for 3 s
     svc = await services(flowing(NOW))
     assert not any(s.state is ConnectionState.UP for s in svc.feed.pool.status())
-    user = (await svc.store.create_user("early-bird"))[0].id
+    user = (await svc.store.users.create("early-bird"))[0].id
     early = [await svc.watchlists.add(user, s, strikes=5) for s in STOCKS[:4]]
     assert all(r.status == "added" for r in early)
     assert all(r.suspended for r in early), "no socket is up: the user must be told the chain waits"
@@ -204,7 +204,7 @@ async def test_openalgo_1759_no_database_locked_under_the_scheduler(
     clock = frozen(NOW)
     svc = await services(clock, scheduler=True)
     assert svc.eod is not None
-    users = [(await svc.store.create_user(f"locked{i}"))[0].id for i in range(4)]
+    users = [(await svc.store.users.create(f"locked{i}"))[0].id for i in range(4)]
     settings = svc.settings
     assert settings.db_url is not None
     assert settings.db_url.startswith("sqlite")
@@ -281,11 +281,11 @@ async def test_openalgo_1759_no_database_locked_under_the_scheduler(
     # … the database and the plan agree on every NSE row too (EOD and adds raced), and so do the sockets
     assert rows == tier_a_groups(svc)
     await converged(svc.feed, simulator)
-    assert await svc.store.audit_count("EXTERNAL_WRITE") == iterations
-    assert len([u for u in await svc.store.list_users() if u.name.startswith("external-")]) == iterations
+    assert await svc.store.audit.count("EXTERNAL_WRITE") == iterations
+    assert len([u for u in await svc.store.users.all() if u.name.startswith("external-")]) == iterations
     adds = sum(1 for a in acknowledged if a.status == "added")
-    assert await svc.store.audit_count("WATCHLIST_ADD") == adds
-    assert await svc.store.audit_count("WATCHLIST_REMOVE") == len(removed)
+    assert await svc.store.audit.count("WATCHLIST_ADD") == adds
+    assert await svc.store.audit.count("WATCHLIST_REMOVE") == len(removed)
 
 
 # -- EOD missed during a restart -----------------------------------------------------------------------------
@@ -304,7 +304,7 @@ async def test_eod_missed_during_restart_runs_once_on_start(
     no-op; a chain added after the close survives the next restart, which runs no cleanup at all."""
     clock = frozen(NOW)  # Wednesday 10:00
     svc = await services(clock, scheduler=True)
-    user = (await svc.store.create_user("overnight"))[0].id
+    user = (await svc.store.users.create("overnight"))[0].id
     infy = await svc.watchlists.add(user, "INFY", strikes=5)
     crude = await svc.watchlists.add(user, "CRUDEOIL", strikes=5, exchange="MCX")
     await converged(svc.feed, simulator)
@@ -336,7 +336,7 @@ async def test_eod_missed_during_restart_runs_once_on_start(
     assert svc3.eod_runs == [], "the missed cleanup ran twice"
     assert await db_groups(svc3) == tier_a_groups(svc3) == {crude.entry.group_id, tcs.entry.group_id}
     await svc3.store.writer.flush(timeout=30)
-    page = await svc3.store.audit(action=["EOD_CLEANUP"], limit=100)
+    page = await svc3.store.audit.page(action=["EOD_CLEANUP"], limit=100)
     runs = [e for e in page.entries if e.reason is not None and close.isoformat() in e.reason]
     assert len(runs) == 1
     assert runs[0].actor == "startup-catch-up"

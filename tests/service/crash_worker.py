@@ -38,9 +38,9 @@ async def main() -> None:
     await service.start()
     print("STARTED", flush=True)
     for i, symbol in enumerate(SYMBOLS):
-        user = await service.store.get_user_by_name(f"u{i % 3}")
+        user = await service.store.users.by_name(f"u{i % 3}")
         if user is None:
-            user, _ = await service.store.create_user(f"u{i % 3}")
+            user, _ = await service.store.users.create(f"u{i % 3}")
         result = await service.watchlists.add(user.id, symbol)
         print("ADDED", result.entry.id, result.entry.group_id, flush=True)
         await asyncio.sleep(0.05)

@@ -59,7 +59,7 @@ async def test_sigkill_mid_adds_then_restart(
     await simulator.wait_for(lambda: not simulator.open_sockets(), 10, "the killed sockets to close")
 
     svc = await make_service(settings=settings)
-    rows = {w.id: w for w in await svc.store.all_active_watchlists()}
+    rows = {w.id: w for w in await svc.store.watchlists.active()}
     for wid, group in acknowledged.items():
         assert wid in rows, f"acknowledged watchlist row {wid} ({group}) was lost"
     tier_a = {g.group for g in svc.planner.groups() if g.tier is Tier.A}

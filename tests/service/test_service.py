@@ -42,7 +42,7 @@ async def test_default_tier_b_is_placed(make_service: ServiceFactory, simulator:
 
 async def test_watchlist_add_touch_list_remove(make_service: ServiceFactory, simulator: Simulator) -> None:
     svc = await make_service()
-    user, _key = await svc.store.create_user("asha")
+    user, _key = await svc.store.users.create("asha")
     added = await svc.watchlists.add(user.id, "RELIANCE")
     assert added.status == "added"
     assert added.window is not None
@@ -67,7 +67,7 @@ async def test_watchlist_add_touch_list_remove(make_service: ServiceFactory, sim
 
 async def test_clear_errors(make_service: ServiceFactory) -> None:
     svc = await make_service()
-    user, _ = await svc.store.create_user("ravi")
+    user, _ = await svc.store.users.create("ravi")
     with pytest.raises(NotFound, match="unknown symbol 'NOSUCHCO'"):
         await svc.watchlists.add(user.id, "NOSUCHCO")
     with pytest.raises(NotFound, match="no RELIANCE options expire on 2026-12-02; upcoming expiries"):
@@ -78,7 +78,7 @@ async def test_clear_errors(make_service: ServiceFactory) -> None:
         await svc.watchlists.add(user.id, "RELIANCE", strikes=-1)
     with pytest.raises(NotFound, match="no watchlist entry"):
         await svc.watchlists.remove(user.id, 999)
-    assert await svc.store.list_watchlist(user.id) == []
+    assert await svc.store.watchlists.rows(user.id) == []
 
 
 async def test_eviction_and_rejection_at_capacity(
@@ -90,8 +90,8 @@ async def test_eviction_and_rejection_at_capacity(
     svc = await make_service(settings=service_settings(tmp_path, limits=limits, tier_b=tier_b))
     assert svc.tier_b is not None
     assert svc.tier_b.total == 43  # 21 strikes × CE/PE + NIFTY
-    a, _ = await svc.store.create_user("a")
-    b, _ = await svc.store.create_user("b")
+    a, _ = await svc.store.users.create("a")
+    b, _ = await svc.store.users.create("b")
     first = await svc.watchlists.add(a.id, "INFY", strikes=11)  # 23 keys each
     for symbol in ("TCS", "SBIN", "HDFCBANK", "RELIANCE"):
         await svc.watchlists.add(b.id, symbol, strikes=11)
@@ -106,7 +106,7 @@ async def test_eviction_and_rejection_at_capacity(
     assert "removed TCS (capacity limit)" in next(r.message for r in more if r.evicted)
     assert all(e.symbol != "INFY" for e in evicted)
     await svc.store.writer.flush(timeout=10)  # eviction marks go through the writer (the add does not wait)
-    rows = {w.symbol: w for w in await svc.store.list_watchlist(b.id)}
+    rows = {w.symbol: w for w in await svc.store.watchlists.rows(b.id)}
     assert rows["TCS"].state is WatchlistState.EVICTED
     assert rows["TCS"].state_reason is not None
     assert "capacity" in rows["TCS"].state_reason
@@ -117,12 +117,12 @@ async def test_eviction_and_rejection_at_capacity(
         await svc.watchlists.add(a.id, "NIFTY", strikes=201)
     assert info.value.details["tier_b"] == 43
     assert info.value.status == 409
-    assert "NIFTY" not in {w.symbol for w in await svc.store.list_watchlist(a.id)}
+    assert "NIFTY" not in {w.symbol for w in await svc.store.watchlists.rows(a.id)}
 
 
 async def test_restart_restores_watchlists(make_service: ServiceFactory, simulator: Simulator) -> None:
     svc = await make_service()
-    user, _ = await svc.store.create_user("kim")
+    user, _ = await svc.store.users.create("kim")
     one = await svc.watchlists.add(user.id, "TCS", mode=FeedMode.FULL)
     two = await svc.watchlists.add(user.id, "SBIN")
     await converged(svc, simulator)
@@ -140,7 +140,7 @@ async def test_eod_clears_tier_a_of_the_session_only(
     make_service: ServiceFactory, simulator: Simulator
 ) -> None:
     svc = await make_service()
-    user, _ = await svc.store.create_user("eod")
+    user, _ = await svc.store.users.create("eod")
     await svc.watchlists.add(user.id, "INFY")
     await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
     tier_b_before = svc.planner.totals().by_tier[Tier.B]
@@ -153,12 +153,12 @@ async def test_eod_clears_tier_a_of_the_session_only(
     summary = await svc.run_eod("NSE_BSE", ("NSE", "BSE"), close)
     assert summary["groups_cleared"] == 1
     assert summary["watchlist_rows_deleted"] == 1
-    assert [w.symbol for w in await svc.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert [w.symbol for w in await svc.store.watchlists.rows(user.id)] == ["CRUDEOIL"]
     assert svc.planner.totals().by_tier[Tier.B] == tier_b_before
     again = await svc.run_eod("NSE_BSE", ("NSE", "BSE"), close)
     assert again == {"session": "NSE_BSE", "skipped": True}
     await svc.store.writer.flush()
-    page = await svc.store.audit(action="EOD_CLEANUP")
+    page = await svc.store.audit.page(action="EOD_CLEANUP")
     assert any(e.actor == "scheduler" for e in page.entries)
     await converged(svc, simulator)
 
@@ -168,19 +168,19 @@ async def test_eod_missed_while_down_runs_once_on_restart(make_service: ServiceF
 
     wednesday = dt.datetime(2026, 11, 25, 10, 0, tzinfo=IST)  # a trading day's session, whatever the pin
     svc = await make_service(clock=frozen(wednesday))
-    user, _ = await svc.store.create_user("late")
+    user, _ = await svc.store.users.create("late")
     await svc.watchlists.add(user.id, "INFY")
     await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
     await svc.stop()
     evening = wednesday.replace(hour=16)  # down through the 15:30 close
     svc2 = await make_service(clock=frozen(evening))
-    assert [w.symbol for w in await svc2.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert [w.symbol for w in await svc2.store.watchlists.rows(user.id)] == ["CRUDEOIL"]
     assert not any(g.group.endswith(":INFY:" + g.group.split(":")[-1]) for g in svc2.planner.groups())
     assert any(run["catch_up"] and run["session"] == "NSE_BSE" for run in svc2.eod_runs)
     await svc2.stop()
     svc3 = await make_service(clock=frozen(evening))  # a second restart does not clear again
     assert svc3.eod_runs == []
-    assert [w.symbol for w in await svc3.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert [w.symbol for w in await svc3.store.watchlists.rows(user.id)] == ["CRUDEOIL"]
 
 
 async def test_a_fast_virtual_clock_runs_the_day_s_end_of_day(make_service: ServiceFactory) -> None:
@@ -191,7 +191,7 @@ async def test_a_fast_virtual_clock_runs_the_day_s_end_of_day(make_service: Serv
 
     close = dt.datetime(2026, 11, 25, 15, 30, tzinfo=IST)
     svc = await make_service(clock=VirtualClock(close - dt.timedelta(minutes=50), 300.0), scheduler=True)
-    user, _ = await svc.store.create_user("fast")
+    user, _ = await svc.store.users.create("fast")
     infy = await svc.watchlists.add(user.id, "INFY")
     crude = await svc.watchlists.add(user.id, "CRUDEOIL", exchange="MCX")
     assert svc.clock.now() < close, "the machine was too slow to add before the virtual close"
@@ -203,7 +203,7 @@ async def test_a_fast_virtual_clock_runs_the_day_s_end_of_day(make_service: Serv
 
     assert await svc.feed.wait_until(lambda: scheduled() != [], 30)
     assert scheduled() == [("NSE_BSE", close.isoformat())]
-    assert [w.symbol for w in await svc.store.list_watchlist(user.id)] == ["CRUDEOIL"]
+    assert [w.symbol for w in await svc.store.watchlists.rows(user.id)] == ["CRUDEOIL"]
     assert not svc.planner.has_group(infy.entry.group_id)
     assert svc.planner.has_group(crude.entry.group_id)
     assert svc.clock.now() > close
@@ -221,14 +221,15 @@ async def test_pre_open_rolls_tier_b_and_prunes_expired_atm_rows(
     day = svc.today()
     expired = AtmEntry("NIFTY", day - dt.timedelta(days=8), 26000.0, (26000.0,), None, svc.clock.utcnow())
     live = AtmEntry("NIFTY", day + dt.timedelta(days=8), 26050.0, (26050.0,), None, svc.clock.utcnow())
-    await svc.store.upsert_atm(expired)
-    await svc.store.upsert_atm(live)
+    svc.store.writer.submit_atm(expired)
+    svc.store.writer.submit_atm(live)
+    await svc.store.writer.flush()
     tier_b = svc.tier_b
     assert tier_b is not None
     await svc.pre_open(
         day + dt.timedelta(days=1) if day.weekday() < 4 else day + dt.timedelta(days=7 - day.weekday())
     )
-    assert await svc.store.get_atm("NIFTY", expired.expiry) is None
-    assert await svc.store.get_atm("NIFTY", live.expiry) is not None
+    assert await svc.store.atm.get("NIFTY", expired.expiry) is None
+    assert await svc.store.atm.get("NIFTY", live.expiry) is not None
     assert svc.tier_b is not None
     assert svc.tier_b.today > tier_b.today

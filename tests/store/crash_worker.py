@@ -16,9 +16,9 @@ from tickgate.store import DuplicateError, Store, SubscriptionRow
 async def main(url: str, schema: str, tag: str) -> None:
     store = await Store.open(url, settings=StoreSettings(pg_schema=schema or None))
     try:
-        user, _ = await store.create_user("crash")
+        user, _ = await store.users.create("crash")
     except DuplicateError:
-        found = await store.get_user_by_name("crash")
+        found = await store.users.by_name("crash")
         assert found is not None
         user = found
     print("READY", flush=True)
@@ -49,7 +49,7 @@ async def main(url: str, schema: str, tag: str) -> None:
     noise = asyncio.create_task(churn())
     i = 0
     while True:
-        w = await store.add_watchlist(
+        w = await store.watchlists.put(
             user.id, f"S{i}", exchange="NSE", group_id=f"{tag}:{i}", mode=FeedMode.QUOTE, strikes=25
         )
         sys.stdout.write(f"{w.id} {w.group_id}\n")

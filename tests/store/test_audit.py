@@ -32,7 +32,7 @@ async def test_planner_events_are_logged_field_by_field(store: Store) -> None:
     assert store.writer.submit_events(events, "planner", at=T0, details={"request": "r-1"}) == 4
     assert store.writer.submit_events([], "planner") == 0
     await store.writer.flush(timeout=30)
-    page = await store.audit()
+    page = await store.audit.page()
     assert [e.action for e in page.entries] == ["EOD_CLEANUP", "MOVE", "EVICT", "ADD"]
     add = page.entries[-1]
     assert (add.at, add.actor, add.group_id, add.owner, add.tier, add.count, add.mode) == (
@@ -63,7 +63,7 @@ async def test_generic_rows_and_validation(store: Store) -> None:
         details={"symbol": "TCS"},
         at=T0,
     )
-    e = (await store.audit()).entries[0]
+    e = (await store.audit.page()).entries[0]
     assert e.action == "WATCHLIST_ADD"
     assert e.details == {"symbol": "TCS"}
     assert e.group_id == "g" * 200  # clipped, never refused
@@ -76,7 +76,7 @@ async def test_generic_rows_and_validation(store: Store) -> None:
         store.writer.submit_log("STARTUP", actor="x", at=datetime(2026, 1, 1))
     with pytest.raises(TypeError):
         store.writer.submit_log("STARTUP", actor="x", details={"not json": object()})
-    assert await store.audit_count() == 1
+    assert await store.audit.count() == 1
 
 
 async def test_pages_newest_first_cover_everything_once(store: Store) -> None:
@@ -87,7 +87,7 @@ async def test_pages_newest_first_cover_everything_once(store: Store) -> None:
     cursor = None
     pages = 0
     while True:
-        page = await store.audit(limit=10, before=cursor)
+        page = await store.audit.page(limit=10, before=cursor)
         pages += 1
         seen += [e.count for e in page.entries]
         if page.next_cursor is None:
@@ -108,22 +108,24 @@ async def test_filters_since_until_action(store: Store) -> None:
             count=i,
             at=T0 + timedelta(minutes=i),
         )
-    since = await store.audit(since=T0 + timedelta(minutes=25), limit=100)
+    since = await store.audit.page(since=T0 + timedelta(minutes=25), limit=100)
     assert [e.count for e in since.entries] == [29, 28, 27, 26, 25]
-    window = await store.audit(since=T0 + timedelta(minutes=10), until=T0 + timedelta(minutes=13))
+    window = await store.audit.page(since=T0 + timedelta(minutes=10), until=T0 + timedelta(minutes=13))
     assert [e.count for e in window.entries] == [12, 11, 10]
-    evicts = await store.audit(action="evict", limit=4)
+    evicts = await store.audit.page(action="evict", limit=4)
     assert [e.count for e in evicts.entries] == [28, 25, 22, 19]
-    rest = await store.audit(action="EVICT", limit=100, before=evicts.next_cursor)
+    rest = await store.audit.page(action="EVICT", limit=100, before=evicts.next_cursor)
     assert [e.count for e in rest.entries] == [16, 13, 10, 7, 4, 1]
-    both = await store.audit(action=["EVICT", "EOD_CLEANUP"], since=T0 + timedelta(minutes=24), limit=100)
+    both = await store.audit.page(
+        action=["EVICT", "EOD_CLEANUP"], since=T0 + timedelta(minutes=24), limit=100
+    )
     assert [e.count for e in both.entries] == [29, 28, 26, 25]
-    ist = await store.audit(since=(T0 + timedelta(minutes=28)).astimezone(timedelta_tz(5, 30)))
+    ist = await store.audit.page(since=(T0 + timedelta(minutes=28)).astimezone(timedelta_tz(5, 30)))
     assert [e.count for e in ist.entries] == [29, 28]
-    assert (await store.audit(limit=0)).entries[0].count == 29  # clamped to at least one
-    assert len((await store.audit(limit=10**6)).entries) == 30
-    assert await store.audit_count("evict") == 10
-    last = await store.last_audit()
+    assert (await store.audit.page(limit=0)).entries[0].count == 29  # clamped to at least one
+    assert len((await store.audit.page(limit=10**6)).entries) == 30
+    assert await store.audit.count("evict") == 10
+    last = await store.audit.last()
     assert last is not None
     assert last.count == 29
 

@@ -23,12 +23,12 @@ async def test_hammer_concurrent_writers_zero_errors(db: Db) -> None:
     other = await Store.open(db.url, settings=db.settings)  # e.g. `tickgate users add` while serving
     rng = random.Random(6)
     try:
-        users = [(await api.create_user(f"u{i}"))[0] for i in range(10)]
+        users = [(await api.users.create(f"u{i}"))[0] for i in range(10)]
         added: list[int] = []
 
         async def add(i: int) -> None:
             store = api if i % 3 else other
-            w = await store.add_watchlist(
+            w = await store.watchlists.put(
                 users[i % 10].id,
                 f"SYM{i}",
                 exchange=("NSE", "BSE", "MCX")[i % 3],
@@ -39,7 +39,7 @@ async def test_hammer_concurrent_writers_zero_errors(db: Db) -> None:
             )
             added.append(w.id)
             if i % 4 == 0:
-                assert await store.touch_watchlist(w.id)
+                store.writer.submit_touch(w.id, store.now())
 
         async def planner_batch(j: int) -> None:
             store = api if j % 2 else other
@@ -69,16 +69,16 @@ async def test_hammer_concurrent_writers_zero_errors(db: Db) -> None:
             await store.writer.flush(timeout=30)
 
         async def scheduler(k: int) -> None:  # the EOD job's bookkeeping and direct audit rows
-            await other.set_meta(f"eod:{k % 3}", {"run": k})
+            await other.meta.set(f"eod:{k % 3}", {"run": k})
             await log_now(other, "EOD_CLEANUP", actor="scheduler", count=k)
-            await api.upsert_atm(
+            api.writer.submit_atm(
                 AtmEntry("SENSEX", date(2026, 12, 3), 85000.0 + k, (85000.0,), 1.0, datetime.now(UTC))
             )
 
         async def reader(k: int) -> None:
-            await api.list_watchlist()
-            await other.audit(action="SUBSCRIBE", limit=50)
-            await api.list_subscriptions()
+            await api.watchlists.rows()
+            await other.audit.page(action="SUBSCRIBE", limit=50)
+            await api.subscriptions.rows()
 
         jobs = (
             [add(i) for i in range(ADDS)]
@@ -91,11 +91,11 @@ async def test_hammer_concurrent_writers_zero_errors(db: Db) -> None:
         errors = [r for r in results if isinstance(r, BaseException)]
         assert errors == [], f"{len(errors)} concurrent writes failed, first: {errors[:1]!r}"
         assert len(added) == len(set(added)) == ADDS
-        assert len(await api.list_watchlist()) == ADDS
+        assert len(await api.watchlists.rows()) == ADDS
         await other.writer.flush()
         await api.writer.flush()
-        assert await api.audit_count("SUBSCRIBE") == BATCHES * PER_BATCH
-        assert await api.audit_count("EOD_CLEANUP") == 20
+        assert await api.audit.count("SUBSCRIBE") == BATCHES * PER_BATCH
+        assert await api.audit.count("EOD_CLEANUP") == 20
         assert api.writer.stats()["audit_failed"] == other.writer.stats()["audit_failed"] == 0
     finally:
         await other.close()

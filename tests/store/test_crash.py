@@ -93,16 +93,16 @@ async def test_committed_watchlist_rows_survive_sigkill(db: Db) -> None:
     store = await Store.open(db.url, settings=db.settings)
     try:
         assert await store.schema_revision() == head_revision()
-        rows = {w.id: w.group_id for w in await store.list_watchlist()}
+        rows = {w.id: w.group_id for w in await store.watchlists.rows()}
         missing = [(wid, gid) for wid, gid in committed if rows.get(wid) != gid]
         assert missing == [], f"committed rows lost after SIGKILL ({seed_note}): {missing[:5]}"
         if db.kind == "sqlite":
             async with store._engines.read.connect() as conn:
                 assert (await conn.exec_driver_sql("PRAGMA integrity_check")).scalar() == "ok"
         # The reopened store is fully usable (no stale lock, no half-applied migration).
-        user = await store.get_user_by_name("crash")
+        user = await store.users.by_name("crash")
         assert user is not None
-        await store.add_watchlist(user.id, "AFTER", exchange="NSE", group_id="after", mode=FeedMode.QUOTE)
+        await store.watchlists.put(user.id, "AFTER", exchange="NSE", group_id="after", mode=FeedMode.QUOTE)
         async with store._engines.read.connect() as conn:
             n = (await conn.execute(sa.select(sa.func.count()).select_from(tbl.watchlist))).scalar_one()
         assert n >= len(committed) + 1

@@ -20,8 +20,8 @@ from tickgate.planner import Tier
 from tickgate.store import Store
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
-from tickgate.store.core import DriverStatement, run_prepared
 from tickgate.store.engine import Engines
+from tickgate.store.prepared import DriverStatement, run_prepared
 from tickgate.store.types import AuditEntry, WatchlistState
 
 from .conftest import Db
@@ -53,9 +53,9 @@ async def test_driver_statements_store_what_sqlalchemy_stores(store: Store) -> N
     rows = _audit_rows()
     fast = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
     prepared = fast.prepare(store._engines.write_dialect, rows)
-    await store._write(lambda conn: run_prepared(conn, [prepared]))
-    await store._write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
-    entries = (await store.audit(limit=100)).entries
+    await store.gate.write(lambda conn: run_prepared(conn, [prepared]))
+    await store.gate.write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
+    entries = (await store.audit.page(limit=100)).entries
     assert len(entries) == 2 * len(rows)
 
     def shape(e: AuditEntry) -> dict[str, object]:
@@ -70,14 +70,15 @@ async def test_driver_statements_store_what_sqlalchemy_stores(store: Store) -> N
 
 
 async def test_subscription_upserts_replace_rows_in_place(store: Store) -> None:
-    await store.replace_subscriptions([_row(i, owners=("g1",)) for i in range(10)])
+    store.writer.submit_subscriptions([_row(i, owners=("g1",)) for i in range(10)])
+    await store.writer.flush()
     delta = conv.SubDelta(
         upserts=conv.sub_index([_row(3, owners=("g1", "g2"), conn=4), _row(42, owners=("g9",), conn=None)]),
         gone=(("NSE_FNO", 5),),
     )
-    statements = store._subs_statements(delta, None)
-    await store._write(lambda conn: run_prepared(conn, statements))
-    rows = {r.key.security_id: r for r in await store.list_subscriptions()}
+    statements = store.subscriptions.statements(delta, None)
+    await store.gate.write(lambda conn: run_prepared(conn, statements))
+    rows = {r.key.security_id: r for r in await store.subscriptions.rows()}
     assert sorted(rows) == [0, 1, 2, 3, 4, 6, 7, 8, 9, 42]
     assert rows[3].owners == ("g1", "g2")
     assert rows[3].connection == 4
@@ -95,9 +96,9 @@ async def test_driver_statements_tell_json_values_apart(store: Store) -> None:
     ]
     fast = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
     prepared = fast.prepare(store._engines.write_dialect, rows)
-    await store._write(lambda conn: run_prepared(conn, [prepared]))
-    await store._write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
-    entries = sorted((await store.audit(limit=100)).entries, key=lambda e: e.id)
+    await store.gate.write(lambda conn: run_prepared(conn, [prepared]))
+    await store.gate.write(lambda conn: conn.execute(sa.insert(tbl.subscription_log), rows))
+    entries = sorted((await store.audit.page(limit=100)).entries, key=lambda e: e.id)
     fast_details = [(e.count, e.details) for e in entries[: len(rows)]]
     plain_details = [(e.count, e.details) for e in entries[len(rows) :]]
     assert fast_details == plain_details
@@ -109,7 +110,7 @@ async def test_sqlite_file_writes_run_on_the_event_loop(sqlite_db: Db) -> None:
     store = await Store.open(sqlite_db.url, settings=sqlite_db.settings, start_writer=False)
     try:
         names = await asyncio.gather(
-            *(store._write(lambda _c: threading.current_thread().name) for _ in range(5))
+            *(store.gate.write(lambda _c: threading.current_thread().name) for _ in range(5))
         )
     finally:
         await store.close()
@@ -124,7 +125,7 @@ async def test_a_write_waits_for_another_process_off_the_event_loop(sqlite_db: D
     other = sqlite3.connect(sqlite_db.path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        write = asyncio.ensure_future(store._write(lambda _c: threading.current_thread().name))
+        write = asyncio.ensure_future(store.gate.write(lambda _c: threading.current_thread().name))
         ticks = 0
         for _ in range(20):  # the loop keeps running while the write waits for the lock
             await asyncio.sleep(0.01)
@@ -136,7 +137,8 @@ async def test_a_write_waits_for_another_process_off_the_event_loop(sqlite_db: D
         assert ticks == 20
         # and once the lock is free again, writes are back on the loop
         assert (
-            await store._write(lambda _c: threading.current_thread().name) == threading.current_thread().name
+            await store.gate.write(lambda _c: threading.current_thread().name)
+            == threading.current_thread().name
         )
     finally:
         other.close()
@@ -149,17 +151,17 @@ async def test_wal_checkpoints_run_off_the_writer_connection(sqlite_db: Db) -> N
     assert sqlite_db.path is not None
     store = await Store.open(sqlite_db.url, settings=sqlite_db.settings, start_writer=False)
     try:
-        autocheckpoint = await store._write(
+        autocheckpoint = await store.gate.write(
             lambda conn: conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
         )
         assert autocheckpoint == 0
         for i in range(200):  # committed transactions: frames in the WAL for the checkpoint to move
-            await store.set_meta(f"checkpoint-test:{i % 7}", i)
+            await store.meta.set(f"checkpoint-test:{i % 7}", i)
         await store.checkpoint()
         assert store.checkpoints.done == 1
         assert store.checkpoints.failed == 0
         assert store.checkpoints.last_wal_frames > 0
-        assert await store.get_meta("checkpoint-test:3") == 199  # i = 199 was the last write to key 3
+        assert await store.meta.get("checkpoint-test:3") == 199  # i = 199 was the last write to key 3
     finally:
         await store.close()
 
@@ -169,11 +171,13 @@ async def test_background_writes_wait_for_priority_sections(sqlite_db: Db) -> No
     store = await Store.open(sqlite_db.url, settings=settings, start_writer=False)
     ran: list[str] = []
     try:
-        async with store.priority():
-            background = asyncio.ensure_future(store._write(lambda _c: ran.append("batch"), background=True))
+        async with store.gate.priority():
+            background = asyncio.ensure_future(
+                store.gate.write(lambda _c: ran.append("batch"), background=True)
+            )
             await asyncio.sleep(0.1)
             assert ran == []  # held back while a user's request is in flight
-            await store._write(lambda _c: ran.append("user"))  # the user's own write is not
+            await store.gate.write(lambda _c: ran.append("user"))  # the user's own write is not
             assert ran == ["user"]
         await asyncio.wait_for(background, 5)
         assert ran == ["user", "batch"]
@@ -185,9 +189,9 @@ async def test_the_writer_is_never_starved(sqlite_db: Db) -> None:
     settings = StoreSettings(writer_yield_max_s=0.05)
     store = await Store.open(sqlite_db.url, settings=settings, start_writer=False)
     try:
-        async with store.priority():  # a request that never ends
+        async with store.gate.priority():  # a request that never ends
             started = time.monotonic()
-            await asyncio.wait_for(store._write(lambda _c: None, background=True), 5)
+            await asyncio.wait_for(store.gate.write(lambda _c: None, background=True), 5)
             waited = time.monotonic() - started
     finally:
         await store.close()
@@ -199,21 +203,21 @@ async def test_audit_rows_through_the_writer_keep_their_order(store: Store, n: i
     for i in range(n):
         store.writer.submit_log("WATCHLIST_ADD", actor=f"user:{i}", count=i)
     await store.writer.flush(timeout=30)
-    entries = (await store.audit(action="WATCHLIST_ADD", limit=1000)).entries
+    entries = (await store.audit.page(action="WATCHLIST_ADD", limit=1000)).entries
     assert [e.count for e in sorted(entries, key=lambda e: e.id)] == list(range(n))
 
 
 async def test_eviction_marks_spare_a_row_added_again_after_the_decision(store: Store) -> None:
-    user, _ = await store.create_user("trader")
+    user, _ = await store.users.create("trader")
     q = FeedMode.QUOTE
-    old = await store.put_watchlist(user.id, "SBIN", exchange="NSE", group_id="A:1:SBIN", mode=q)
+    old = await store.watchlists.put(user.id, "SBIN", exchange="NSE", group_id="A:1:SBIN", mode=q)
     decided = datetime.now(UTC)
     later = decided + timedelta(seconds=1)
-    again = await store.put_watchlist(user.id, "TCS", exchange="NSE", group_id="A:1:TCS", mode=q, at=later)
+    again = await store.watchlists.put(user.id, "TCS", exchange="NSE", group_id="A:1:TCS", mode=q, at=later)
     evicted = WatchlistState.EVICTED
     store.writer.submit_watchlist_state(("A:1:SBIN", "A:1:TCS"), evicted, reason="capacity", at=decided)
     await store.writer.flush(timeout=30)
-    states = {e.id: e.state for e in await store.list_watchlist(user.id)}
+    states = {e.id: e.state for e in await store.watchlists.rows(user.id)}
     assert states[old.id] is WatchlistState.EVICTED
     assert states[again.id] is WatchlistState.ACTIVE  # created after the decision: not the evicted chain
 
@@ -234,12 +238,12 @@ async def test_a_whole_subscriptions_table_is_written_off_the_event_loop(
     monkeypatch.setattr(Engines, "run_write", spy)
     try:
         whole = conv.sub_index([_row(i, owners=("g1",)) for i in range(store.settings.writer_subs_chunk + 1)])
-        await store._write_batch([], [], whole)
+        await store.batches.write_batch([], [], whole)
         assert threaded == [1]
         delta = conv.SubDelta(upserts=conv.sub_index([_row(3, owners=("g2",))]), gone=(("NSE_FNO", 5),))
-        await store._write_batch([], [], delta)
+        await store.batches.write_batch([], [], delta)
         assert threaded == [1]
-        rows = {r.key.security_id: r for r in await store.list_subscriptions()}
+        rows = {r.key.security_id: r for r in await store.subscriptions.rows()}
         assert len(rows) == store.settings.writer_subs_chunk
         assert rows[3].owners == ("g2",)
     finally:
@@ -254,5 +258,5 @@ async def test_driver_level_errors_arrive_as_sqlalchemy_raises_them(store: Store
     statement = DriverStatement(lambda _d, _n: sa.insert(tbl.subscription_log), insert=True)
     prepared = statement.prepare(store._engines.write_dialect, rows)
     with pytest.raises(sa.exc.IntegrityError):
-        await store._write(lambda conn: run_prepared(conn, [prepared]))
-    assert not (await store.audit(limit=10)).entries  # the whole transaction rolled back
+        await store.gate.write(lambda conn: run_prepared(conn, [prepared]))
+    assert not (await store.audit.page(limit=10)).entries  # the whole transaction rolled back

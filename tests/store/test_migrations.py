@@ -37,12 +37,12 @@ async def test_upgrade_from_empty_creates_every_table_at_head(db: Db) -> None:
 
 async def test_reopen_is_idempotent_and_keeps_data(db: Db) -> None:
     s1 = await Store.open(db.url, settings=db.settings)
-    user, _ = await s1.create_user("kept")
+    user, _ = await s1.users.create("kept")
     await s1.close()
     s2 = await Store.open(db.url, settings=db.settings)
     try:
         assert await s2.schema_revision() == head_revision()
-        assert await s2.get_user(user.id) == user
+        assert await s2.users.get(user.id) == user
     finally:
         await s2.close()
 
@@ -98,7 +98,7 @@ async def test_audit_log_is_append_only_in_the_database(store: Store) -> None:
         with pytest.raises(sa_exc.DBAPIError, match="append-only"):
             async with store._engines.write.begin() as conn:
                 await conn.execute(stmt)
-    page = await store.audit()
+    page = await store.audit.page()
     assert [e.actor for e in page.entries] == ["test"]
 
 
@@ -124,11 +124,11 @@ async def test_sqlite_pragmas(sqlite_db: Db) -> None:
 async def test_in_memory_sqlite_works_on_one_connection() -> None:
     store = await Store.open("sqlite+aiosqlite://")
     try:
-        user, key = await store.create_user("mem")
-        assert await store.authenticate(key) == user
+        user, key = await store.users.create("mem")
+        assert await store.users.authenticate(key) == user
         store.writer.submit_log("STARTUP", actor="test")
         await store.writer.flush(timeout=5)
-        assert (await store.audit()).entries[0].action == "STARTUP"
+        assert (await store.audit.page()).entries[0].action == "STARTUP"
     finally:
         await store.close()
 

@@ -14,7 +14,10 @@ from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner import Planner, Tier
 from tickgate.store import Store, SubscriptionRow, subscription_rows
+from tickgate.store import rows as conv
 from tickgate.store.planner_view import PlannerSubscriptions
+from tickgate.store.prepared import run_prepared
+from tickgate.store.subscriptions import PUT
 
 from .conftest import Db
 
@@ -44,18 +47,23 @@ def _as_set(rows: list[SubscriptionRow]) -> set[tuple[object, ...]]:
     return {(r.key, r.owners, r.tier, r.connection, r.mode, r.state) for r in rows}
 
 
-async def test_replace_is_whole_and_exact(store: Store) -> None:
+async def _snapshot(store: Store, rows: list[SubscriptionRow]) -> None:
+    store.writer.submit_subscriptions(rows)
+    await store.writer.flush()
+
+
+async def test_snapshots_are_whole_and_exact(store: Store) -> None:
     first = [_row(i, owners=("a", "b")) for i in range(1000)]
-    assert await store.replace_subscriptions(first) == 1000
-    assert _as_set(await store.list_subscriptions()) == _as_set(first)
+    await _snapshot(store, first)
+    assert _as_set(await store.subscriptions.rows()) == _as_set(first)
     second = [_row(i, conn=None) for i in range(500, 700)]
-    await store.replace_subscriptions(second)
-    got = await store.list_subscriptions()
+    await _snapshot(store, second)
+    got = await store.subscriptions.rows()
     assert _as_set(got) == _as_set(second)
     assert {r.state for r in got} == {"suspended"}
-    assert await store.list_subscriptions(state="placed") == []
-    await store.replace_subscriptions([])
-    assert await store.list_subscriptions() == []
+    assert await store.subscriptions.rows(state="placed") == []
+    await _snapshot(store, [])
+    assert await store.subscriptions.rows() == []
 
 
 async def test_writer_snapshots_diff_and_match_the_latest(store: Store) -> None:
@@ -68,7 +76,7 @@ async def test_writer_snapshots_diff_and_match_the_latest(store: Store) -> None:
     latest[0] = _row(100, owners=("g", "h"), at=later)
     store.writer.submit_subscriptions(latest)
     await store.writer.flush()
-    got = {r.key.security_id: r for r in await store.list_subscriptions()}
+    got = {r.key.security_id: r for r in await store.subscriptions.rows()}
     assert _as_set(list(got.values())) == _as_set(latest)
     assert got[100].owners == ("g", "h")
     assert got[100].updated == later
@@ -83,16 +91,22 @@ async def test_snapshots_coalesce_latest_wins(store: Store) -> None:
     stats = store.writer.stats()
     assert stats["snapshots_submitted"] == 59
     assert stats["snapshots_written"] < 59
-    assert len(await store.list_subscriptions()) == 59
+    assert len(await store.subscriptions.rows()) == 59
 
 
-async def test_direct_replace_and_writer_snapshots_agree(store: Store) -> None:
-    store.writer.submit_subscriptions([_row(i) for i in range(10)])
-    await store.writer.flush()
-    await store.replace_subscriptions([_row(i) for i in range(5, 8)])
-    store.writer.submit_subscriptions([_row(i) for i in range(6, 9)])
-    await store.writer.flush()
-    assert sorted(r.key.security_id for r in await store.list_subscriptions()) == [6, 7, 8]
+async def test_a_failed_write_is_followed_by_a_whole_rewrite(store: Store) -> None:
+    """After a write that did not commit, what the table holds is unknown: the next snapshot clears it and
+    writes everything, rather than a difference from what this process believes is there."""
+    await _snapshot(store, [_row(i) for i in range(10)])
+    with pytest.raises(RuntimeError, match="refused"):
+        async with store.subscriptions.change(conv.sub_index([_row(i) for i in range(5, 8)])):
+            raise RuntimeError("refused")  # e.g. the transaction failed
+    # Rows the table holds but this process no longer knows about (another writer, a half-applied change):
+    await store.gate.write(
+        lambda conn: run_prepared(conn, [PUT.prepare(store.gate.write_dialect, [conv.sub_values(_row(99))])])
+    )
+    await _snapshot(store, [_row(i) for i in range(6, 9)])
+    assert sorted(r.key.security_id for r in await store.subscriptions.rows()) == [6, 7, 8]
 
 
 def _planner() -> Planner:
@@ -134,8 +148,8 @@ async def test_rows_from_a_live_planner_round_trip(store: Store) -> None:
     assert all(r.connection == 0 for r in rows2 if r.state == "placed")
     store.writer.submit_subscriptions(lambda: subscription_rows(p, T0))
     await store.writer.flush()
-    assert _as_set(await store.list_subscriptions()) == _as_set(rows2)
-    assert {r.key.security_id for r in await store.list_subscriptions(tier=Tier.B)} == set(range(6))
+    assert _as_set(await store.subscriptions.rows()) == _as_set(rows2)
+    assert {r.key.security_id for r in await store.subscriptions.rows(tier=Tier.B)} == set(range(6))
 
 
 async def test_snapshots_are_written_at_most_once_per_interval(db: Db) -> None:
@@ -145,17 +159,17 @@ async def test_snapshots_are_written_at_most_once_per_interval(db: Db) -> None:
     try:
         store.writer.submit_subscriptions(_rows(3))
         await asyncio.sleep(0.2)  # the first snapshot goes at once (start-up: the table must be rewritten)
-        assert len(await store.list_subscriptions()) == 3
+        assert len(await store.subscriptions.rows()) == 3
         store.writer.submit_subscriptions(_rows(5))
         store.writer.submit_log("STARTUP", actor="t")  # audit rows do not wait for the snapshot
         await asyncio.sleep(0.15)
-        assert await store.audit_count() == 1
-        assert len(await store.list_subscriptions()) == 3  # not yet: too soon after the last one
+        assert await store.audit.count() == 1
+        assert len(await store.subscriptions.rows()) == 3  # not yet: too soon after the last one
         await asyncio.sleep(0.6)
-        assert len(await store.list_subscriptions()) == 5  # then without anyone flushing
+        assert len(await store.subscriptions.rows()) == 5  # then without anyone flushing
         store.writer.submit_subscriptions(_rows(7))
         await store.writer.flush(timeout=5)  # flush does not wait for the interval
-        assert len(await store.list_subscriptions()) == 7
+        assert len(await store.subscriptions.rows()) == 7
     finally:
         await store.close()
 
@@ -199,9 +213,9 @@ async def test_incremental_changes_keep_the_table_equal_to_the_planner(store: St
         store.writer.submit_subscriptions(view)
         if rng.random() < 0.3:
             await store.writer.flush(timeout=10)
-            assert _as_set(await store.list_subscriptions()) == _as_set(subscription_rows(p, T0)), step
+            assert _as_set(await store.subscriptions.rows()) == _as_set(subscription_rows(p, T0)), step
     await store.writer.flush(timeout=10)
-    assert _as_set(await store.list_subscriptions()) == _as_set(subscription_rows(p, T0))
+    assert _as_set(await store.subscriptions.rows()) == _as_set(subscription_rows(p, T0))
 
 
 def test_changes_are_small_after_the_first_full_table() -> None:

@@ -24,27 +24,27 @@ async def _all_stored_text(store: Store) -> str:
 
 
 async def test_create_user_returns_a_working_key_once(store: Store) -> None:
-    user, key = await store.create_user("alice", admin=True)
+    user, key = await store.users.create("alice", admin=True)
     assert user.name == "alice"
     assert user.is_admin
     assert user.id > 0
     assert key.startswith("tg_")
     assert len(key) >= 40
-    assert await store.authenticate(key) == user
-    assert await store.authenticate(key + "x") is None
-    assert await store.authenticate("") is None
-    bob, bob_key = await store.create_user("bob")
+    assert await store.users.authenticate(key) == user
+    assert await store.users.authenticate(key + "x") is None
+    assert await store.users.authenticate("") is None
+    bob, bob_key = await store.users.create("bob")
     assert not bob.is_admin
     assert bob_key != key
-    assert await store.authenticate(bob_key) == bob
-    assert await store.list_users() == [user, bob]
-    assert await store.get_user_by_name("bob") == bob
-    assert await store.get_user(999) is None
+    assert await store.users.authenticate(bob_key) == bob
+    assert await store.users.all() == [user, bob]
+    assert await store.users.by_name("bob") == bob
+    assert await store.users.get(999) is None
 
 
 async def test_only_the_hash_of_a_key_is_stored(db: Db, store: Store) -> None:
-    _, key = await store.create_user("carol")
-    _, key2 = await store.create_api_key((await store.get_user_by_name("carol")).id)  # type: ignore[union-attr]
+    _, key = await store.users.create("carol")
+    _, key2 = await store.users.create_key((await store.users.by_name("carol")).id)  # type: ignore[union-attr]
     await store.writer.flush()
     text = await _all_stored_text(store)
     for k in (key, key2):
@@ -60,40 +60,40 @@ async def test_only_the_hash_of_a_key_is_stored(db: Db, store: Store) -> None:
 
 
 async def test_duplicate_user_name_is_refused(store: Store) -> None:
-    await store.create_user("dave")
+    await store.users.create("dave")
     with pytest.raises(DuplicateError):
-        await store.create_user(" dave ")
+        await store.users.create(" dave ")
     with pytest.raises(ValueError, match=r"1\.\.64"):
-        await store.create_user("  ")
-    assert len(await store.list_users()) == 1
+        await store.users.create("  ")
+    assert len(await store.users.all()) == 1
 
 
 async def test_revoked_keys_stop_working(store: Store) -> None:
-    user, key1 = await store.create_user("erin")
-    api2, key2 = await store.create_api_key(user.id)
-    keys = await store.list_api_keys(user.id)
+    user, key1 = await store.users.create("erin")
+    api2, key2 = await store.users.create_key(user.id)
+    keys = await store.users.keys(user.id)
     assert [k.prefix for k in keys] == [key1[:11], key2[:11]]
     assert all(k.revoked is None for k in keys)
-    assert await store.revoke_api_key(api2.id, user_id=user.id + 1) is False  # someone else's
-    assert await store.revoke_api_key(api2.id, user_id=user.id) is True
-    assert await store.revoke_api_key(api2.id) is False  # already revoked
-    assert await store.authenticate(key2) is None
-    assert await store.authenticate(key1) == user
-    assert await store.revoke_user_keys(user.id) == 1
-    assert await store.authenticate(key1) is None
-    assert all(k.revoked is not None for k in await store.list_api_keys(user.id))
+    assert await store.users.revoke_key(api2.id, user_id=user.id + 1) is False  # someone else's
+    assert await store.users.revoke_key(api2.id, user_id=user.id) is True
+    assert await store.users.revoke_key(api2.id) is False  # already revoked
+    assert await store.users.authenticate(key2) is None
+    assert await store.users.authenticate(key1) == user
+    assert await store.users.revoke_keys(user.id) == 1
+    assert await store.users.authenticate(key1) is None
+    assert all(k.revoked is not None for k in await store.users.keys(user.id))
 
 
 async def test_given_keys_can_be_registered_once(store: Store) -> None:
-    user, _ = await store.create_user("ops", admin=True)
+    user, _ = await store.users.create("ops", admin=True)
     given = "configured-admin-key-0123456789"
-    api, returned = await store.create_api_key(user.id, given)
+    api, returned = await store.users.create_key(user.id, given)
     assert returned == given
     assert api.prefix == given[:11]
-    assert await store.authenticate(given) == user
+    assert await store.users.authenticate(given) == user
     with pytest.raises(DuplicateError):
-        await store.create_api_key(user.id, given)
+        await store.users.create_key(user.id, given)
     with pytest.raises(ValueError, match="16"):
-        await store.create_api_key(user.id, "short")
+        await store.users.create_key(user.id, "short")
     with pytest.raises(NotFoundError):
-        await store.create_api_key(12345)
+        await store.users.create_key(12345)

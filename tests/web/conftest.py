@@ -125,7 +125,7 @@ class Live:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def new_user(self, name: str) -> str:
-        _user, key = self.call(self.service.store.create_user(name))
+        _user, key = self.call(self.service.store.users.create(name))
         return key
 
 

@@ -54,12 +54,12 @@ class Authenticator:
         principal: Principal | None
         if self._is_admin_key(key):
             store = self.service.store
-            user = await store.get_user_by_name(ADMIN_USER)
+            user = await store.users.by_name(ADMIN_USER)
             if user is None:
-                user, _unused_key = await store.create_user(ADMIN_USER, admin=True)
+                user, _unused_key = await store.users.create(ADMIN_USER, admin=True)
             principal = Principal(user.id, user.name, True)
         else:
-            found = await self.service.store.authenticate(key)
+            found = await self.service.store.users.authenticate(key)
             principal = None if found is None else Principal(found.id, found.name, found.is_admin)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()

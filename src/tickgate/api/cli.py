@@ -63,7 +63,7 @@ def users_add(
     async def run() -> str:
         store = await Store.from_settings(get_settings())
         try:
-            _user, key = await store.create_user(name, admin=admin)
+            _user, key = await store.users.create(name, admin=admin)
         finally:
             await store.close()
         return key

@@ -232,7 +232,7 @@ class PushClient:
             if op == "unsubscribe":
                 self.chains.pop(wid, None)
                 return
-            entry = await self.service.store.get_watchlist(wid)
+            entry = await self.service.store.watchlists.get(wid)
             if entry is None or entry.user_id != self.principal.user_id:
                 raise ValueError(f"no watchlist entry {wid} for this user")
             if not self.service.planner.has_group(entry.group_id):

@@ -559,7 +559,7 @@ async def admin_audit(
         return None if t is None else (t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC))
 
     actions = [a.strip() for a in action.split(",") if a.strip()] if action else None
-    page = await svc.store.audit(
+    page = await svc.store.audit.page(
         since=aware(since), until=aware(until), action=actions, limit=limit, before=cursor
     )
     return AuditResponse(

@@ -327,7 +327,7 @@ class TickgateService:
         now = self.clock.now()
         last: dict[str, dt.datetime | None] = {}
         for session in SESSIONS:
-            value = await self.store.get_meta(f"eod:{session}")
+            value = await self.store.meta.get(f"eod:{session}")
             last[session] = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
         for session, close in missed_sessions(self.calendar, now, last).items():
             await self.run_eod(session, SESSIONS[session], close, catch_up=True)
@@ -345,7 +345,7 @@ class TickgateService:
         Idempotent per close: a second call for the same close does nothing."""
         close = close or self.clock.now()
         key = f"eod:{session}"
-        previous = await self.store.get_meta(key)
+        previous = await self.store.meta.get(key)
         if isinstance(previous, str) and dt.datetime.fromisoformat(previous) >= close:
             return {"session": session, "skipped": True}
         wanted = set(exchanges)
@@ -361,7 +361,7 @@ class TickgateService:
                 only=lambda info: exchange_of_group(info.group) in wanted,
             )
             groups = sum(1 for e in result.events if e.kind.value == "eod")
-        rows = await self.store.clear_watchlists(exchanges)
+        rows = await self.store.watchlists.clear(exchanges)
         if self._feed is not None:
             # A watchlist add that committed its row before the delete above but reached the planner after
             # ``clear_tier`` (it was awaiting its commit meanwhile) would stay subscribed with no row left:
@@ -371,7 +371,7 @@ class TickgateService:
                 if self.planner.has_group(row.group_id) and self.planner.group(row.group_id).tier is Tier.A:
                     self.orchestrator.apply(f"end of day {session}", Planner.remove_group, row.group_id, now)
                     groups += 1
-        await self.store.set_meta(key, close.isoformat())
+        await self.store.meta.set(key, close.isoformat())
         summary = {
             "session": session,
             "exchanges": list(exchanges),
@@ -413,7 +413,7 @@ class TickgateService:
             self._atm = AtmEngine(registry, self.settings.chains, quotes=self.quotes.get)
             self._tracker = ChainTracker(self._atm, self.settings.chains)
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, day, self.ltp_of, engine=self.atm))
-        pruned = await self.store.delete_atm_expired(day)  # windows of expired contracts: never read again
+        pruned = await self.store.atm.prune(day)  # windows of expired contracts: never read again
         log.info("pre-open %s: Tier B rolled, %d expired ATM cache rows pruned", day, pruned)
 
     # -- ATM recentring ----------------------------------------------------------------------------------

@@ -197,14 +197,14 @@ class WatchlistManager:
         now = svc.clock.timestamp()
         if svc.planner.has_group(group):  # already watched: a duplicate add is a use (LRU)
             wid = await self.entry_id(group)
-            existing = None if wid is None else await svc.store.get_watchlist(wid)
+            existing = None if wid is None else await svc.store.watchlists.get(wid)
             if existing is not None and existing.user_id == user_id:
                 self.touch(group, existing.id)
                 return AddResult(
                     existing, "touched", svc.planner.group_keys(group), svc.tracker.window(group)
                 )
         # One statement: a new row, or an evicted row (or a half-finished add's) started over.
-        entry = await svc.store.put_watchlist(
+        entry = await svc.store.watchlists.put(
             user_id,
             sym,
             exchange=exch,
@@ -223,7 +223,7 @@ class WatchlistManager:
             )
         if not result.accepted:
             if not replaced:  # a replaced group keeps its old window, and its row
-                await svc.store.remove_watchlist(entry.id)
+                await svc.store.watchlists.remove(entry.id)
             cap = svc.planner.plan_capacity()
             raise CapacityExceeded(
                 f"cannot fit {sym} {exp or ''} ({len(keys)} instruments): {result.reason}",
@@ -268,7 +268,7 @@ class WatchlistManager:
         """The watchlist row of a planner group (cached: a chain view must not cost a database read)."""
         wid = self._ids.get(group)
         if wid is None:
-            entry = await self.service.store.get_watchlist_by_group(group)
+            entry = await self.service.store.watchlists.by_group(group)
             if entry is None:
                 return None
             wid = self._ids[group] = entry.id
@@ -281,14 +281,14 @@ class WatchlistManager:
 
     async def remove(self, user_id: int, watchlist_id: int) -> WatchlistEntry:
         svc = self.service
-        entry = await svc.store.get_watchlist(watchlist_id)
+        entry = await svc.store.watchlists.get(watchlist_id)
         if entry is None or entry.user_id != user_id:
             raise NotFound(f"no watchlist entry {watchlist_id} for this user")
         if svc.planner.has_group(entry.group_id):
             now = svc.clock.timestamp()
             cause = f"user {user_id} removing {entry.symbol}"
             svc.orchestrator.apply(cause, Planner.remove_group, entry.group_id, now)  # untracked, forgotten
-        removed = await svc.store.remove_watchlist(watchlist_id, user_id)
+        removed = await svc.store.watchlists.remove(watchlist_id, user_id)
         svc.store.writer.submit_log(
             "WATCHLIST_REMOVE",
             actor=f"user:{user_id}",
@@ -303,7 +303,7 @@ class WatchlistManager:
         await svc.store.writer.flush(timeout=30)  # eviction marks queued by other users' adds
         suspended = set(svc.planner.suspended())
         views = []
-        for entry in await svc.store.list_watchlist(user_id):
+        for entry in await svc.store.watchlists.rows(user_id):
             view = WatchlistView(entry)
             if svc.planner.has_group(entry.group_id):
                 info = svc.planner.group(entry.group_id)
@@ -318,7 +318,7 @@ class WatchlistManager:
     async def view(self, user_id: int, watchlist_id: int) -> WatchlistView:
         """Looking at an entry is a use: it moves up the LRU (a true LRU, not insertion order)."""
         svc = self.service
-        entry = await svc.store.get_watchlist(watchlist_id)
+        entry = await svc.store.watchlists.get(watchlist_id)
         if entry is None or entry.user_id != user_id:
             raise NotFound(f"no watchlist entry {watchlist_id} for this user")
         if svc.planner.has_group(entry.group_id):
@@ -337,12 +337,12 @@ class WatchlistManager:
         the same strikes as before; rows whose contracts are gone are dropped with an audit entry."""
         svc = self.service
         restored = 0
-        for entry in await svc.store.all_active_watchlists():
+        for entry in await svc.store.watchlists.active():
             if svc.planner.has_group(entry.group_id):
                 continue
             ltp = None
             if entry.expiry is not None:
-                cached = await svc.store.get_atm(entry.symbol, entry.expiry)
+                cached = await svc.store.atm.get(entry.symbol, entry.expiry)
                 ltp = cached.atm if cached is not None else None
             try:
                 _sym, _exch, _exp, keys, window = self.build(
@@ -353,7 +353,7 @@ class WatchlistManager:
                     ltp=ltp,
                 )
             except (NotFound, InvalidInput) as exc:
-                await svc.store.remove_watchlist(entry.id)
+                await svc.store.watchlists.remove(entry.id)
                 svc.store.writer.submit_log(
                     "RECOVERY",
                     actor="tickgate",
@@ -374,7 +374,7 @@ class WatchlistManager:
                 last_used,
             )
             if not result.accepted:
-                await svc.store.set_watchlist_state(
+                await svc.store.watchlists.set_state(
                     [entry.group_id], WatchlistState.EVICTED, reason=f"capacity on restart: {result.reason}"
                 )
                 continue

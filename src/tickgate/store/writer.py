@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import exc as sa_exc
 
@@ -38,9 +38,6 @@ from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.planner.types import PlannerEvent, Tier
 from tickgate.store import rows as conv
 from tickgate.store.types import AtmEntry, JSONValue, SubscriptionRow, WatchlistState, utc
-
-if TYPE_CHECKING:
-    from tickgate.store.core import Store
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +63,19 @@ class SubscriptionChanges(Protocol):
     def resync(self) -> None:
         """The change set last handed out was not written: the next one must be the whole table."""
         ...
+
+
+class BatchSink(Protocol):
+    """Where the writer's batches go (:class:`tickgate.store.batch.BatchWriter`): one transaction each."""
+
+    async def write_batch(
+        self,
+        audit_rows: list[conv.Row],
+        atm_rows: list[conv.Row],
+        subs: conv.SubIndex | conv.SubDelta | None,
+        touches: Sequence[tuple[int, datetime]] = (),
+        marks: Sequence[conv.StateMark] = (),
+    ) -> None: ...
 
 
 def is_transient(e: BaseException) -> bool:
@@ -109,8 +119,10 @@ class _Batch:
 class StoreWriter:
     """See the module docstring. Not thread-safe: submit from the event loop's thread."""
 
-    def __init__(self, store: Store, settings: StoreSettings) -> None:
-        self._store = store
+    def __init__(self, sink: BatchSink, now: Callable[[], datetime], settings: StoreSettings) -> None:
+        """``now``: the store's clock, for rows submitted without a time."""
+        self._sink = sink
+        self._now = now
         self._cfg = settings
         self._audit: deque[tuple[int, conv.Row]] = deque()
         self._atm: dict[tuple[str, date], conv.Row] = {}
@@ -195,9 +207,7 @@ class StoreWriter:
         details: JSONValue = None,
     ) -> int:
         """Queue planner events (e.g. ``planner.drain_events()``) as audit rows; returns how many."""
-        rows = conv.event_rows(
-            events, actor=actor, at=at if at is not None else self._store.now(), details=details
-        )
+        rows = conv.event_rows(events, actor=actor, at=at if at is not None else self._now(), details=details)
         for row in rows:
             self._push_audit(row)
         return len(rows)
@@ -223,7 +233,7 @@ class StoreWriter:
             conv.audit_row(
                 action,
                 actor=actor,
-                at=at if at is not None else self._store.now(),
+                at=at if at is not None else self._now(),
                 group_id=group_id,
                 owner=owner,
                 tier=tier,
@@ -444,7 +454,7 @@ class StoreWriter:
         while True:
             t0 = time.perf_counter()
             try:
-                await self._store._write_batch(b.audit, b.atm, b.subs, b.touches, b.marks)
+                await self._sink.write_batch(b.audit, b.atm, b.subs, b.touches, b.marks)
             except Exception as e:
                 if not is_transient(e):
                     log.error("store writer batch refused; writing it row by row", exc_info=True)
@@ -505,7 +515,7 @@ class StoreWriter:
         delay = 0.05
         while True:
             try:
-                await self._store._write_batch(audit, atm, subs, touches, marks)
+                await self._sink.write_batch(audit, atm, subs, touches, marks)
                 return True
             except Exception as e:
                 if is_transient(e):
