@@ -38,8 +38,8 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Figure, machine, print_table, save_results, start_simulator
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 from tickgate.instruments import InstrumentRegistry, generate_master
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 
 OUT = Path(__file__).resolve().parent / "out"
 ADMIN_KEY = "bench-admin-key-0123456789"

@@ -30,10 +30,10 @@ from tickgate.config import FeedClientSettings, Settings
 from tickgate.dhan.batch import PacketBatch
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey, ResponseCode
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 from tickgate.feed import FeedManager
 from tickgate.instruments import InstrumentRegistry, generate_master
 from tickgate.planner import Planner, Tier
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 
 OUT = Path(__file__).resolve().parent / "out"
 # (packets per frame, offered packets/s): the live feed sends one packet per frame (real peak ~75k/s);

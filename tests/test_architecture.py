@@ -18,7 +18,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tickgate"
 
-PURE = ("dhan/protocol.py", "dhan/batch.py", "planner", "orchestrator.py")
+PURE = ("dhan/protocol.py", "dhan/batch.py", "planner", "orchestrator.py", "sim/core.py")
 IO_MODULES = frozenset(
     {
         "asyncio",
@@ -50,6 +50,7 @@ LOWER = (
     "feed",
     "store",
     "schedule",
+    "sim",
     "orchestrator.py",
     "clock.py",
 )
@@ -146,4 +147,13 @@ def test_store_parts_do_not_reach_back_into_the_store() -> None:
     """The repositories, the gate and the writer are parts the ``Store`` composes: none imports it (the
     writer reaches the database only through its ``BatchSink``)."""
     offenders = import_offenders(STORE_PARTS, lambda module: module == "tickgate.store.core")
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_the_feed_client_side_does_not_import_the_simulator_or_the_registry() -> None:
+    """``dhan`` is the client's protocol and sockets: it imports neither the simulator (``tickgate.sim``,
+    which sits on top of it) nor the instrument registry (which imports ``dhan.protocol``): no cycle."""
+    offenders = import_offenders(
+        ("dhan",), lambda module: module.startswith(("tickgate.sim", "tickgate.instruments"))
+    )
     assert offenders == [], "\n".join(offenders)

@@ -19,11 +19,11 @@ import pytest
 from tickgate.chains import AtmEngine, TierBUniverse
 from tickgate.clock import IST, ManualClock
 from tickgate.config import ChainSettings
-from tickgate.dhan.pricing import Kind, expiry_timestamp
-from tickgate.dhan.simulator import Simulator, StaticUniverse
 from tickgate.instruments import InstrumentRegistry, generate_master
 from tickgate.schedule.calendar import EXCHANGES, TradingCalendar, mcx_close_time, us_dst_in_effect
 from tickgate.schedule.eod import missed_sessions, next_pre_open, next_session_close, session_close
+from tickgate.sim import Simulator, StaticUniverse
+from tickgate.sim.pricing import Kind, expiry_timestamp
 
 MATRIX: dict[str, dt.date] = {
     "saturday": dt.date(2026, 12, 5),

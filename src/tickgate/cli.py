@@ -102,7 +102,7 @@ def simulate(
     import asyncio
 
     from tickgate.config import Settings
-    from tickgate.dhan.simulator import announce, run
+    from tickgate.sim import announce, run
 
     updates: dict[str, object] = {}
     if clock_start is not None:  # a clock started here: anchored now, not at the environment's anchor

@@ -77,10 +77,10 @@ async def run_demo(
     duration: float | None = None,
     settings: Settings | None = None,
 ) -> None:
-    from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
     from tickgate.instruments import InstrumentRegistry
     from tickgate.service import TickgateService
     from tickgate.service.app import resolve_master
+    from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
 
     settings = settings or demo_settings()
     clock = settings.make_clock()  # one clock for the simulator and the service: they agree on the time

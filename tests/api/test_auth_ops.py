@@ -13,8 +13,8 @@ from tickgate.api import create_app
 from tickgate.api.logs import configure_logging
 from tickgate.cli import app as cli
 from tickgate.config import FeedLimits
-from tickgate.dhan.simulator import DEFAULT_TOKEN, Simulator
 from tickgate.instruments import InstrumentRegistry
+from tickgate.sim import DEFAULT_TOKEN, Simulator
 
 from .conftest import ADMIN_KEY, PREFIX, Api, api_settings, build_service, running_api
 

@@ -19,8 +19,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from tickgate.api import create_app
 from tickgate.config import ApiSettings
-from tickgate.dhan.simulator import Simulator
 from tickgate.instruments import InstrumentRegistry
+from tickgate.sim import Simulator
 
 from .conftest import PREFIX, Api, api_settings, build_service
 

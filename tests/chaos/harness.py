@@ -27,7 +27,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 
 from tickgate.config import Settings
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 
 ADMIN_KEY = "chaos-admin-key-0123456789abcdef"
 PROBE_DIR = Path(__file__).resolve().parent / "probe"

@@ -37,8 +37,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tickgate.config import Settings
-from tickgate.dhan.simulator import RegistryUniverse, Simulator
 from tickgate.instruments import InstrumentRegistry, generate_master
+from tickgate.sim import RegistryUniverse, Simulator
 from tickgate.store import Store
 
 from .harness import ADMIN_KEY, CLOCK, Observation, Recovery, ServiceProcess, Tally, epoch, free_port, observe
@@ -308,29 +308,29 @@ class Chaos:
         self.tally.faults[kind] += 1
         self.fault_times.append(CLOCK.timestamp())
         if kind == "drop":
-            sim.drop("random")
+            sim.faults.drop("random")
             await self.acting_for(rng.uniform(0.5, 2.0))
         elif kind in ("disconnect_800", "disconnect_805"):
-            sim.disconnect("random", int(kind.rsplit("_", 1)[1]))
+            sim.faults.disconnect("random", int(kind.rsplit("_", 1)[1]))
             await self.acting_for(rng.uniform(0.5, 2.0))
         elif kind == "disconnect_807":
             await self.token_expired()
         elif kind == "corrupt":
-            sim.corrupt(1.0)
+            sim.faults.corrupt(1.0)
             await self.acting_for(rng.uniform(4.0, 8.0))
-            sim.corrupt(0)
+            sim.faults.corrupt(0)
         elif kind == "stall":
             seconds = rng.uniform(4.0, 12.0)
-            sim.stall("random", seconds)
+            sim.faults.stall("random", seconds)
             await self.acting_for(seconds + 1.0)
         elif kind == "silence":
             seconds = rng.uniform(4.0, 14.0)
-            sim.silence("random", seconds)
+            sim.faults.silence("random", seconds)
             await self.acting_for(seconds + 2.0)
         elif kind == "refuse":
             seconds = rng.uniform(4.0, 10.0)
-            sim.refuse(seconds, "503" if rng.random() < 0.5 else "close")
-            sim.drop("random")  # a reconnect must now run into the refusal
+            sim.faults.refuse(seconds, "503" if rng.random() < 0.5 else "close")
+            sim.faults.drop("random")  # a reconnect must now run into the refusal
             await self.acting_for(seconds + 1.0)
         elif kind == "sigkill":
             await self.kill_and_restart()
@@ -359,7 +359,7 @@ class Chaos:
     async def token_expired(self) -> None:
         """Dhan's 807 is fatal: the service must stop retrying and raise its alert (never hammer with a dead
         token) while the other sockets carry on; the operator then restarts it with a fresh token."""
-        self.sim.disconnect("random", 807)
+        self.sim.faults.disconnect("random", 807)
         deadline = time.monotonic() + 10
         alert = None
         while alert is None and time.monotonic() < deadline:
@@ -524,9 +524,9 @@ class Chaos:
 
     async def settle(self) -> None:
         """Faults off; capacity must come back in full and every suspended chain resume."""
-        self.sim.refuse(0)
-        self.sim.corrupt(0)
-        self.sim.resume("all")
+        self.sim.faults.refuse(0)
+        self.sim.faults.corrupt(0)
+        self.sim.faults.resume("all")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ws = (await self.admin.get("/api/v2/ws/status")).json()

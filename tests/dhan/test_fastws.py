@@ -11,10 +11,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
+import pinned
 from simulator.helpers import FAST
 from tickgate.dhan.fastws import MAX_FAST_FRAME, FeedConnection, split_frames
 from tickgate.dhan.protocol import Disconnect, FeedMode, Quote, decode_frame, subscribe_messages
-from tickgate.dhan.simulator import Simulator, StaticUniverse
+from tickgate.sim import Simulator, StaticUniverse
 
 frames = st.one_of(
     st.binary(max_size=300).map(lambda p: Frame(Opcode.BINARY, p)),
@@ -69,7 +70,7 @@ async def test_a_live_feed_takes_the_fast_path_and_websockets_keeps_the_connecti
     """Over a real socket: packets arrive through ``on_frames`` (none through websockets' reader), the
     simulator's pings are answered by websockets (the socket outlives several ping timeouts), and a server
     disconnect still ends ``recv`` with ConnectionClosed."""
-    universe = StaticUniverse.sample()
+    universe = StaticUniverse.sample(pinned.TODAY)
     async with Simulator(universe=universe, rate=3_000, **FAST) as sim:  # type: ignore[arg-type]
         ws = await connect(sim.feed_url(), create_connection=FeedConnection, max_size=None, compression=None)
         assert isinstance(ws, FeedConnection)
@@ -82,7 +83,7 @@ async def test_a_live_feed_takes_the_fast_path_and_websockets_keeps_the_connecti
         assert ws.fast_frames == len(got) > 50
         assert any(isinstance(p, Quote) for f in got for p in decode_frame(f))
         assert not reader.done()  # nothing went the slow way, and the connection is alive
-        sim.disconnect(code=805)
+        sim.faults.disconnect(code=805)
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(reader, 10)
         assert any(isinstance(p, Disconnect) and p.reason_code == 805 for f in got for p in decode_frame(f))

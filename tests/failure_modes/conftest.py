@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterable
 
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.dhan.simulator import Simulator
 from tickgate.feed import FeedManager
 from tickgate.planner import Planner
+from tickgate.sim import Simulator
 
 # Generous: the tests must hold on a loaded 2-core machine; every wait returns as soon as its condition does.
 WAIT_S = 20.0

@@ -14,9 +14,9 @@ import pytest
 from feed.conftest import add_groups, big_universe, credentials, fast_settings, make_sim, running
 from tickgate.dhan.client import ConnectionState, Credentials
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, Simulator
 from tickgate.feed import FeedManager
 from tickgate.planner import Planner, Tier
+from tickgate.sim import DEFAULT_CLIENT_ID, Simulator
 
 from .conftest import (
     WAIT_S,
@@ -156,7 +156,7 @@ async def test_openalgo_959_backoff_resets_so_overnight_drops_never_end_streamin
     drops = 15
     for night in range(drops):
         assert await manager.wait_until(stable_for_all, WAIT_S)
-        sim.drop("all")
+        sim.faults.drop("all")
         assert await manager.wait_until(lambda: not manager.all_up(), WAIT_S)
         assert await manager.wait_until(manager.all_up, WAIT_S), f"drop {night}: feed stopped reconnecting"
         failures = [c.backoff.failures for c in pool.connections]
@@ -170,7 +170,7 @@ async def test_openalgo_959_backoff_resets_so_overnight_drops_never_end_streamin
         assert await manager.wait_until(lambda: sim_socket_of(manager, sim, 0) is not None, WAIT_S)
         victim = sim_socket_of(manager, sim, 0)
         assert victim is not None
-        sim.drop(victim)
+        sim.faults.drop(victim)
         assert await manager.wait_until(lambda: pool.connections[0].ws is None, WAIT_S)
     assert await manager.wait_until(manager.all_up, WAIT_S), "a flapping socket gave up"
     assert pool.connections[0].backoff.failures >= flaps  # it did back off (no reconnect storm)…
@@ -183,7 +183,7 @@ async def test_openalgo_959_backoff_resets_so_overnight_drops_never_end_streamin
     victim = sim_socket_of(manager, sim, 0)
     assert victim is not None
     seen = pool.connections[0].status.reconnects
-    sim.drop(victim)
+    sim.faults.drop(victim)
     assert await manager.wait_until(lambda: pool.connections[0].status.reconnects > seen, WAIT_S)
     assert await manager.wait_until(manager.all_up, WAIT_S)
     assert pool.connections[0].backoff.failures == 1
@@ -208,7 +208,7 @@ async def test_openalgo_1372_nautilus_1533_resubscribes_after_reconnect(
     keys = [k for g in groups for k in g]
     before = {r.id for r in sim.open_sockets()}
     for round_ in range(2):
-        killed = sim.drop("all")
+        killed = sim.faults.drop("all")
         assert set(killed) == before
         assert await manager.wait_until(lambda: not manager.all_up(), WAIT_S)
         assert await manager.wait_until(manager.all_up, WAIT_S), f"round {round_}: no reconnect"
@@ -243,7 +243,7 @@ async def test_openalgo_1419_stale_token_after_daily_rollover(
 
     sim, manager, groups = await start_feed(make_sim, running, 2, provider=provider, fatal_recheck_s=0.05)
     connects_before = sim.stats.connections
-    kicked = sim.expire_token()  # the rollover: every socket gets Disconnect 807
+    kicked = sim.faults.expire_token()  # the rollover: every socket gets Disconnect 807
     assert len(kicked) == 5
     assert await manager.wait_until(lambda: manager.alert is not None and "807" in manager.alert, WAIT_S)
     assert await manager.wait_until(lambda: not sim.open_sockets(), WAIT_S)
@@ -254,7 +254,7 @@ async def test_openalgo_1419_stale_token_after_daily_rollover(
     assert sim.stats.auth_failures[807] <= 5
     assert token["value"] not in (manager.alert or "")
     # …then the new token is issued and the provider returns it: recovery without an operator
-    sim.set_token("token-of-the-next-day")
+    sim.faults.set_token("token-of-the-next-day")
     token["value"] = "token-of-the-next-day"
     assert await manager.wait_until(lambda: manager.all_up() and manager.alert is None, WAIT_S)
     await converged(manager, sim)

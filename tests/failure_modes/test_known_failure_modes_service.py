@@ -21,12 +21,12 @@ from service.conftest import SMALL_TIER_B, service_settings, simulator
 from tickgate.chains.tracker import recentre_target
 from tickgate.clock import Clock
 from tickgate.dhan.client import ConnectionState, Credentials
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 from tickgate.instruments import InstrumentRegistry
 from tickgate.planner import Tier
 from tickgate.schedule.calendar import IST
 from tickgate.service import NotFound, TickgateService
 from tickgate.service.watchlists import AddResult
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 
 from .conftest import WAIT_S, converged, plan_count, sim_count
 
@@ -160,7 +160,7 @@ async def test_openalgo_1458_adds_while_sockets_are_down_or_connecting_are_never
     (after the start-up barrier) places the suspended groups and sends them. Here the simulator refuses
     every connection while users add chains, then lets them in while more are added: every acknowledged
     add ends up carried by the simulator, exactly as planned."""
-    simulator.refuse(3.0)  # every connect answered 503 for 3 s
+    simulator.faults.refuse(3.0)  # every connect answered 503 for 3 s
     svc = await services(flowing(NOW))
     assert not any(s.state is ConnectionState.UP for s in svc.feed.pool.status())
     user = (await svc.store.users.create("early-bird"))[0].id
@@ -169,7 +169,7 @@ async def test_openalgo_1458_adds_while_sockets_are_down_or_connecting_are_never
     assert all(r.suspended for r in early), "no socket is up: the user must be told the chain waits"
     assert simulator.open_sockets() == []
     assert await db_groups(svc) == {r.entry.group_id for r in early}  # durable before any socket exists
-    simulator.refuse(0)
+    simulator.faults.refuse(0)
     assert await svc.feed.wait_until(
         lambda: any(s.state is ConnectionState.UP for s in svc.feed.pool.status()), WAIT_S
     )

@@ -11,9 +11,9 @@ import pinned
 from tickgate.config import FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator, StaticUniverse
 from tickgate.feed import FeedManager
 from tickgate.planner import Planner, Tier
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator, StaticUniverse
 
 TODAY = pinned.TODAY
 CHAIN_SIZE = 200  # keys per group (100 strikes × CE/PE)

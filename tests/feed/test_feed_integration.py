@@ -16,9 +16,9 @@ import pytest
 from tickgate.config import FeedLimits
 from tickgate.dhan.client import ConnectionState, Credentials
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, Simulator
 from tickgate.feed import FeedManager
 from tickgate.planner import Planner, Tier
+from tickgate.sim import DEFAULT_CLIENT_ID, Simulator
 
 from .conftest import CHAIN_SIZE, add_groups, big_universe, credentials, fast_settings, plan_sets, view_sets
 
@@ -138,8 +138,8 @@ async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
     await _converged(manager, sim, timeout=20)
     assert len(planner.suspended()) == 0
 
-    sim.refuse(30.0)  # keep it down while we look at the degraded plan
-    (victim,) = sim.drop("oldest")
+    sim.faults.refuse(30.0)  # keep it down while we look at the degraded plan
+    (victim,) = sim.faults.drop("oldest")
     # while it is down: 20,000 live capacity, Tier A suspended beyond it, Tier B intact
     ok = await manager.wait_until(lambda: len(planner.suspended()) > 0, 5)
     assert ok
@@ -149,7 +149,7 @@ async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
     await _converged(manager, sim)
     assert sum(len(v) for v in sim.view().values()) == 20_000
     # reconnect with backoff restores the whole plan
-    sim.refuse(0)
+    sim.faults.refuse(0)
     ok = await manager.wait_until(lambda: manager.all_up() and not planner.suspended(), 10)
     assert ok
     await _converged(manager, sim)
@@ -163,7 +163,7 @@ async def test_dropped_socket_moves_keys_suspends_tier_a_and_recovers(
 async def test_805_backs_off_long(make_sim: Callable[..., Simulator], running: list[object]) -> None:
     sim, manager = await tier_b_feed(make_sim, running, 2, startup_barrier_s=0.5, backoff_805_s=1.0)
     before = sim.stats.connections
-    sim.disconnect("oldest", code=805)
+    sim.faults.disconnect("oldest", code=805)
     await manager.wait_until(lambda: not manager.all_up(), 5)
     down_at = time.monotonic()
     status = next(s for s in manager.pool.status() if s.state is not ConnectionState.UP)
@@ -187,7 +187,7 @@ async def test_expired_token_stops_retrying_until_rollover(
         return Credentials(DEFAULT_CLIENT_ID, token["value"])
 
     sim, manager = await tier_b_feed(make_sim, running, 1, provider=provider, startup_barrier_s=0.5)
-    sim.expire_token()
+    sim.faults.expire_token()
     assert await manager.wait_until(lambda: manager.alert is not None, 5)
     assert manager.alert is not None
     assert "807" in manager.alert
@@ -199,7 +199,7 @@ async def test_expired_token_stops_retrying_until_rollover(
     await asyncio.sleep(0.5)
     assert sim.stats.connections == stalled_at
     # daily rollover: a new token appears, the provider returns it, the feed resumes by itself
-    sim.set_token("rolled-over-token")
+    sim.faults.set_token("rolled-over-token")
     token["value"] = "rolled-over-token"
     assert await manager.wait_until(lambda: manager.all_up() and manager.alert is None, 5)
     await _converged(manager, sim)
@@ -225,7 +225,7 @@ async def test_stalled_socket_is_recycled_by_the_watchdog(
     sim, manager = await tier_b_feed(
         make_sim, running, 5, sim={"rate": 5_000.0}, startup_barrier_s=0.5, stale_after_s=1.0
     )
-    sim.stall("oldest")  # still answers pings, sends no data
+    sim.faults.stall("oldest")  # still answers pings, sends no data
     assert await manager.wait_until(lambda: manager.metrics.stale_recycles >= 1, 8)
     assert await manager.wait_until(manager.all_up, 5)
     await _converged(manager, sim)
@@ -254,7 +254,7 @@ async def test_silent_socket_is_detected_by_ping_timeout(
     sim, manager = await tier_b_feed(
         make_sim, running, 2, startup_barrier_s=0.3, ping_interval_s=0.3, ping_timeout_s=0.6
     )
-    sim.silence("oldest")  # no data, no pongs
+    sim.faults.silence("oldest")  # no data, no pongs
     assert await manager.wait_until(lambda: sum(s.reconnects for s in manager.pool.status()) >= 1, 8)
     assert await manager.wait_until(manager.all_up, 5)
     await _converged(manager, sim)

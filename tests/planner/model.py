@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner import PlanResult
+from tickgate.sim.core import SocketBook
 
 
 def key(i: int) -> InstrumentKey:
@@ -23,39 +24,42 @@ def keys(ids: Iterable[int]) -> list[InstrumentKey]:
 
 
 class ServerModel:
-    """Per-connection {key: mode}, checking every action as Dhan would see it."""
+    """Per-connection books of Dhan's server (:class:`tickgate.sim.core.SocketBook`, the simulator's own
+    core), checking every action as Dhan would see it and, more strictly, as a careful client must send it."""
 
     def __init__(self, limits: FeedLimits) -> None:
         self.limits = limits
-        self.conns: dict[int, dict[InstrumentKey, FeedMode]] = {
-            c: {} for c in range(limits.sockets_per_account)
-        }
+        self.books = {c: SocketBook(limits) for c in range(limits.sockets_per_account)}
+
+    @property
+    def conns(self) -> dict[int, dict[InstrumentKey, FeedMode]]:
+        return {c: book.subscriptions for c, book in self.books.items()}
 
     def drop(self, connection: int) -> None:
         """A socket closed: the server forgets everything subscribed on it."""
-        self.conns[connection] = {}
+        self.books[connection].clear()
 
     def apply(self, result: PlanResult, live: Iterable[int]) -> None:
         live_set = set(live)
         self.check_least_loaded(result, live_set)
         subscribed_on: set[int] = set()
         for a in result.actions:
-            assert 1 <= len(a.keys) <= self.limits.instruments_per_message, f"bad message size {len(a.keys)}"
+            assert a.keys, "empty message"
             assert a.connection in live_set, f"action for down connection {a.connection}"
             assert len(set(a.keys)) == len(a.keys), "duplicate key in one message"
-            row = self.conns[a.connection]
+            book = self.books[a.connection]
             if a.op == "unsubscribe":
                 assert a.connection not in subscribed_on, "unsubscribe after subscribe on one connection"
-                for k in a.keys:
-                    assert row.get(k) is a.mode, f"unsubscribe {k} {a.mode} but connection has {row.get(k)}"
-                    del row[k]
+                done = book.apply(False, a.mode, a.keys)
+                assert done.breach is None, f"Dhan would disconnect: {done.breach} ({len(a.keys)} keys)"
+                assert len(done.removed) == len(a.keys), "unsubscribe of a key the connection does not hold"
+                assert done.mismatches == 0, f"unsubscribe in {a.mode} of keys held in another mode"
             else:
                 assert a.op == "subscribe"
                 subscribed_on.add(a.connection)
-                for k in a.keys:
-                    assert k not in row, f"duplicate subscribe of {k} on {a.connection}"
-                    row[k] = a.mode
-                assert len(row) <= self.limits.instruments_per_socket, "connection over its limit mid-way"
+                done = book.apply(True, a.mode, a.keys)
+                assert done.breach is None, f"Dhan would disconnect: {done.breach} ({len(a.keys)} keys)"
+                assert len(done.new) == len(a.keys), f"duplicate subscribe on {a.connection}"
 
     def check_least_loaded(self, result: PlanResult, live: set[int]) -> None:
         """Newly placed keys must land where one-at-a-time least-loaded placement (ties → lowest id)

@@ -10,9 +10,9 @@ import pytest
 import pinned
 from tickgate.config import FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 from tickgate.instruments import InstrumentRegistry
 from tickgate.service import TickgateService
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 
 TODAY = pinned.TODAY
 NOW = pinned.CLOCK_START  # the suite's pinned instant: never the host clock
@@ -57,7 +57,7 @@ ServiceFactory = Callable[..., Awaitable[TickgateService]]
 
 @pytest.fixture
 async def simulator(master: Path, registry: InstrumentRegistry) -> AsyncIterator[Simulator]:
-    from tickgate.dhan.simulator import RegistryUniverse
+    from tickgate.sim import RegistryUniverse
 
     sim = Simulator(universe=RegistryUniverse(registry, TODAY), master=master, today=TODAY, rate=3_000.0)
     await sim.start()

@@ -16,9 +16,9 @@ from tests.service.conftest import NOW, TODAY, service_settings
 
 from pinned import flowing
 from tickgate.dhan.client import Credentials
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 from tickgate.instruments import InstrumentRegistry
 from tickgate.service import TickgateService
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN
 
 SYMBOLS = ["RELIANCE", "HDFCBANK", "TCS", "INFY", "SBIN", "ITC", "LT", "AXISBANK", "MARUTI", "WIPRO"] * 3
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tickgate.dhan.simulator import Simulator
 from tickgate.planner import Tier
+from tickgate.sim import Simulator
 
 from .conftest import ServiceFactory, service_settings
 from .test_service import converged

@@ -11,9 +11,9 @@ import pytest
 from pinned import frozen
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import FeedMode
-from tickgate.dhan.simulator import Simulator
 from tickgate.planner import Tier
 from tickgate.service import CapacityExceeded, InvalidInput, NotFound, TickgateService
+from tickgate.sim import Simulator
 from tickgate.store.types import WatchlistState
 
 from .conftest import SMALL_TIER_B, ServiceFactory, service_settings

@@ -7,14 +7,15 @@ from typing import Any
 
 import pytest
 
-from tickgate.dhan.simulator import Simulator, StaticUniverse
+import pinned
+from tickgate.sim import Simulator, StaticUniverse
 
 from .helpers import FAST, REAL_LIMITS, FeedClient
 
 
 @pytest.fixture
 def universe() -> StaticUniverse:
-    return StaticUniverse.sample()
+    return StaticUniverse.sample(pinned.TODAY)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from tickgate.dhan.protocol import (
     subscribe_messages,
     unsubscribe_messages,
 )
-from tickgate.dhan.simulator import StaticUniverse
+from tickgate.sim import StaticUniverse
 
 NIFTY = InstrumentKey(ExchangeSegment.IDX_I, 13)
 BANKNIFTY = InstrumentKey(ExchangeSegment.IDX_I, 25)

@@ -19,7 +19,7 @@ from tickgate.dhan.protocol import (
     Ticker,
     decode_frame,
 )
-from tickgate.dhan.simulator import Simulator
+from tickgate.sim import Simulator
 
 from .helpers import HDFCBANK, NIFTY, NIFTY_FUT, RELIANCE, TCS, UNKNOWN, FeedClient, chain_keys
 
@@ -146,7 +146,7 @@ async def test_ticks_only_for_subscribed_instruments_in_their_mode(sim: Simulato
     await client.unsubscribe(FeedMode.TICKER, [NIFTY])
     await sim.wait_for(lambda: NIFTY not in next(iter(sim.view().values())))
     marker = bytes([0, 8, 0, 0, 0xEE, 0xEE, 0, 0])  # code 0 (heartbeat): decoders skip it
-    sim.inject("all", marker)
+    sim.faults.inject("all", marker)
     await client.wait(lambda: marker in client.frames, what="marker")
     seen = len(client.frames)
     await client.wait(lambda: len(client.frames) > seen + 100)
@@ -163,7 +163,7 @@ async def test_a_mode_change_switches_the_packets_at_once(sim: Simulator, open_c
     await client.subscribe(FeedMode.TICKER, [RELIANCE, NIFTY_FUT])
     await sim.wait_for(lambda: set(next(iter(sim.view().values())).values()) == {FeedMode.TICKER})
     marker = bytes([0, 8, 0, 0, 0xEE, 0xEE, 0, 0])
-    sim.inject("all", marker)
+    sim.faults.inject("all", marker)
     await client.wait(lambda: marker in client.frames, what="marker")
     seen = len(client.frames)
     await client.wait(lambda: len(client.frames) > seen + 100)

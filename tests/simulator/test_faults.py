@@ -10,7 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from tickgate.dhan.protocol import FeedMode, Quote, Ticker
-from tickgate.dhan.simulator import Simulator
+from tickgate.sim import Simulator
 
 from .helpers import FAST, HDFCBANK, NIFTY, NIFTY_FUT, RELIANCE, FeedClient
 
@@ -38,7 +38,7 @@ async def control(sim: Simulator, action: str, **params: object) -> dict:
 async def test_drop_aborts_tcp_without_close_frame(sim: Simulator, open_client, via: str) -> None:
     client = await streaming_client(sim, open_client)
     if via == "python":
-        assert sim.drop(1) == [1]
+        assert sim.faults.drop(1) == [1]
     else:
         assert (await control(sim, "drop", socket=1))["sockets"] == [1]
     await client.wait_closed()
@@ -48,7 +48,7 @@ async def test_drop_aborts_tcp_without_close_frame(sim: Simulator, open_client, 
     await sim.wait_for(lambda: not sim.socket(1).open)
     assert sim.socket(1).close_reason == "dropped"
     assert sim.socket(1).close_code == 1006
-    assert sim.faults[-1]["kind"] == "drop"
+    assert sim.faults.log[-1]["kind"] == "drop"
 
 
 @pytest.mark.parametrize("via", ["python", "http"])
@@ -56,7 +56,7 @@ async def test_disconnect_code_then_close(sim: Simulator, open_client, via: str)
     first = await streaming_client(sim, open_client)
     second = await streaming_client(sim, open_client)
     if via == "python":
-        assert sim.disconnect("oldest", 800) == [1]
+        assert sim.faults.disconnect("oldest", 800) == [1]
     else:
         assert (await control(sim, "disconnect", socket="oldest", code=800))["sockets"] == [1]
     await first.wait_closed()
@@ -69,11 +69,11 @@ async def test_disconnect_code_then_close(sim: Simulator, open_client, via: str)
 @pytest.mark.parametrize("mode", ["garble", "truncate", "mixed"])
 async def test_corrupt_percentage_of_frames(sim: Simulator, open_client, mode: str) -> None:
     client = await streaming_client(sim, open_client, FeedMode.QUOTE)
-    sim.corrupt(25, mode)  # type: ignore[arg-type]
+    sim.faults.corrupt(25, mode)  # type: ignore[arg-type]
     start_frames, start_corrupt = len(client.frames), client.stats.corrupt_frames
     await client.wait(lambda: len(client.frames) > start_frames + 2_000)
     sim.set_rate(0)
-    sim.corrupt(0)
+    sim.faults.corrupt(0)
     await asyncio.sleep(0.1)
     frames = len(client.frames) - start_frames
     corrupt = client.stats.corrupt_frames - start_corrupt
@@ -98,7 +98,7 @@ async def test_corrupt_everything_in_stacked_frames(universe, open_client) -> No
 async def test_stall_stops_data_but_not_pings(sim: Simulator, open_client, via: str) -> None:
     client = await streaming_client(sim, open_client)
     if via == "python":
-        sim.stall(1)
+        sim.faults.stall(1)
     else:
         await control(sim, "stall", socket=1)
     await asyncio.sleep(0.05)  # frames already in flight
@@ -111,7 +111,7 @@ async def test_stall_stops_data_but_not_pings(sim: Simulator, open_client, via: 
     assert record.pings_sent >= pings + 3
     assert record.pongs_received >= pongs + 3
     if via == "python":
-        sim.resume(1)
+        sim.faults.resume(1)
     else:
         await control(sim, "resume", socket="all")
     await client.wait(lambda: len(client.frames) > frames + 50, what="data after resume")
@@ -120,7 +120,7 @@ async def test_stall_stops_data_but_not_pings(sim: Simulator, open_client, via: 
 
 async def test_stall_for_a_while_resumes_by_itself(sim: Simulator, open_client) -> None:
     client = await streaming_client(sim, open_client)
-    sim.stall("all", seconds=0.3)
+    sim.faults.stall("all", seconds=0.3)
     await asyncio.sleep(0.05)
     frames = len(client.frames)
     await asyncio.sleep(0.15)
@@ -136,7 +136,7 @@ async def test_silent_socket_sends_nothing_and_answers_nothing(universe, open_cl
     ) as sim:
         client = await streaming_client(sim, open_client)
         if via == "python":
-            sim.silence(1)
+            sim.faults.silence(1)
         else:
             await control(sim, "silence", socket=1)
         await asyncio.sleep(0.05)
@@ -150,14 +150,14 @@ async def test_silent_socket_sends_nothing_and_answers_nothing(universe, open_cl
         assert record.silent
         await client.subscribe(FeedMode.QUOTE, [NIFTY_FUT])  # requests are still read and recorded
         await sim.wait_for(lambda: NIFTY_FUT in sim.view()[1])
-        sim.resume(1)
+        sim.faults.resume(1)
         await client.wait(lambda: len(client.frames) > frames + 50, what="data after silence")
         await asyncio.wait_for(client.ws.ping(), 2)  # pings answered again
 
 
 async def test_client_leaving_a_silent_socket_is_noticed(sim: Simulator, open_client) -> None:
     client = await streaming_client(sim, open_client)
-    sim.silence(1)
+    sim.faults.silence(1)
     await client.close()  # the close handshake gets no answer; the client aborts after its timeout
     await sim.wait_for(lambda: sim.open_sockets() == [], timeout=3, message="socket not counted")
     await sim.wait_for(lambda: not sim.socket(1).open, timeout=3, message="socket closed")
@@ -171,7 +171,7 @@ async def test_client_leaving_a_silent_socket_is_noticed(sim: Simulator, open_cl
 async def test_refuse_new_connections_with_503_for_a_while(sim: Simulator, open_client, via: str) -> None:
     existing = await streaming_client(sim, open_client)
     if via == "python":
-        sim.refuse(0.4)
+        sim.faults.refuse(0.4)
     else:
         assert (await control(sim, "refuse", seconds=0.4))["refusing_for"] > 0
     with pytest.raises(InvalidStatus) as info:
@@ -187,10 +187,10 @@ async def test_refuse_new_connections_with_503_for_a_while(sim: Simulator, open_
 
 
 async def test_refuse_by_closing_the_tcp_connection(sim: Simulator) -> None:
-    sim.refuse(5, mode="close")
+    sim.faults.refuse(5, mode="close")
     with pytest.raises((InvalidMessage, ConnectionError, EOFError)):
         await connect(sim.feed_url(), open_timeout=2)
-    sim.refuse(0)
+    sim.faults.refuse(0)
     async with connect(sim.feed_url(), open_timeout=2):
         await sim.wait_for(lambda: len(sim.open_sockets()) == 1)
 
@@ -201,7 +201,7 @@ async def test_expired_token_then_rollover(sim: Simulator, open_client, via: str
     first = await streaming_client(sim, open_client)
     second = await streaming_client(sim, open_client)
     if via == "python":
-        assert sim.expire_token() == [1, 2]
+        assert sim.faults.expire_token() == [1, 2]
     else:
         assert (await control(sim, "expire_token"))["sockets"] == [1, 2]
     await first.wait_closed()
@@ -214,7 +214,7 @@ async def test_expired_token_then_rollover(sim: Simulator, open_client, via: str
     assert refused.disconnects == [807]  # until a new token is issued
 
     if via == "python":
-        sim.set_token("token-of-tomorrow")
+        sim.faults.set_token("token-of-tomorrow")
     else:
         await control(sim, "set_token", token="token-of-tomorrow")
     fresh: FeedClient = await open_client(sim.feed_url(token="token-of-tomorrow"))
@@ -224,7 +224,7 @@ async def test_expired_token_then_rollover(sim: Simulator, open_client, via: str
     await stale.wait_closed()
     assert stale.disconnects == [807]  # the expired token stays expired
     assert sim.stats.auth_failures[807] == 2
-    assert [f["kind"] for f in sim.faults] == ["expire_token", "set_token"]
+    assert [f["kind"] for f in sim.faults.log] == ["expire_token", "set_token"]
 
 
 # ------------------------------------------------------------------------------------- control API

@@ -7,7 +7,7 @@ import json
 
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey, PrevClose
-from tickgate.dhan.simulator import Simulator, StaticUniverse
+from tickgate.sim import Simulator, StaticUniverse
 
 from .helpers import FAST, NIFTY, REAL_LIMITS, RELIANCE, FeedClient
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey, PrevClose, Quote, Ticker
-from tickgate.dhan.simulator import RegistryUniverse, Simulator
 from tickgate.instruments import InstrumentRegistry, generate_master
+from tickgate.sim import RegistryUniverse, Simulator
 
 from .helpers import FAST, NIFTY, FeedClient
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from websockets.frames import Frame, Opcode
 
-from tickgate.dhan.pricing import (
+from tickgate.dhan.protocol import (
+    ExchangeSegment,
+    InstrumentKey,
+    ResponseCode,
+    decode_frame,
+)
+from tickgate.sim.emitter import ws_frame, ws_header
+from tickgate.sim.pricing import (
     AssetClass,
     InstrumentSpec,
     Kind,
@@ -19,13 +26,6 @@ from tickgate.dhan.pricing import (
     fallback_price,
     normal_cdf,
 )
-from tickgate.dhan.protocol import (
-    ExchangeSegment,
-    InstrumentKey,
-    ResponseCode,
-    decode_frame,
-)
-from tickgate.dhan.simulator import ws_frame, ws_header
 
 NOW = dt.datetime(2026, 3, 2, 11, 0, tzinfo=dt.UTC).timestamp()
 EXPIRY = expiry_timestamp(dt.date(2026, 3, 10))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tickgate.dhan.simulator import _SlotSet
+from tickgate.sim.emitter import _SlotSet
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 200)), max_size=400))

@@ -25,9 +25,9 @@ import pinned
 from tickgate.api import create_app
 from tickgate.config import ApiSettings, FeedClientSettings, FeedLimits, Settings
 from tickgate.dhan.client import Credentials
-from tickgate.dhan.simulator import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
 from tickgate.instruments import InstrumentRegistry
 from tickgate.service import TickgateService
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
 
 TODAY = pinned.TODAY
 ADMIN_KEY = "web-admin-key-7c1e4b2a90"

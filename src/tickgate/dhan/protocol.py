@@ -1,7 +1,7 @@
 """Dhan live market feed v2 wire protocol, as pure functions over bytes (sans-I/O).
 
 Nothing here touches a socket: requests are built as JSON text, responses are decoded from ``bytes``.
-The network shell (:mod:`tickgate.dhan.client`) and the simulator (:mod:`tickgate.dhan.simulator`) both
+The network shell (:mod:`tickgate.dhan.client`) and the simulator (:mod:`tickgate.sim`) both
 sit on top of this module, so the client and the fake server can never disagree about the format.
 Facts come from ``shared/docs/dhan-feed.md`` (Dhan v2 docs, annexure, the official SDK 2.3.0).
 """
