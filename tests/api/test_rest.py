@@ -374,12 +374,15 @@ ADMIN_ENDPOINTS = [
     ("get", "/admin/stats"),
     ("get", "/admin/audit"),
     ("post", "/admin/tier-b/reload"),
+    ("get", "/admin/planner"),
+    ("put", "/admin/groups/A:1:NSE:X/pin"),
+    ("delete", "/admin/groups/A:1:NSE:X/pin"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ENDPOINTS)
 def test_admin_needs_admin(api: Api, method: str, path: str) -> None:
-    user = api.user(f"plain-{path.replace('/', '-')}")
+    user = api.user(f"plain-{method}-{path.replace('/', '-')}")
     error_of(api.client.request(method.upper(), f"{PREFIX}{path}", headers=user), 403, "forbidden")
     error_of(api.client.request(method.upper(), f"{PREFIX}{path}"), 401, "unauthorized")
     error_of(api.client.request(method.upper(), f"{PREFIX}{path}", headers={"X-API-Key": "nope"}), 401)
@@ -397,6 +400,44 @@ def test_admin_stats_and_rebalance(api: Api) -> None:
     r = api.client.post(f"{PREFIX}/admin/rebalance", headers=api.admin)
     assert r.status_code == 200, r.text
     assert r.json()["moves"] >= 0
+
+
+def test_admin_pin_keeps_a_chain_and_shows_it(api: Api) -> None:
+    h = api.user("pin-owner")
+    added = api.client.post(f"{PREFIX}/watchlist", json={"symbol": "HDFCBANK", "strikes": 1}, headers=h)
+    assert added.status_code == 200, added.text
+    group = added.json()["entry"]["group_id"]
+    r = api.client.put(f"{PREFIX}/admin/groups/{group}/pin", headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["pinned"] is True
+    assert r.json()["group"] == group
+    listed = api.client.get(f"{PREFIX}/watchlist", headers=h).json()
+    assert [e["pinned"] for e in listed["entries"] if e["group_id"] == group] == [True]
+    subs = api.client.get(f"{PREFIX}/subscriptions", headers=h).json()
+    assert [g["pinned"] for g in subs["groups"] if g["group"] == group] == [True]
+    assert api.call(api.service.store.meta.get, "pinned_groups") == [group]
+    planner = api.client.get(f"{PREFIX}/admin/planner", headers=api.admin).json()
+    assert [g["id"] for g in planner["groups"] if g["pinned"]] == [group]
+    r = api.client.delete(f"{PREFIX}/admin/groups/{group}/pin", headers=api.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["pinned"] is False
+    assert api.call(api.service.store.meta.get, "pinned_groups") == []
+    api.call(api.service.store.writer.flush)
+    actions = [e.action for e in api.call(api.service.store.audit.page, group_id=group).entries]
+    assert "PIN" in actions
+    assert "UNPIN" in actions
+
+
+def test_admin_pin_refuses_what_it_cannot_pin(api: Api) -> None:
+    missing = api.client.put(f"{PREFIX}/admin/groups/A:0:NSE:NOPE/pin", headers=api.admin)
+    error_of(missing, 404, "not_found")
+    assert "A:0:NSE:NOPE" in missing.json()["error"]["message"]
+    tier_b = next(
+        g["group"]
+        for g in api.client.get(f"{PREFIX}/subscriptions", headers=api.admin).json()["groups"]
+        if g["tier"] == "B"
+    )
+    error_of(api.client.put(f"{PREFIX}/admin/groups/{tier_b}/pin", headers=api.admin), 400, "invalid_input")
 
 
 def test_admin_user_with_flag_is_admin(api: Api) -> None:

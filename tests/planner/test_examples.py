@@ -275,13 +275,6 @@ def test_mode_upgrade_and_downgrade() -> None:
     assert all(m is FeedMode.TICKER for m in actual.values())
     assert {k: c for c, row in h.p.actual().items() for k in row} == {k: before[k] for k in keys(range(10))}
 
-    r = h.run(h.p.set_mode("A:t", FeedMode.QUOTE))
-    assert [a.request_code for a in r.actions if a.op == "unsubscribe"] == [16] * len(
-        [a for a in r.actions if a.op == "unsubscribe"]
-    )
-    assert {a.request_code for a in r.actions if a.op == "subscribe"} == {17}
-    assert all(m is FeedMode.QUOTE for row in h.p.actual().values() for m in row.values())
-
 
 def test_eod_clears_tier_a_only() -> None:
     h = Harness()
@@ -327,31 +320,18 @@ def test_built_while_down_then_connections_come_up() -> None:
     assert max(h.p.loads()) - min(h.p.loads()) <= h.p.rebalance_tolerance
 
 
-def test_snapshot_round_trip_through_json() -> None:
+def test_snapshot_is_plain_json_in_lru_order() -> None:
+    """What ``GET /admin/planner`` shows: every group, oldest use first within its tier, with pins."""
     h = Harness()
     seed_state(h)
     h.run(h.p.pin("A:5"))
     h.p.touch("A:0", 999.0)
     snap = json.loads(json.dumps(h.p.snapshot()))
-    restored = Planner.restore(snap, LIMITS)
-    assert restored.snapshot()["groups"][-1]["id"] == "A:0"
-    assert restored.group("A:5").pinned
-    assert restored.group("A:0").last_used == 999.0
-    assert restored.actual() == {c: {} for c in range(5)}
-    h2 = Harness(up=False)
-    h2.p = restored
-    for c in range(5):
-        h2.run(restored.connection_up(c))
-    assert restored.desired() == h.p.desired()
-    assert restored.loads() == [5_000] * 5
-    assert restored.suspended() == []
-    # Smaller limits on restart: LRU Tier A is evicted to fit, pinned last.
-    small = Planner.restore(snap, FeedLimits(sockets_per_account=4))
-    assert small.plan_capacity().free == 0
-    assert small.has_group("A:5")
-    assert not small.has_group("A:1")
-    with pytest.raises(ValueError, match="Tier B alone"):
-        Planner.restore(snap, FeedLimits(sockets_per_account=1))
+    groups = snap["groups"]
+    assert groups[-1]["id"] == "A:0"
+    assert groups[-1]["last_used"] == 999.0
+    assert [g["id"] for g in groups if g["pinned"]] == ["A:5"]
+    assert sum(len(g["keys"]) for g in groups if g["tier"] == "B") == h.p.totals().by_tier[Tier.B]
 
 
 def test_totals_and_capacity_views() -> None:
@@ -387,10 +367,6 @@ def test_contract_errors() -> None:
     with pytest.raises(PlannerError):
         h.p.connection_up(-1)
     assert h.p.connection_up(0).actions == ()  # already live
-    with pytest.raises(ValueError, match="malformed"):
-        Planner.restore({"version": 1, "groups": [{"id": "x", "tier": "C"}]}, LIMITS)
-    with pytest.raises(ValueError, match="version"):
-        Planner.restore({"version": 99, "groups": []}, LIMITS)
 
 
 def test_reject_of_replace_keeps_the_old_window() -> None:

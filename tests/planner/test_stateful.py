@@ -8,7 +8,6 @@ fewer, larger examples.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -241,17 +240,6 @@ class PlannerMachine(RuleBasedStateMachine):
             assert changed <= old ^ new, "replace_keys touched keys outside the window difference"
 
     @precondition(lambda self: self.shadow)
-    @rule(data=st.data(), mode=MODES)
-    def set_mode(self, data: st.DataObject, mode: FeedMode) -> None:
-        gid = data.draw(st.sampled_from(sorted(self.shadow)))
-        result = self.p.set_mode(gid, mode)
-        for a in result.actions:  # a mode change never moves a key between connections
-            for k in a.keys:
-                assert k in self.shadow[gid].keys
-        self.apply(result)
-        self.shadow[gid].mode = mode
-
-    @precondition(lambda self: self.shadow)
     @rule(data=st.data(), pinned=st.booleans())
     def pin(self, data: st.DataObject, pinned: bool) -> None:
         gid = data.draw(st.sampled_from(sorted(self.shadow)))
@@ -313,26 +301,6 @@ class PlannerMachine(RuleBasedStateMachine):
                 assert not self.p.has_group(gid)
                 self.forget(gid)
         assert {g for g, sg in self.shadow.items() if sg.tier is Tier.B} == b_before
-
-    @rule()
-    def snapshot_restore(self) -> None:
-        snap = json.loads(json.dumps(self.p.snapshot()))
-        restored = Planner.restore(snap, self.limits, rebalance_tolerance=self.p.rebalance_tolerance)
-
-        def desired_part(s: dict[str, object]) -> object:
-            groups = s["groups"]
-            assert isinstance(groups, list)
-            return [{k: v for k, v in g.items() if k != "suspended"} for g in groups]
-
-        assert desired_part(restored.snapshot()) == desired_part(snap)
-        assert restored.actual() == {c: {} for c in range(self.limits.sockets_per_account)}
-        kinds = [e.kind for e in restored.drain_events()]
-        assert kinds == [EventKind.RESTORE]
-        live = self.p.live_connections()
-        self.p = restored
-        self.server = ServerModel(self.limits)
-        for c in live:
-            self.apply(self.p.connection_up(c))
 
     # ------------------------------------------------------------------ invariants
 

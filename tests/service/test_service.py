@@ -136,6 +136,30 @@ async def test_restart_restores_watchlists(make_service: ServiceFactory, simulat
     await converged(svc2, simulator)
 
 
+async def test_a_pin_survives_a_restart_and_goes_with_its_chain(
+    make_service: ServiceFactory, simulator: Simulator
+) -> None:
+    """An admin pin is kept in the database and applied again by a restart; a chain its owner removes takes
+    its pin with it, so adding it again later does not bring the pin back."""
+    svc = await make_service()
+    user, _ = await svc.store.users.create("pinned")
+    kept = await svc.watchlists.add(user.id, "TCS")
+    gone = await svc.watchlists.add(user.id, "SBIN")
+    for result in (kept, gone):
+        info = await svc.pins.set(result.entry.group_id, True, svc.store.meta)
+        assert info.pinned
+    await svc.watchlists.remove(user.id, gone.entry.id)
+    await svc.store.writer.flush()
+    await svc.stop()
+    svc2 = await make_service()
+    assert svc2.planner.group(kept.entry.group_id).pinned
+    again = await svc2.watchlists.add(user.id, "SBIN")
+    assert not svc2.planner.group(again.entry.group_id).pinned
+    assert await svc2.store.meta.get("pinned_groups") == [kept.entry.group_id]
+    pins = await svc2.store.audit.page(action="PIN")
+    assert {e.group_id for e in pins.entries} >= {kept.entry.group_id, gone.entry.group_id}
+
+
 async def test_eod_clears_tier_a_of_the_session_only(
     make_service: ServiceFactory, simulator: Simulator
 ) -> None:

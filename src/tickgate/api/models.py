@@ -176,6 +176,7 @@ class WatchlistEntryOut(BaseModel):
     size: int = 0
     placed: bool = False
     suspended: bool = False
+    pinned: bool = Field(False, description="An admin pinned this chain: never evicted for another user's.")
     atm_strike: float | None = None
     stream_id: str = Field(description="Push-channel id of this chain (`chain:<id>`).")
 

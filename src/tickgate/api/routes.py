@@ -56,7 +56,7 @@ from tickgate.dhan.client import ConnectionState
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.feed.quotes import QuoteSnapshot
 from tickgate.instruments.model import Instrument
-from tickgate.planner import EventKind, Planner
+from tickgate.planner import EventKind, GroupInfo, Planner
 from tickgate.planner.types import CapacityPlan
 from tickgate.schedule.eod import SESSIONS
 from tickgate.service import AddResult, TickgateService
@@ -138,8 +138,23 @@ def entry_out(entry: WatchlistEntry, view: WatchlistView | None = None) -> Watch
         size=view.size if view else 0,
         placed=view.placed if view else False,
         suspended=view.suspended if view else False,
+        pinned=view.pinned if view else False,
         atm_strike=view.window.atm_strike if view and view.window else None,
         stream_id=f"{STREAM_CHAIN_PREFIX}{entry.id}",
+    )
+
+
+def group_out(g: GroupInfo) -> GroupOut:
+    return GroupOut(
+        group=g.group,
+        tier=str(g.tier),
+        owner=g.owner,
+        mode=g.mode.name.lower(),
+        size=g.size,
+        pinned=g.pinned,
+        suspended=g.suspended,
+        created=epoch(g.created),
+        last_used=epoch(g.last_used),
     )
 
 
@@ -362,20 +377,7 @@ async def subscriptions(svc: Service, _user: User) -> SubscriptionsResponse:
         placed=totals.placed,
         by_tier={str(t): n for t, n in totals.by_tier.items()},
         by_connection={str(c): n for c, n in totals.by_connection.items()},
-        groups=[
-            GroupOut(
-                group=g.group,
-                tier=str(g.tier),
-                owner=g.owner,
-                mode=g.mode.name.lower(),
-                size=g.size,
-                pinned=g.pinned,
-                suspended=g.suspended,
-                created=epoch(g.created),
-                last_used=epoch(g.last_used),
-            )
-            for g in planner.groups()
-        ],
+        groups=[group_out(g) for g in planner.groups()],
         suspended=list(planner.suspended()),
     )
 
@@ -496,6 +498,31 @@ async def admin_rebalance(svc: Service, _admin: Admin) -> RebalanceResponse:
         actions=len(result.actions),
         by_connection={str(c): n for c, n in svc.planner.totals().by_connection.items()},
     )
+
+
+@router.get("/admin/planner", responses=ADMIN, tags=["admin"])
+async def admin_planner(svc: Service, _admin: Admin) -> dict[str, Any]:
+    """The planner's desired state as it is now: every group per tier in LRU order (oldest use first), its
+    keys, mode, pin, suspension and times. For an operator comparing the plan with the sockets and the
+    database; large (every subscribed key)."""
+    return svc.planner.snapshot()
+
+
+@router.put(
+    "/admin/groups/{group_id}/pin", response_model=GroupOut, responses={**ADMIN, **NOT_FOUND}, tags=["admin"]
+)
+async def admin_pin(svc: Service, _admin: Admin, group_id: str) -> GroupOut:
+    """Pin a Tier A chain: it is never evicted to make room for another user's chain (only Tier B, which
+    outranks every user, may still take its place). Kept across restarts; gone with the chain."""
+    return group_out(await svc.pins.set(group_id, True, svc.store.meta))
+
+
+@router.delete(
+    "/admin/groups/{group_id}/pin", response_model=GroupOut, responses={**ADMIN, **NOT_FOUND}, tags=["admin"]
+)
+async def admin_unpin(svc: Service, _admin: Admin, group_id: str) -> GroupOut:
+    """Unpin a chain: it is evicted in least-recently-used order again."""
+    return group_out(await svc.pins.set(group_id, False, svc.store.meta))
 
 
 @router.get("/admin/stats", response_model=StatsResponse, responses=ADMIN, tags=["admin"])

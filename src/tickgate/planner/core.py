@@ -27,6 +27,21 @@ from typing import Any
 
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
+from tickgate.planner import keystate
+from tickgate.planner.keystate import (
+    ACTIVE,
+    BLANK,
+    MODE_COUNT,
+    MODE_INDEX,
+    MODES,
+    N_MODES,
+    REFS,
+    SLOT,
+    TIER_B_REFS,
+    TOP,
+    KeyRow,
+    target,
+)
 from tickgate.planner.types import (
     Action,
     CapacityPlan,
@@ -45,31 +60,6 @@ from tickgate.planner.types import (
 )
 
 SNAPSHOT_VERSION = 1
-
-# Modes ordered by richness; a key's per-mode counters are indexed by position in this tuple.
-_MODES: tuple[FeedMode, ...] = tuple(sorted(FeedMode, key=lambda m: m.rank))
-_IDX: dict[FeedMode, int] = {m: i for i, m in enumerate(_MODES)}
-_NM = len(_MODES)
-_TOP = _NM - 1
-
-# Per-instrument state is a small list of ints: one allocation per key, indexed access, no enum hashing
-# (this is the hottest data in the planner: 25,000 entries, touched by every connection event).
-_REFS = 0  # groups wanting the key, suspended or not: what admission charges against capacity
-_BREFS = 1  # Tier B groups among them: per-tier accounting
-_ACT = 2  # active (not suspended) groups wanting it: the key is placed iff this is > 0
-_SLOT = 3  # where it is placed: connection * _NM + mode index, -1 when not placed
-_CNT = 4  # _CNT + i: active groups wanting it in mode _MODES[i]; the richest non-zero one wins
-_BLANK = [0, 0, 0, -1] + [0] * _NM
-
-
-def _target(ks: list[int]) -> int:
-    """Index of the richest mode among the key's active owners, -1 when no active group wants it."""
-    if not ks[_ACT]:
-        return -1
-    i = _TOP
-    while not ks[_CNT + i]:
-        i -= 1
-    return i
 
 
 class _Group:
@@ -104,7 +94,7 @@ class _Group:
         self.tier = tier
         self.owner = owner
         self.mode = mode
-        self.idx = _IDX[mode]
+        self.idx = MODE_INDEX[mode]
         self.keys = keys
         self.pinned = pinned
         self.suspended = False
@@ -141,7 +131,7 @@ class _Group:
 class _Tx:
     """Scratch state of one mutating call: its audit context and the groups it suspended/resumed/evicted."""
 
-    __slots__ = ("at", "events", "evicted", "flips", "group", "mode_event", "owner", "reason", "tier")
+    __slots__ = ("at", "events", "evicted", "flips", "group", "owner", "reason", "tier")
 
     def __init__(self, reason: str, group: _Group | None, at: float | None) -> None:
         self.reason = reason
@@ -153,7 +143,6 @@ class _Tx:
         self.evicted: list[GroupRef] = []
         # group id -> (group, its suspended flag when this call first changed it; None = added by this call)
         self.flips: dict[GroupId, tuple[_Group, bool | None]] = {}
-        self.mode_event = False
 
 
 class _Pick:
@@ -224,7 +213,7 @@ class Planner:
         self._tolerance = (
             rebalance_tolerance if rebalance_tolerance is not None else max(1, self._per_conn // 50)
         )
-        self._keys: dict[InstrumentKey, list[int]] = {}
+        self._keys: dict[InstrumentKey, KeyRow] = {}  # see tickgate.planner.keystate
         # key -> ids of the groups wanting it: the subscriptions view of a few keys without walking every
         # group. Ids, not groups: a dict of str -> None is never tracked by the cyclic GC, so 25,000 of them
         # cost the collector nothing (holding the groups put GC pauses into the add latency; see
@@ -233,7 +222,7 @@ class Planner:
         # Key-state lists of keys no longer desired, reused for new keys. Churn then allocates no new
         # GC-tracked objects: without this every add grows the young generation by a list per key and
         # the collector's pauses land in the add/remove latency tail. Bounded by the peak desired count.
-        self._spare: list[list[int]] = []
+        self._spare: list[KeyRow] = []
         self._groups: dict[GroupId, _Group] = {}
         self._lru: dict[Tier, OrderedDict[GroupId, _Group]] = {Tier.A: OrderedDict(), Tier.B: OrderedDict()}
         self._live = [False] * self._nconn
@@ -243,7 +232,7 @@ class Planner:
         self._n_tierb = 0
         self._n_susp = {Tier.A: 0, Tier.B: 0}
         self._events: list[PlannerEvent] = []
-        self._dirty: dict[InstrumentKey, list[int]] = {}
+        self._dirty: dict[InstrumentKey, KeyRow] = {}
         # Placement slot of each key touched by the current call, as it was when the call started.
         self._orig: dict[InstrumentKey, int] = {}
         self._tx: _Tx | None = None
@@ -298,8 +287,7 @@ class Planner:
 
     def refcount(self, key: InstrumentKey) -> int:
         """How many groups (suspended or not) want ``key``."""
-        ks = self._keys.get(key)
-        return ks[_REFS] if ks else 0
+        return keystate.refs(self._keys.get(key))
 
     def actual(self) -> dict[int, dict[InstrumentKey, FeedMode]]:
         """What each connection carries, as the planner believes (a copy)."""
@@ -313,15 +301,15 @@ class Planner:
         ``include_suspended`` also keys only suspended groups want (richest among those)."""
         out: dict[InstrumentKey, FeedMode] = {}
         for k, ks in self._keys.items():
-            t = _target(ks)
+            t = target(ks)
             if t >= 0:
-                out[k] = _MODES[t]
+                out[k] = MODES[t]
         if include_suspended:
             table = self._keys
             for g in self._groups.values():
                 if g.suspended:
                     for k in g.keys:
-                        if table[k][_ACT] == 0:
+                        if table[k][ACTIVE] == 0:
                             cur = out.get(k)
                             if cur is None or cur.rank < g.mode.rank:
                                 out[k] = g.mode
@@ -398,13 +386,13 @@ class Planner:
                             richest[k] = max(richest[k], idx)
         out: dict[InstrumentKey, KeyState] = {}
         for k, gids in owners.items():
-            ks = table[k]
-            slot = ks[_SLOT]
-            if slot >= 0:
-                conn, mode = divmod(slot, _NM)
-                out[k] = KeyState(tuple(sorted(gids)), ks[_BREFS] > 0, conn, _MODES[mode])
+            row = table[k]
+            placed = keystate.placement(row)
+            tier_b = keystate.wanted_by_tier_b(row)
+            if placed is not None:
+                out[k] = KeyState(tuple(sorted(gids)), tier_b, placed[0], placed[1])
             else:
-                out[k] = KeyState(tuple(sorted(gids)), ks[_BREFS] > 0, None, _MODES[richest[k]])
+                out[k] = KeyState(tuple(sorted(gids)), tier_b, None, MODES[richest[k]])
         return out
 
     # ------------------------------------------------------------------ groups
@@ -497,28 +485,6 @@ class Planner:
         self._reconcile()
         return self._finish(tx)
 
-    def set_mode(self, group_id: GroupId, mode: FeedMode) -> PlanResult:
-        """Change the mode a group asks for; keys whose richest active mode changes are re-subscribed."""
-        g = self._get(group_id)
-        if mode is g.mode:
-            return PlanResult()
-        tx = self._begin("set_mode", g, None)
-        tx.mode_event = True
-        old, new = g.idx, _IDX[mode]
-        if self._changed is not None:
-            self._changed.update(g.keys)  # a suspended group's keys resume in the new mode
-        if not g.suspended:
-            keys, dirty = self._keys, self._dirty
-            for k in g.keys:
-                ks = keys[k]
-                ks[_CNT + old] -= 1
-                ks[_CNT + new] += 1
-                dirty[k] = ks
-        g.mode = mode
-        g.idx = new
-        self._reconcile()
-        return self._finish(tx)
-
     def pin(self, group_id: GroupId) -> PlanResult:
         """Protect a Tier A group from eviction by other Tier A adds (and suspend it last)."""
         return self._set_pin(group_id, True)
@@ -569,7 +535,7 @@ class Planner:
         keys = self._keys
         for k in row:
             ks = keys[k]
-            ks[_SLOT] = -1
+            ks[SLOT] = -1
             dirty[k] = ks
         self._actual[connection] = {}
         self._reconcile()
@@ -601,11 +567,12 @@ class Planner:
         self._rebalance(max_moves, self._tolerance if tolerance is None else tolerance)
         return self._finish(tx)
 
-    # ------------------------------------------------------------------ snapshot / restore
+    # ------------------------------------------------------------------ snapshot
 
     def snapshot(self) -> dict[str, Any]:
-        """The desired state as plain JSON types: groups per tier in LRU order (oldest first), with pins,
-        suspension flags and times. Placement is not saved: after a restart no socket carries anything."""
+        """The desired state as plain JSON types, for an operator (``GET /admin/planner``): groups per tier
+        in LRU order (oldest first), with pins, suspension flags and times. Not persisted: a restart rebuilds
+        the plan from the database's watchlist rows and the Tier B configuration."""
         return {
             "version": SNAPSHOT_VERSION,
             "limits": self._limits.model_dump(),
@@ -627,63 +594,7 @@ class Planner:
             ],
         }
 
-    @classmethod
-    def restore(
-        cls, snapshot: Mapping[str, Any], limits: FeedLimits, *, rebalance_tolerance: int | None = None
-    ) -> Planner:
-        """A planner holding ``snapshot``'s desired state with every connection down (all groups
-        suspended until ``connection_up``). Saved suspension flags are recomputed, not trusted. If
-        ``limits`` shrank, LRU Tier A groups are evicted to fit; a Tier B larger than capacity is an error."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported planner snapshot version {snapshot.get('version')!r}")
-        p = cls(limits, rebalance_tolerance=rebalance_tolerance)
-        tx = p._begin("restore", None, None)
-        try:
-            for row in snapshot["groups"]:
-                p._restore_group(row)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed planner snapshot: {exc!r}") from exc
-        over = len(p._keys) - p.total_capacity
-        if over > 0:
-            pick = _Pick(active=False)
-            p._choose(pick, p._evictable(None, True), over)
-            if pick.freed < over:
-                raise ValueError(
-                    f"snapshot needs {len(p._keys)} instruments but Tier B alone holds {p._n_tierb} "
-                    f"of {p.total_capacity}"
-                )
-            p._prune(pick, over)
-            p._evict(pick.victims, tx, "capacity limit: restored with smaller limits")
-        p._event(tx, EventKind.RESTORE, count=len(p._groups))
-        p._reconcile()
-        p._finish(tx)
-        return p
-
     # ------------------------------------------------------------------ internals: state changes
-
-    def _restore_group(self, row: Mapping[str, Any]) -> None:
-        gid = str(row["id"])
-        if gid in self._groups:
-            raise ValueError(f"group {gid!r} appears twice")
-        keys = dict.fromkeys(InstrumentKey.parse(s) for s in row["keys"])
-        if not keys:
-            raise ValueError(f"group {gid!r} has no keys")
-        g = _Group(
-            gid,
-            tier=Tier(row["tier"]),
-            owner=str(row["owner"]),
-            mode=FeedMode[row["mode"]],
-            keys=keys,
-            now=float(row["created"]),
-            pinned=bool(row["pinned"]),
-        )
-        g.last_used = float(row["last_used"])
-        g.updated = float(row["updated"])
-        g.suspended = True  # every connection is down after a restore
-        self._n_susp[g.tier] += 1
-        self._groups[gid] = g
-        self._lru[g.tier][gid] = g
-        self._attach(g, keys)
 
     def _get(self, group_id: GroupId) -> _Group:
         try:
@@ -707,7 +618,7 @@ class Planner:
     def _attach(self, g: _Group, keys: Iterable[InstrumentKey]) -> None:
         """Count ``g`` as an owner of ``keys`` (and as an active owner unless it is suspended)."""
         table, dirty, spare = self._keys, self._dirty, self._spare
-        slot = _CNT + g.idx
+        slot = MODE_COUNT + g.idx
         tier_b = g.tier is Tier.B
         active = not g.suspended
         if self._changed is not None:
@@ -724,19 +635,19 @@ class Planner:
             if ks is None:
                 if spare:
                     ks = spare.pop()
-                    ks[:] = _BLANK
+                    ks[:] = BLANK
                 else:
-                    ks = _BLANK[:]
+                    ks = BLANK[:]
                 table[k] = ks
-            ks[_REFS] += 1
+            ks[REFS] += 1
             if tier_b:
-                ks[_BREFS] += 1
-                if ks[_BREFS] == 1:
+                ks[TIER_B_REFS] += 1
+                if ks[TIER_B_REFS] == 1:
                     self._n_tierb += 1
             if active:
                 ks[slot] += 1
-                ks[_ACT] += 1
-                if ks[_ACT] == 1:
+                ks[ACTIVE] += 1
+                if ks[ACTIVE] == 1:
                     self._n_active += 1
                 dirty[k] = ks
 
@@ -745,7 +656,7 @@ class Planner:
         if self._changed is not None:
             keys = list(keys)
             self._changed.update(keys)
-        slot = _CNT + g.idx
+        slot = MODE_COUNT + g.idx
         tier_b = g.tier is Tier.B
         active = not g.suspended
         owners, gid = self._owners, g.gid
@@ -755,15 +666,15 @@ class Planner:
             if not own:
                 del owners[k]
             ks = table[k]
-            ks[_REFS] -= 1
+            ks[REFS] -= 1
             if tier_b:
-                ks[_BREFS] -= 1
-                if ks[_BREFS] == 0:
+                ks[TIER_B_REFS] -= 1
+                if ks[TIER_B_REFS] == 0:
                     self._n_tierb -= 1
             if active:
                 ks[slot] -= 1
-                ks[_ACT] -= 1
-                if ks[_ACT] == 0:
+                ks[ACTIVE] -= 1
+                if ks[ACTIVE] == 0:
                     self._n_active -= 1
             dirty[k] = ks  # also when refs hit 0 on a suspended key, so it gets dropped from the table
 
@@ -774,14 +685,14 @@ class Planner:
         if g.gid not in tx.flips:
             tx.flips[g.gid] = (g, g.suspended)
         table, dirty = self._keys, self._dirty
-        slot = _CNT + g.idx
+        slot = MODE_COUNT + g.idx
         step = 1 if active else -1
-        edge = 1 if active else 0  # the _ACT value at which the key enters / leaves the active set
+        edge = 1 if active else 0  # the ACTIVE value at which the key enters / leaves the active set
         for k in g.keys:
             ks = table[k]
             ks[slot] += step
-            ks[_ACT] += step
-            if ks[_ACT] == edge:
+            ks[ACTIVE] += step
+            if ks[ACTIVE] == edge:
                 self._n_active += step
             dirty[k] = ks
         g.suspended = not active
@@ -821,7 +732,7 @@ class Planner:
         if pick.freed >= need:
             return
         table, pend, exclude = self._keys, pick.pend, pick.exclude
-        which = _ACT if pick.active else _REFS
+        which = ACTIVE if pick.active else REFS
         freed = pick.freed
         for g in cands:
             before = freed
@@ -846,7 +757,7 @@ class Planner:
         back is at least its gain when chosen (no newer victim can hold a key it freed), hence the cheap
         filter. Giving back an older group can make a newer one unnecessary: repeat until stable."""
         table, pend, exclude = self._keys, pick.pend, pick.exclude
-        which = _ACT if pick.active else _REFS
+        which = ACTIVE if pick.active else REFS
         victims, gains = pick.victims, pick.gains
         first = True
         changed = True
@@ -886,7 +797,7 @@ class Planner:
         freed_own = 0
         for k in released or ():
             pend[k] = 1
-            if table[k][_REFS] == 1:
+            if table[k][REFS] == 1:
                 freed_own += 1
         free = total - len(table) + freed_own
         need = cost - free
@@ -965,7 +876,7 @@ class Planner:
             for g in cands:
                 cost = 0
                 for k in g.keys:
-                    if table[k][_ACT] == 0:
+                    if table[k][ACTIVE] == 0:
                         cost += 1
                         if cost > slack:
                             break
@@ -982,28 +893,28 @@ class Planner:
         if self._changed is not None:
             self._changed.update(self._dirty)
         for k, ks in self._dirty.items():
-            if ks[_ACT]:
-                t = _TOP
-                while not ks[_CNT + t]:
+            if ks[ACTIVE]:
+                t = TOP
+                while not ks[MODE_COUNT + t]:
                     t -= 1
             else:
                 t = -1
-            slot = ks[_SLOT]
+            slot = ks[SLOT]
             if slot >= 0:
-                c, m = divmod(slot, _NM)
+                c, m = divmod(slot, N_MODES)
                 if t < 0:
                     orig.setdefault(k, slot)
                     del actual[c][k]
-                    ks[_SLOT] = -1
+                    ks[SLOT] = -1
                 elif t != m:
                     orig.setdefault(k, slot)
-                    actual[c][k] = _MODES[t]
-                    ks[_SLOT] = slot - m + t
+                    actual[c][k] = MODES[t]
+                    ks[SLOT] = slot - m + t
             elif t >= 0:
                 new_keys.append(k)
                 new_states.append(ks)
                 new_modes.append(t)
-            if not ks[_REFS]:
+            if not ks[REFS]:
                 del table[k]
                 spare.append(ks)
         self._dirty.clear()
@@ -1019,12 +930,12 @@ class Planner:
             if not n:
                 continue
             row = self._actual[c]
-            base = c * _NM
+            base = c * N_MODES
             end = pos + n
             for k, ks, t in zip(keys[pos:end], states[pos:end], modes[pos:end], strict=True):
                 orig.setdefault(k, -1)
-                row[k] = _MODES[t]
-                ks[_SLOT] = base + t
+                row[k] = MODES[t]
+                ks[SLOT] = base + t
             pos = end
 
     def _rebalance(self, max_moves: int | None, tolerance: int) -> None:
@@ -1053,12 +964,12 @@ class Planner:
                 m = min(m, budget)
                 budget -= m
             src_row, dst_row = self._actual[src], self._actual[dst]
-            shift = (dst - src) * _NM
+            shift = (dst - src) * N_MODES
             for k in list(islice(reversed(src_row), m)):
                 ks = table[k]
-                orig.setdefault(k, ks[_SLOT])
+                orig.setdefault(k, ks[SLOT])
                 dst_row[k] = src_row.pop(k)
-                ks[_SLOT] += shift
+                ks[SLOT] += shift
             donors[i][1] -= m
             takers[j][1] -= m
             if donors[i][1] == 0:
@@ -1097,15 +1008,15 @@ class Planner:
     def _finish(self, tx: _Tx) -> PlanResult:
         """Turn the placement changes of this call into ordered actions and events (net of the call)."""
         table = self._keys
-        nm = _NM
-        # Buckets keyed by placement slot (connection * _NM + mode index).
+        nm = N_MODES
+        # Buckets keyed by placement slot (connection * N_MODES + mode index).
         unsubs: dict[int, list[InstrumentKey]] = {}
         subs: dict[int, list[InstrumentKey]] = {}
         moves: dict[tuple[int, int], int] = {}
         remoded = 0
         for k, s0 in self._orig.items():
             ks = table.get(k)
-            s1 = -1 if ks is None else ks[_SLOT]
+            s1 = -1 if ks is None else ks[SLOT]
             if s0 == s1:
                 continue
             if s0 >= 0:
@@ -1128,7 +1039,7 @@ class Planner:
         per = self._per_msg
         for b in sorted(unsubs):
             ks_list = unsubs[b]
-            c, mode = b // nm, _MODES[b % nm]
+            c, mode = b // nm, MODES[b % nm]
             for i in range(0, len(ks_list), per):
                 actions.append(Action(c, "unsubscribe", mode, tuple(ks_list[i : i + per])))
             self._event(
@@ -1136,7 +1047,7 @@ class Planner:
             )
         for b in sorted(subs):
             ks_list = subs[b]
-            c, mode = b // nm, _MODES[b % nm]
+            c, mode = b // nm, MODES[b % nm]
             for i in range(0, len(ks_list), per):
                 actions.append(Action(c, "subscribe", mode, tuple(ks_list[i : i + per])))
             self._event(
@@ -1146,7 +1057,7 @@ class Planner:
             events.append(
                 PlannerEvent(EventKind.MOVE, connection=src, target=dst, count=n, reason=tx.reason, at=tx.at)
             )
-        if remoded or tx.mode_event:
+        if remoded:
             g = self._groups.get(tx.group) if tx.group else None
             self._event(
                 tx, EventKind.MODE_CHANGE, count=remoded, mode=g.mode if g else None, reason=tx.reason

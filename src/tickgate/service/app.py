@@ -28,6 +28,7 @@ from tickgate.planner import Planner, Tier
 from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
 from tickgate.service.errors import NotReady
+from tickgate.service.pins import Pins
 from tickgate.service.runtime import RuntimePolicy
 from tickgate.service.watchlists import WatchlistManager, exchange_of_group
 from tickgate.store import Store
@@ -117,6 +118,7 @@ class TickgateService:
         self.eod_runs: list[dict[str, Any]] = []
         self.recentres = 0
         self.loop_failures: Counter[str] = Counter()  # background loops' exceptions (logged, counted)
+        self.pins = Pins(self.orchestrator, self.planner, self.loop_failures)
         for name, subscriber in (
             ("audit", self._audit_events),
             ("subscriptions", self._follow_subscriptions),
@@ -184,6 +186,7 @@ class TickgateService:
         caught_up_to = await self._catch_up_eod()
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, self.today(), engine=self.atm))
         restored = await self.watchlists.restore()
+        await self.pins.restore(self.store.meta)
         self.store.writer.submit_log(
             "STARTUP",
             actor="tickgate",
@@ -219,6 +222,7 @@ class TickgateService:
             self.eod.shutdown()
         if self._feed is not None:
             await self._feed.stop()
+        await self.pins.flush()
         if self._store is not None:
             self.snapshot_subscriptions()
             await self._store.close()
@@ -246,6 +250,7 @@ class TickgateService:
             for group in gone:
                 self._tracker.untrack(group)
         self.watchlists.forget(gone)
+        self.pins.forget(gone)
 
     def _mark_evicted(self, change: PlanChange) -> None:
         """Users' chains evicted by any change (an add, a recentre, the Tier B roll, a restart) are marked

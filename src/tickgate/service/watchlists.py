@@ -106,6 +106,7 @@ class WatchlistView:
     size: int = 0
     suspended: bool = False
     placed: bool = False
+    pinned: bool = False
     window: ChainWindow | None = None
     keys: tuple[InstrumentKey, ...] = field(default_factory=tuple)
 
@@ -308,6 +309,7 @@ class WatchlistManager:
             if svc.planner.has_group(entry.group_id):
                 info = svc.planner.group(entry.group_id)
                 view.size = info.size
+                view.pinned = info.pinned
                 view.suspended = entry.group_id in suspended
                 view.placed = not view.suspended
                 view.window = svc.tracker.window(entry.group_id)

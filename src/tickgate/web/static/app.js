@@ -284,6 +284,7 @@ function watchlistItem(e) {
   const meta = [`${e.strikes ?? 0} strikes`, e.mode];
   if (!evicted) meta.push(`${fmtInt(e.size)} keys`);
   if (e.atm_strike !== null) meta.push(`ATM ${fmtStrike(e.atm_strike)}`);
+  if (e.pinned) meta.push("pinned");
   const item = el(
     "li",
     {
