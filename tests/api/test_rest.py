@@ -521,8 +521,8 @@ def test_openapi_has_models_for_everything(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()
     paths = schema["paths"]
     assert (
-        len([op for p in paths.values() for op in p]) == 17
-    )  # the 16 of the seed (GET+POST /watchlist counted apart) + health
+        len([op for p in paths.values() for op in p]) == 20
+    )  # the 16 of the seed (GET+POST /watchlist counted apart) + health + planner view + pin and unpin
     for path, ops in paths.items():
         for method, op in ops.items():
             ok = op["responses"].get("200")

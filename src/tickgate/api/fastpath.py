@@ -5,7 +5,8 @@ screens. The route renders a chain once per ``api.chain_cache_s`` and files it u
 path and query; an identical request from a caller whose API key is already authenticated is answered
 here from that entry while it is fresh, without FastAPI's routing, validation and dependency resolution
 (most of the cost of a cached answer). The caller-specific part (``watchlist_id``, and the
-chain view counting as a use of the caller's watched chain) is applied here as the route applies it.
+chain view counting as a use of the caller's watched chain) is the route's own function,
+:func:`~tickgate.api.routes.chain_for_caller`.
 
 **``POST /api/v2/watchlist``.** FastAPI's routing, dependency solving and response-model handling took more
 of the event loop than an add at capacity itself (docs/decisions/0002-measured-tradeoffs.md). For an
@@ -27,10 +28,9 @@ from tickgate.api.auth import Authenticator, Principal
 from tickgate.api.errors import KNOWN_ERRORS, known_error
 from tickgate.api.metrics import ROUTE_LABEL
 from tickgate.api.models import WatchlistAdd
-from tickgate.api.render import ChainCache, finish_chain, request_key
-from tickgate.api.routes import add_entry
+from tickgate.api.render import ChainCache, request_key
+from tickgate.api.routes import add_entry, chain_for_caller, watched_group
 from tickgate.service import TickgateService
-from tickgate.service.watchlists import group_id_for
 
 PREFIX = "/api/v2"
 CHAIN_PATH = PREFIX + "/option-chain/"
@@ -75,16 +75,13 @@ class FastPaths:
             await self.app(scope, receive, send)
             return
         svc = self.service
-        group = group_id_for(principal.user_id, chain.exchange, chain.symbol, chain.expiry)
-        watchlist_id = None
-        if svc.planner.has_group(group):
-            watchlist_id = svc.watchlists.cached_entry_id(group)
-            if watchlist_id is None:  # not looked up yet: the route reads it from the database
-                await self.app(scope, receive, send)
-                return
-            svc.watchlists.touch(group, watchlist_id)
+        group = watched_group(svc, principal.user_id, chain)
+        watchlist_id = None if group is None else svc.watchlists.cached_entry_id(group)
+        if group is not None and watchlist_id is None:  # not looked up yet: the route reads the database
+            await self.app(scope, receive, send)
+            return
         _label(scope, CHAIN_ROUTE, principal)
-        await self._answer(send, 200, finish_chain(chain.body, watchlist_id))
+        await self._answer(send, 200, chain_for_caller(svc, chain, group, watchlist_id))
 
     async def _watchlist_add(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._principal(scope)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -103,18 +103,20 @@ class ServiceCollector(Collector):
         yield self._background_failures(svc, feed)
         planner = svc.planner
         totals, cap = planner.totals(), planner.plan_capacity()
-        g = GaugeMetricFamily(
-            "tickgate_subscriptions", "Distinct instruments desired, per tier", labels=["tier"]
+        yield _by_label(
+            GaugeMetricFamily,
+            "tickgate_subscriptions",
+            "Distinct instruments desired, per tier",
+            "tier",
+            totals.by_tier,
         )
-        for tier, n in totals.by_tier.items():
-            g.add_metric([str(tier)], n)
-        yield g
-        g = GaugeMetricFamily(
-            "tickgate_connection_instruments", "Instruments placed per feed connection", labels=["connection"]
+        yield _by_label(
+            GaugeMetricFamily,
+            "tickgate_connection_instruments",
+            "Instruments placed per feed connection",
+            "connection",
+            totals.by_connection,
         )
-        for conn, n in totals.by_connection.items():
-            g.add_metric([str(conn)], n)
-        yield g
         g = GaugeMetricFamily("tickgate_capacity", "Capacity accounting (instruments)", labels=["kind"])
         for kind in ("total", "live", "tier_b", "tier_a", "free", "placed", "live_free", "suspended_keys"):
             g.add_metric([kind], getattr(cap, kind))
@@ -142,35 +144,33 @@ class ServiceCollector(Collector):
         yield up
         yield rc
         m = feed.metrics
-        c = CounterMetricFamily("tickgate_packets", "Packets decoded by response code", labels=["code"])
-        for code, n in m.packets_by_code.items():
-            c.add_metric([_code_name(code)], n)
-        yield c
-        c = CounterMetricFamily(
-            "tickgate_server_disconnects", "Dhan disconnect packets by code", labels=["code"]
+        yield _by_label(
+            CounterMetricFamily,
+            "tickgate_packets",
+            "Packets decoded by response code",
+            "code",
+            {_code_name(code): n for code, n in m.packets_by_code.items()},
         )
-        for code, n in m.server_disconnects.items():
-            c.add_metric([str(code)], n)
-        yield c
-        yield CounterMetricFamily("tickgate_frames", "Feed frames received", value=m.frames)
-        yield CounterMetricFamily(
-            "tickgate_corrupt_frames", "Frames that failed to decode", value=m.corrupt_frames
+        yield _by_label(
+            CounterMetricFamily,
+            "tickgate_server_disconnects",
+            "Dhan disconnect packets by code",
+            "code",
+            m.server_disconnects,
         )
-        yield CounterMetricFamily(
-            "tickgate_dropped_frames", "Frames dropped (backlog full)", value=m.dropped_frames
-        )
-        yield CounterMetricFamily(
-            "tickgate_stale_recycles", "Silent sockets recycled", value=m.stale_recycles
-        )
-        yield GaugeMetricFamily(
-            "tickgate_decode_lag_seconds", "Receive-to-store lag of the last batch", value=m.decode_lag_last_s
-        )
-        yield GaugeMetricFamily(
-            "tickgate_decode_lag_max_seconds", "Largest receive-to-store lag", value=m.decode_lag_max_s
-        )
-        yield GaugeMetricFamily(
-            "tickgate_decode_backlog_frames", "Frames waiting to be decoded", value=feed.backlog
-        )
+        for name, text, value in (
+            ("tickgate_frames", "Feed frames received", m.frames),
+            ("tickgate_corrupt_frames", "Frames that failed to decode", m.corrupt_frames),
+            ("tickgate_dropped_frames", "Frames dropped (backlog full)", m.dropped_frames),
+            ("tickgate_stale_recycles", "Silent sockets recycled", m.stale_recycles),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        for name, text, gauge in (
+            ("tickgate_decode_lag_seconds", "Receive-to-store lag of the last batch", m.decode_lag_last_s),
+            ("tickgate_decode_lag_max_seconds", "Largest receive-to-store lag", m.decode_lag_max_s),
+            ("tickgate_decode_backlog_frames", "Frames waiting to be decoded", feed.backlog),
+        ):
+            yield GaugeMetricFamily(name, text, value=gauge)
         yield GaugeMetricFamily(
             "tickgate_quote_instruments", "Instruments in the quote store", value=len(svc.quotes)
         )
@@ -204,12 +204,13 @@ class ServiceCollector(Collector):
             "Groups suspended",
             value=self.events.by_kind.get(EventKind.SUSPEND.value, 0),
         )
-        r = CounterMetricFamily(
-            "tickgate_reconnect_reasons", "Feed connections lost, by reason", labels=["reason"]
+        yield _by_label(
+            CounterMetricFamily,
+            "tickgate_reconnect_reasons",
+            "Feed connections lost, by reason",
+            "reason",
+            self.events.down_reasons,
         )
-        for reason, n in self.events.down_reasons.items():
-            r.add_metric([reason], n)
-        yield r
 
     def _push(self) -> Iterator[Metric]:
         p = self.push
@@ -219,12 +220,27 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             "tickgate_push_coalesced", "Updates coalesced away (latest wins)", value=p.coalesced
         )
-        d = CounterMetricFamily(
-            "tickgate_push_dropped", "Push clients closed by us, by reason", labels=["reason"]
+        yield _by_label(
+            CounterMetricFamily,
+            "tickgate_push_dropped",
+            "Push clients closed by us, by reason",
+            "reason",
+            p.dropped,
         )
-        for reason, n in p.dropped.items():
-            d.add_metric([reason], n)
-        yield d
+
+
+def _by_label(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    text: str,
+    label: str,
+    values: Mapping[Any, float],
+) -> Metric:
+    """One metric family with a sample per ``values`` entry, labelled ``label=str(key)``."""
+    out = family(name, text, labels=[label])
+    for key, n in values.items():
+        out.add_metric([str(key)], n)
+    return out
 
 
 def _code_name(code: int) -> str:

@@ -227,6 +227,27 @@ class GroupOut(BaseModel):
     last_used: dt.datetime
 
 
+class PlannerGroupOut(BaseModel):
+    id: str
+    tier: str
+    owner: str
+    mode: str
+    keys: list[str]
+    pinned: bool
+    suspended: bool
+    created: float = Field(description="Planner time (the service clock's epoch seconds).")
+    last_used: float
+    updated: float
+
+
+class PlannerSnapshotOut(BaseModel):
+    """The planner's desired state, per tier in LRU order (oldest use first)."""
+
+    version: int
+    limits: dict[str, int]
+    groups: list[PlannerGroupOut]
+
+
 class SubscriptionsResponse(BaseModel):
     capacity: CapacityOut
     desired: int

@@ -29,6 +29,7 @@ from tickgate.api.models import (
     HealthResponse,
     InstrumentOut,
     OptionChainResponse,
+    PlannerSnapshotOut,
     QuoteOut,
     QuotesResponse,
     RebalanceResponse,
@@ -295,13 +296,25 @@ async def option_chain(
         body = chain_json(window, request.app.state.renderer)
         chain = CachedChain(cache.clock.monotonic(), body, sym, exch, exp)
         cache.put(shape, chain)
-    group = group_id_for(user.user_id, chain.exchange, chain.symbol, chain.expiry)
-    watchlist_id = None
-    if svc.planner.has_group(group):  # looking at a watched chain is a use (LRU)
-        watchlist_id = await svc.watchlists.entry_id(group)
-        if watchlist_id is not None:
-            svc.watchlists.touch(group, watchlist_id)
-    return Response(finish_chain(chain.body, watchlist_id), media_type="application/json")
+    group = watched_group(svc, user.user_id, chain)
+    watchlist_id = None if group is None else await svc.watchlists.entry_id(group)
+    return Response(chain_for_caller(svc, chain, group, watchlist_id), media_type="application/json")
+
+
+def watched_group(svc: TickgateService, user_id: int, chain: CachedChain) -> str | None:
+    """The planner group of this chain on the caller's watchlist, None when they do not watch it."""
+    group = group_id_for(user_id, chain.exchange, chain.symbol, chain.expiry)
+    return group if svc.planner.has_group(group) else None
+
+
+def chain_for_caller(
+    svc: TickgateService, chain: CachedChain, group: str | None, watchlist_id: int | None
+) -> bytes:
+    """A shared rendered chain finished for one caller (the route's and the fast path's one answer):
+    their ``watchlist_id``, and looking at a watched chain counts as a use of it (LRU)."""
+    if group is not None and watchlist_id is not None:
+        svc.watchlists.touch(group, watchlist_id)
+    return finish_chain(chain.body, watchlist_id)
 
 
 @router.post(
@@ -500,12 +513,12 @@ async def admin_rebalance(svc: Service, _admin: Admin) -> RebalanceResponse:
     )
 
 
-@router.get("/admin/planner", responses=ADMIN, tags=["admin"])
-async def admin_planner(svc: Service, _admin: Admin) -> dict[str, Any]:
+@router.get("/admin/planner", response_model=PlannerSnapshotOut, responses=ADMIN, tags=["admin"])
+async def admin_planner(svc: Service, _admin: Admin) -> PlannerSnapshotOut:
     """The planner's desired state as it is now: every group per tier in LRU order (oldest use first), its
     keys, mode, pin, suspension and times. For an operator comparing the plan with the sockets and the
     database; large (every subscribed key)."""
-    return svc.planner.snapshot()
+    return PlannerSnapshotOut.model_validate(svc.planner.snapshot())
 
 
 @router.put(

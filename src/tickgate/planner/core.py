@@ -51,6 +51,7 @@ from tickgate.planner.types import (
     GroupInfo,
     GroupRef,
     KeyState,
+    Op,
     PlannerError,
     PlannerEvent,
     PlanResult,
@@ -1037,22 +1038,18 @@ class Planner:
         events = tx.events
         actions: list[Action] = []
         per = self._per_msg
-        for b in sorted(unsubs):
-            ks_list = unsubs[b]
-            c, mode = b // nm, MODES[b % nm]
-            for i in range(0, len(ks_list), per):
-                actions.append(Action(c, "unsubscribe", mode, tuple(ks_list[i : i + per])))
-            self._event(
-                tx, EventKind.UNSUBSCRIBE, connection=c, count=len(ks_list), mode=mode, reason=tx.reason
-            )
-        for b in sorted(subs):
-            ks_list = subs[b]
-            c, mode = b // nm, MODES[b % nm]
-            for i in range(0, len(ks_list), per):
-                actions.append(Action(c, "subscribe", mode, tuple(ks_list[i : i + per])))
-            self._event(
-                tx, EventKind.SUBSCRIBE, connection=c, count=len(ks_list), mode=mode, reason=tx.reason
-            )
+        # Every unsubscribe before any subscribe: a key moving between connections leaves its old one first.
+        steps: tuple[tuple[Op, EventKind, dict[int, list[InstrumentKey]]], ...] = (
+            ("unsubscribe", EventKind.UNSUBSCRIBE, unsubs),
+            ("subscribe", EventKind.SUBSCRIBE, subs),
+        )
+        for op, kind, buckets in steps:
+            for b in sorted(buckets):
+                ks_list = buckets[b]
+                c, mode = b // nm, MODES[b % nm]
+                for i in range(0, len(ks_list), per):
+                    actions.append(Action(c, op, mode, tuple(ks_list[i : i + per])))
+                self._event(tx, kind, connection=c, count=len(ks_list), mode=mode, reason=tx.reason)
         for (src, dst), n in sorted(moves.items()):
             events.append(
                 PlannerEvent(EventKind.MOVE, connection=src, target=dst, count=n, reason=tx.reason, at=tx.at)

@@ -89,17 +89,7 @@ class StaticUniverse:
         lot: int = 1,
         tick: float = 0.1,
     ) -> InstrumentKey:
-        return self.add(
-            InstrumentSpec(
-                key,
-                Kind.FUTURE,
-                underlying,
-                asset,
-                expiry_ts=expiry_timestamp(expiry),
-                tick_size=tick,
-                lot_size=lot,
-            )
-        )
+        return self._derivative(key, Kind.FUTURE, underlying, asset, expiry, 0.0, tick, lot)
 
     def add_option(
         self,
@@ -114,18 +104,30 @@ class StaticUniverse:
         tick: float = 0.05,
     ) -> InstrumentKey:
         kind = Kind.CALL if option_type == "CE" else Kind.PUT
-        return self.add(
-            InstrumentSpec(
-                key,
-                kind,
-                underlying,
-                asset,
-                strike=strike,
-                expiry_ts=expiry_timestamp(expiry),
-                tick_size=tick,
-                lot_size=lot,
-            )
+        return self._derivative(key, kind, underlying, asset, expiry, strike, tick, lot)
+
+    def _derivative(  # noqa: PLR0917 - private, called twice with every field
+        self,
+        key: InstrumentKey,
+        kind: Kind,
+        underlying: str,
+        asset: AssetClass,
+        expiry: dt.date,
+        strike: float,
+        tick: float,
+        lot: int,
+    ) -> InstrumentKey:
+        spec = InstrumentSpec(
+            key,
+            kind,
+            underlying,
+            asset,
+            strike=strike,
+            expiry_ts=expiry_timestamp(expiry),
+            tick_size=tick,
+            lot_size=lot,
         )
+        return self.add(spec)
 
     def add_chain(
         self,

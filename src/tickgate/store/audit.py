@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
-from tickgate.store.gate import Repository
+from tickgate.store.gate import Repository, where_given
 from tickgate.store.prepared import DriverStatement
 from tickgate.store.types import AuditEntry, AuditPage, utc
 
@@ -43,10 +43,7 @@ class AuditLog(Repository):
         if action is not None:
             actions = [action] if isinstance(action, str) else list(action)
             stmt = stmt.where(_L.c.action.in_([a.strip().upper() for a in actions]))
-        if group_id is not None:
-            stmt = stmt.where(_L.c.group_id == group_id)
-        if actor is not None:
-            stmt = stmt.where(_L.c.actor == actor)
+        stmt = where_given(stmt, (_L.c.group_id, group_id), (_L.c.actor, actor))
         if before is not None:
             stmt = stmt.where(_L.c.id < before)
         rows = await self._gate.fetch(stmt)

@@ -163,15 +163,6 @@ class Store:
         await self.close()
 
     @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self._engines.dialect
-
-    @property
-    def url(self) -> URL:
-        return self._engines.url
-
-    @property
     def settings(self) -> StoreSettings:
         return self._settings
 

@@ -58,22 +58,12 @@ class WriteGate:
         )
 
     @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self.engines.dialect
-
-    @property
     def write_dialect(self) -> Dialect:
         return self.engines.write_dialect
 
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def foreground(self) -> int:
-        """Awaited writes queued or running, plus open :meth:`priority` sections (SQLite; 0 otherwise)."""
-        return self._foreground
 
     async def close(self) -> None:
         """Refuse new work and wait for the writes already running. Idempotent."""
@@ -182,3 +172,15 @@ class Repository:
     def __init__(self, gate: WriteGate, now: Callable[[], datetime]) -> None:
         self._gate = gate
         self._now = now
+
+
+S = TypeVar("S", bound=sa.Select[Any])
+
+
+def where_given(stmt: S, *conditions: tuple[sa.ColumnElement[Any], object]) -> S:
+    """``stmt`` filtered on ``column == value`` for each (column, value) whose value is not None: a
+    repository's optional filters, spelled once."""
+    for column, value in conditions:
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return stmt

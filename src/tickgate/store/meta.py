@@ -22,7 +22,7 @@ class Meta(Repository):
 
     async def set(self, key: str, value: JSONValue) -> None:
         values = {"key": key, "value": conv._check_json(value), "updated": self._now()}
-        stmt = upsert(self._gate.dialect, tbl.meta, ("key",), values, values)
+        stmt = upsert(self._gate.write_dialect.name, tbl.meta, ("key",), values, values)
 
         def tx(conn: Connection) -> None:
             conn.execute(stmt)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from tickgate.planner.types import Tier
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
-from tickgate.store.gate import Repository, WriteGate
+from tickgate.store.gate import Repository, WriteGate, where_given
 from tickgate.store.prepared import DriverStatement, Prepared, upsert
 from tickgate.store.types import SubscriptionRow
 
@@ -44,11 +44,11 @@ class Subscriptions(Repository):
         self._written: dict[conv.SubKey, conv.SubSig] | None = None  # None: unknown (rewrite whole)
 
     async def rows(self, *, state: str | None = None, tier: Tier | None = None) -> list[SubscriptionRow]:
-        stmt = sa.select(_S).order_by(_S.c.segment, _S.c.security_id)
-        if state is not None:
-            stmt = stmt.where(_S.c.state == state)
-        if tier is not None:
-            stmt = stmt.where(_S.c.tier == tier.value)
+        stmt = where_given(
+            sa.select(_S).order_by(_S.c.segment, _S.c.security_id),
+            (_S.c.state, state),
+            (_S.c.tier, None if tier is None else tier.value),
+        )
         return [conv.to_subscription(r) for r in await self._gate.fetch(stmt)]
 
     @asynccontextmanager

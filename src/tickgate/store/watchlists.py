@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from tickgate.dhan.protocol import FeedMode
 from tickgate.store import rows as conv
 from tickgate.store import schema as tbl
-from tickgate.store.gate import Repository
+from tickgate.store.gate import Repository, where_given
 from tickgate.store.prepared import DriverStatement, upsert
 from tickgate.store.types import NotFoundError, WatchlistEntry, WatchlistState, utc
 
@@ -57,11 +57,11 @@ class Watchlists(Repository):
         self, user_id: int | None = None, *, state: WatchlistState | None = None
     ) -> list[WatchlistEntry]:
         """A user's rows (everyone's with ``user_id=None``), oldest first."""
-        stmt = sa.select(_W).order_by(_W.c.created, _W.c.id)
-        if user_id is not None:
-            stmt = stmt.where(_W.c.user_id == user_id)
-        if state is not None:
-            stmt = stmt.where(_W.c.state == state.value)
+        stmt = where_given(
+            sa.select(_W).order_by(_W.c.created, _W.c.id),
+            (_W.c.user_id, user_id),
+            (_W.c.state, None if state is None else state.value),
+        )
         return [conv.to_watchlist(r) for r in await self._gate.fetch(stmt)]
 
     async def active(self) -> list[WatchlistEntry]:
