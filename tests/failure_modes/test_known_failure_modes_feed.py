@@ -290,7 +290,7 @@ async def test_pykiteconnect_229_237_dead_socket_is_noticed_and_recycled(
     assert victim is not None
     victim_keys = list(manager.planner.actual()[victim_conn])
     assert victim_keys
-    getattr(sim, fault)(victim)  # no end: it stays dead until someone closes it
+    getattr(sim.faults, fault)(victim)  # no end: it stays dead until someone closes it
     assert await manager.wait_until(lambda: not sim.socket(victim).open, WAIT_S), "dead socket unnoticed"
     assert await manager.wait_until(manager.all_up, WAIT_S)
     await converged(manager, sim)

@@ -193,7 +193,7 @@ async def test_incremental_changes_keep_the_table_equal_to_the_planner(store: St
             gid = f"A:{step}"
             start = rng.randrange(0, 140)
             result = p.add_group(
-                gid, Tier.A, keys[start : start + rng.randint(1, 25)], FeedMode.FULL, "u", step
+                gid, Tier.A, keys[start : start + rng.randint(1, 25)], rng.choice(list(FeedMode)), "u", step
             )
             if result.accepted:
                 groups.append(gid)
@@ -205,7 +205,8 @@ async def test_incremental_changes_keep_the_table_equal_to_the_planner(store: St
         elif op < 0.8:
             p.connection_up(rng.randrange(3))
         elif op < 0.88 and groups:
-            p.set_mode(rng.choice(groups), rng.choice(list(FeedMode)))
+            group = rng.choice(groups)
+            p.pin(group) if rng.random() < 0.5 else p.unpin(group)
         elif op < 0.94:
             p.rebalance()
         else:
