@@ -66,11 +66,18 @@ def demo(
     ] = None,
     clock_start: ClockStart = None,
     clock_speed: ClockSpeed = None,
+    market_hours: Annotated[
+        bool,
+        typer.Option(
+            help="The simulator follows each exchange's session on the clock (default: always open, so an"
+            " evening demo still moves)."
+        ),
+    ] = False,
 ) -> None:
     """Run tickgate on its embedded defaults: generated master, simulator, Tier B, demo watchlists, API."""
     from tickgate.demo import main
 
-    main(duration, _instant(clock_start), clock_speed)
+    main(duration, _instant(clock_start), clock_speed, market_hours)
 
 
 @app.command()
@@ -92,6 +99,17 @@ def simulate(
     latency_probe: Annotated[
         bool, typer.Option(help="Benchmarks: stamp the send time (µs mod 2^32) into the volume field.")
     ] = False,
+    market_hours: Annotated[
+        bool,
+        typer.Option(
+            help="Instruments trade only in their exchange's session on the clock, like Dhan's feed"
+            " (--no-market-hours: always open, for load tests)."
+        ),
+    ] = True,
+    liquidity: Annotated[
+        float,
+        typer.Option(help="Thin far strikes: an option trades with chance exp(-|ln K/S| / this); 0: off."),
+    ] = 0.0,
     clock_start: ClockStart = None,
     clock_speed: ClockSpeed = None,
 ) -> None:
@@ -129,6 +147,8 @@ def simulate(
             seed=seed,
             strict_requests=strict,
             latency_probe=latency_probe,
+            market_hours=market_hours,
+            liquidity_width=liquidity,
             clock=settings.make_clock(),
         )
     )

@@ -73,9 +73,16 @@ class FeedClientSettings(BaseModel, frozen=True):
     stale_after_s: float = Field(
         30.0,
         gt=0,
-        description="No data for this long while the market is open and instruments are subscribed:"
-        " the socket is stale and is recycled.",
+        description="No data for this long while one of its markets trades, when a peer socket carrying"
+        " that market did receive data: the socket is stale and is recycled (feed.watchdog).",
     )
+    recycle_min_interval_s: float = Field(
+        60.0, ge=0, description="A socket is recycled as stale at most once in this long."
+    )
+    recycles_per_window: int = Field(
+        3, ge=1, description="Stale recycles per account in recycle_window_s at most (805 protection)."
+    )
+    recycle_window_s: float = Field(60.0, gt=0)
     startup_barrier_s: float = Field(
         5.0,
         ge=0,

@@ -76,6 +76,7 @@ async def run_demo(
     serve_api: bool = True,
     duration: float | None = None,
     settings: Settings | None = None,
+    market_hours: bool = False,
 ) -> None:
     from tickgate.instruments import InstrumentRegistry
     from tickgate.service import TickgateService
@@ -91,8 +92,14 @@ async def run_demo(
         master = await asyncio.to_thread(resolve_master, settings, today)
         registry = await asyncio.to_thread(InstrumentRegistry.load, master, today=today)
     console.print(f"[bold]Scrip master[/]: {master} ({len(registry):,} instruments)")
+    # Always open unless asked: a demo started in the evening still shows moving prices. ``--market-hours``
+    # shows Dhan's real day on the clock (silent outside each exchange's session).
     simulator = Simulator(
-        universe=RegistryUniverse(registry, today), master=master, clock=clock, rate=DEMO_RATE
+        universe=RegistryUniverse(registry, today),
+        master=master,
+        clock=clock,
+        rate=DEMO_RATE,
+        market_hours=market_hours,
     )
     await simulator.start()
     console.print(f"[bold]Simulator[/]: {simulator.url} (Dhan protocol, {DEMO_RATE:,.0f} packets/s)")
@@ -177,9 +184,10 @@ def main(
     duration: float | None = None,
     clock_start: dt.datetime | None = None,
     clock_speed: float | None = None,
+    market_hours: bool = False,
 ) -> None:
     console = Console()
     console.rule("[bold]tickgate demo (offline, embedded defaults)")
     settings = demo_settings(clock_start, clock_speed)
-    asyncio.run(run_demo(console, duration=duration, settings=settings))
+    asyncio.run(run_demo(console, duration=duration, settings=settings, market_hours=market_hours))
     console.rule()

@@ -7,17 +7,22 @@ actual state: what the database/planner says is subscribed is what the connectio
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from pinned import flowing
+from tickgate.clock import IST
 from tickgate.config import FeedLimits
 from tickgate.dhan.client import ConnectionState, Credentials
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.feed import FeedManager
 from tickgate.planner import Planner, Tier
+from tickgate.schedule.calendar import TradingCalendar
+from tickgate.schedule.sessions import MARKETS, Market, MarketSessions
 from tickgate.sim import DEFAULT_CLIENT_ID, Simulator
 
 from .conftest import CHAIN_SIZE, add_groups, big_universe, credentials, fast_settings, plan_sets, view_sets
@@ -43,7 +48,7 @@ async def tier_b_feed(
     *,
     sim: dict[str, Any] | None = None,
     provider: Callable[[], Credentials] = credentials,
-    market_open: Callable[[], bool] = lambda: True,
+    trading: Callable[[], frozenset[Market]] = lambda: frozenset(MARKETS),
     **feed: float,
 ) -> tuple[Simulator, FeedManager]:
     """A simulator and a started feed carrying ``chains`` Tier B chains, converged: the common opening."""
@@ -54,7 +59,7 @@ async def tier_b_feed(
     settings = fast_settings(None, **feed)
     planner = Planner(settings.limits)
     add_groups(planner, groups, Tier.B, "B")
-    manager = FeedManager(settings, planner, provider, url=simulator.url, market_open=market_open)
+    manager = FeedManager(settings, planner, provider, url=simulator.url, trading=trading)
     await manager.start()
     running.append(manager)
     await _converged(manager, simulator)
@@ -239,7 +244,7 @@ async def test_watchdog_ignores_quiet_market_hours(
         running,
         1,
         sim={"rate": 0.0},  # nothing trades
-        market_open=lambda: False,
+        trading=frozenset,
         startup_barrier_s=0.3,
         stale_after_s=0.5,
     )
@@ -304,3 +309,55 @@ async def test_small_limits_are_respected_end_to_end(
     manager.plan(lambda p: p.add_group("A9", Tier.A, extra, FeedMode.FULL, owner="u9", now=99.0))
     await _converged(manager, sim)
     assert sim.breaches == []
+
+
+async def test_an_evening_of_silent_nse_sockets_is_not_a_reconnect_storm(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    """The held-out run of issue 16: Tuesday 17:00 IST, the server answers pings but its NSE instruments send
+    nothing (the market closed at 15:30). No socket may be recycled, and it is not even a warning."""
+    clock = flowing(dt.datetime(2026, 12, 1, 17, 0, tzinfo=IST))
+    sessions = MarketSessions(TradingCalendar.load())
+    sim, manager = await tier_b_feed(
+        make_sim,
+        running,
+        5,
+        sim={"rate": 5_000.0, "clock": clock, "market_hours": True},
+        trading=lambda: sessions.continuous(clock.now()),
+        startup_barrier_s=0.3,
+        stale_after_s=0.5,
+    )
+    assert len(sim.open_sockets()) == 5
+    await asyncio.sleep(3.0)
+    assert sim.stats.packets_quiet > 0  # the simulator drew packets and held them: the market is closed
+    assert set(manager.metrics.packets_by_code) <= {6}  # only the previous close each subscribe brings
+    assert manager.metrics.stale_recycles == 0
+    assert manager.metrics.quiet_alerts == 0
+    assert manager.warning is None
+    assert manager.all_up()
+    assert all(record.close_reason is None for record in sim.history)
+
+
+async def test_every_socket_silent_while_the_market_trades_is_a_warning_not_a_storm(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    """Wednesday 10:00, NSE trading, and no socket receives anything: a halted market (or the account's data
+    stopped). Recycling would not help and Dhan punishes storms: warn, count, keep the sockets."""
+    clock = flowing(dt.datetime(2026, 11, 25, 10, 0, tzinfo=IST))
+    sessions = MarketSessions(TradingCalendar.load())
+    _sim, manager = await tier_b_feed(
+        make_sim,
+        running,
+        5,
+        sim={"rate": 0.0, "clock": clock},
+        trading=lambda: sessions.continuous(clock.now()),
+        startup_barrier_s=0.3,
+        stale_after_s=0.5,
+    )
+    await asyncio.sleep(2.0)
+    assert manager.metrics.stale_recycles == 0
+    assert manager.metrics.quiet_alerts == 1
+    assert manager.warning is not None
+    assert "NSE" in manager.warning
+    assert manager.alert is None  # not fatal: the service stays ready
+    assert manager.all_up()

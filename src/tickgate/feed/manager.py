@@ -2,9 +2,9 @@
 
 One asyncio event loop, three kinds of tasks: a reader per socket (only queues frames: pongs keep flowing
 under any load), one decoder (drains the queue in batches, yielding between them so the loop never stalls),
-and a watchdog (recycles sockets that stay silent while the market is open). Every change of plan — a user's
-add, a connection lost or regained, a rebalance, end of day — goes through the planner and comes back as
-actions; this class only executes them and reports what the sockets did.
+and a watchdog (recycles sockets that are stale, not merely quiet: :mod:`tickgate.feed.watchdog`).
+Every change of plan — a user's add, a connection lost or regained, a rebalance, end of day — goes through
+the planner and comes back as actions; this class only executes them and reports what the sockets did.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from tickgate.dhan.client import (
 )
 from tickgate.dhan.protocol import subscribe_messages, unsubscribe_messages
 from tickgate.feed.quotes import QuoteStore
+from tickgate.feed.watchdog import SocketSilence, StaleJudge
 from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, PlannerEvent, PlanResult
+from tickgate.schedule.sessions import MARKETS, Market, market_of
 
 DECODE_SLICE_S = 0.005
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class FeedMetrics:
     decode_lag_max_s: float = 0.0
     server_disconnects: Counter[int] = field(default_factory=Counter)
     stale_recycles: int = 0
+    recycles_held: int = 0  # stale sockets the recycle rate limit held back (tried again later)
+    quiet_alerts: int = 0  # times every socket of a trading market fell silent together
     loop_failures: Counter[str] = field(default_factory=Counter)  # decoder/watchdog exceptions survived
 
 
@@ -74,7 +78,7 @@ class FeedManager:
         *,
         store: QuoteStore | None = None,
         url: str | None = None,
-        market_open: Callable[[], bool] = lambda: True,
+        trading: Callable[[], frozenset[Market]] = lambda: frozenset(MARKETS),
         on_events: Callable[[list[PlannerEvent]], None] | None = None,
         on_batch: Callable[[PacketBatch, int], None] | None = None,
         orchestrator: Orchestrator | None = None,
@@ -90,7 +94,15 @@ class FeedManager:
             self.orchestrator.subscribe("on_events", _events_to(on_events))
         self.store = store if store is not None else QuoteStore()  # an empty store is falsy
         self.metrics = FeedMetrics()
-        self.market_open = market_open
+        self.trading = trading  # the markets in continuous session now (the service's sessions, its clock)
+        feed_cfg = settings.feed
+        self.judge = StaleJudge(
+            feed_cfg.stale_after_s,
+            feed_cfg.recycle_min_interval_s,
+            feed_cfg.recycles_per_window,
+            feed_cfg.recycle_window_s,
+        )
+        self.quiet: frozenset[Market] = frozenset()  # trading markets on which every socket is silent
         self._on_batch = on_batch  # after each batch is in the store: push fan-out, benchmarks
         self.pool = FeedPool(
             url or settings.feed_url,
@@ -280,9 +292,7 @@ class FeedManager:
     # -- watchdog ----------------------------------------------------------------------------------------
 
     async def _watchdog_loop(self) -> None:
-        """A socket with instruments but no data for ``stale_after_s`` while the market is open is dead
-        in all but name (a stalled server still answers pings): recycle it. Quiet instruments are not
-        enough to trip it — the whole socket must be silent, and only during market hours."""
+        """Recycle sockets that are stale, not merely quiet (:mod:`tickgate.feed.watchdog`)."""
         stale_after = self.settings.feed.stale_after_s
         interval = min(1.0, stale_after / 4)
         while self._running:
@@ -294,23 +304,43 @@ class FeedManager:
                 log.exception("the stale-socket watchdog failed; it runs again in %.1f s", interval)
 
     async def _recycle_stale(self, stale_after: float) -> None:
-        if not self.market_open():
-            return
         now = time.monotonic()
         loads = self.planner.loads()
+        silent: list[tuple[int, float]] = []
+        heard: list[tuple[int, float]] = []
         for status in self.pool.status():
-            if status.state is not ConnectionState.UP or status.up_since is None:
-                continue
-            if loads[status.id] == 0:
+            if status.state is not ConnectionState.UP or status.up_since is None or loads[status.id] == 0:
                 continue
             last = max(status.last_data or 0.0, status.up_since)
-            if now - last > stale_after:
-                self.metrics.stale_recycles += 1
-                try:
-                    await self.pool.recycle(status.id, f"stale: no data for {now - last:.0f}s")
-                except Exception:  # this socket's recycle failed; the others are still checked
-                    self.metrics.loop_failures["recycle"] += 1
-                    log.exception("recycling stale connection %d failed", status.id)
+            (silent if now - last > stale_after else heard).append((status.id, last))
+        if not silent:
+            self._set_quiet(frozenset())
+            return
+        actual = self.planner.actual()
+        sockets = [
+            SocketSilence(sid, frozenset(market_of(k.segment) for k in actual[sid]), last)
+            for sid, last in (*silent, *heard)
+        ]
+        verdict = self.judge.judge(sockets, self.trading(), now)
+        self._set_quiet(verdict.quiet)
+        self.metrics.recycles_held += len(verdict.held)
+        for sid in verdict.recycle:
+            self.metrics.stale_recycles += 1
+            try:
+                await self.pool.recycle(sid, f"stale: no data for {now - dict(silent)[sid]:.0f}s")
+            except Exception:  # this socket's recycle failed; the others are still handled
+                self.metrics.loop_failures["recycle"] += 1
+                log.exception("recycling stale connection %d failed", sid)
+
+    def _set_quiet(self, quiet: frozenset[Market]) -> None:
+        if quiet - self.quiet:
+            self.metrics.quiet_alerts += 1
+            log.warning(
+                "every socket carrying %s is silent while it trades: a quiet or halted market, or the"
+                " account's data stopped; not recycling",
+                ", ".join(sorted(quiet - self.quiet)),
+            )
+        self.quiet = quiet
 
     # -- introspection -----------------------------------------------------------------------------------
 
@@ -341,6 +371,14 @@ class FeedManager:
         """A fatal account-level condition a human must fix (bad or expired token, data plan missing)."""
         fatal = self.pool.fatal
         return None if fatal is None else f"feed stopped retrying: {fatal}"
+
+    @property
+    def warning(self) -> str | None:
+        """Every socket of a trading market silent at once: worth a look, not a reason to reconnect (nor to
+        report the service unready: a quiet market is not a broken feed)."""
+        if not self.quiet:
+            return None
+        return f"no data from {', '.join(sorted(self.quiet))} while it trades (a quiet or halted market?)"
 
     def all_up(self) -> bool:
         return all(s.state is ConnectionState.UP for s in self.pool.status())

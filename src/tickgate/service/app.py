@@ -27,6 +27,7 @@ from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, Tier
 from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
+from tickgate.schedule.sessions import Market, MarketSessions
 from tickgate.service.errors import NotReady
 from tickgate.service.pins import Pins
 from tickgate.service.runtime import RuntimePolicy
@@ -99,6 +100,7 @@ class TickgateService:
         self._registry = registry
         self._store = store
         self.calendar = calendar or TradingCalendar.load()
+        self.sessions = MarketSessions(self.calendar)
         self._use_scheduler = scheduler
         self.runtime = RuntimePolicy()
         self.planner = Planner(settings.limits)
@@ -180,7 +182,7 @@ class TickgateService:
             self._credentials,
             store=self.quotes,
             url=self._feed_url,
-            market_open=self.market_open,
+            trading=self.trading_markets,
             orchestrator=self.orchestrator,
         )
         caught_up_to = await self._catch_up_eod()
@@ -283,9 +285,9 @@ class TickgateService:
             )
         )
 
-    def market_open(self) -> bool:
-        now = self.clock.now()
-        return any(self.calendar.is_open(ex, now) for ex in EXCHANGES)
+    def trading_markets(self) -> frozenset[Market]:
+        """The markets in continuous session now, on the service's clock (the watchdog judges by them)."""
+        return self.sessions.continuous(self.clock.now())
 
     def ltp_of(self, key: Any) -> float | None:
         quote = self.quotes.get(key)

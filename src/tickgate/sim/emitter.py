@@ -163,6 +163,7 @@ class Emitter:
         self.max_buffer = max_buffer
         self.corrupt_pct = 0.0
         self.corrupt_mode: CorruptMode = "mixed"
+        self.liquidity_width = 0.0  # 0: every draw trades; else options far from the money trade rarely
         self.emitted = 0  # market packets sent (PrevClose excluded)
         self._carry = 0.0
 
@@ -186,8 +187,11 @@ class Emitter:
         self.corrupt_pct = float(pct)
         self.corrupt_mode = mode
 
-    def emit(self, sockets: Iterable[SimSocket], elapsed: float) -> None:
-        """One tick: step the market by ``elapsed`` seconds and send what the rate owes ``sockets``."""
+    def emit(self, sockets: Iterable[SimSocket], elapsed: float, open_segments: Array | None = None) -> None:
+        """One tick: step the market by ``elapsed`` seconds and send what the rate owes ``sockets``.
+
+        ``open_segments`` (a bool per segment code; None: all): instruments of a closed segment send nothing
+        (Dhan sends a packet only when something changes), nor do thin strikes' draws that do not trade."""
         self.model.step(elapsed)
         streams = [s for s in sockets if s.streaming]
         if not streams or self.rate <= 0:
@@ -215,8 +219,10 @@ class Emitter:
                 self.stats.backpressure_skips += 1
                 self.stats.packets_withheld += count
                 continue
-            for code, slots in sock.stream.sample(count, self.rng, self.oi_share):
-                by_code.setdefault(code, []).append((sock, slots))
+            for code, drawn in sock.stream.sample(count, self.rng, self.oi_share):
+                slots = self._trading(drawn, open_segments)
+                if len(slots):
+                    by_code.setdefault(code, []).append((sock, slots))
         now = self.clock.timestamp()
         for code, parts in by_code.items():
             packets = self.model.packets(code, np.concatenate([slots for _, slots in parts]), now)
@@ -224,6 +230,18 @@ class Emitter:
             for sock, slots in parts:
                 self.send_packets(sock, packets[start : start + len(slots)])
                 start += len(slots)
+
+    def _trading(self, slots: Array, open_segments: Array | None) -> Array:
+        """The draws that trade now: in an open segment, and (with a liquidity profile) liquid enough."""
+        keep = None if open_segments is None else self.model.in_segments(slots, open_segments)
+        if self.liquidity_width > 0:
+            liquid = self.model.liquid(slots, self.liquidity_width, self.rng)
+            keep = liquid if keep is None else keep & liquid
+        if keep is None:
+            return slots
+        self.stats.packets_quiet += int(len(slots) - keep.sum())
+        result: Array = slots[keep]
+        return result
 
     def send_packets(self, sock: SimSocket, packets: Array) -> None:
         """Frame ``packets`` (``stack`` per frame), corrupt some if asked, write them in one go."""

@@ -502,6 +502,22 @@ class PriceModel:
     def slots_of(self, keys: list[InstrumentKey]) -> Array:
         return np.fromiter((self._slot_index[k] for k in keys), dtype=np.int64, count=len(keys))
 
+    def in_segments(self, slots: Array, open_segments: Array) -> Array:
+        """Which of ``slots`` belong to an open segment (``open_segments``: a bool per segment code)."""
+        result: Array = open_segments[self._slots["segment"][slots]]
+        return result
+
+    def liquid(self, slots: Array, width: float, rng: np.random.Generator) -> Array:
+        """Which draws of ``slots`` trade: an option trades with probability ``exp(-|ln(K/S)| / width)``
+        (at least 1%), so far strikes are thin; everything else always trades."""
+        s = self._slots
+        option = s["kind"][slots] >= Kind.CALL
+        spot = self._under["spot"][s["under"][slots]]
+        strike = np.where(option, s["strike"][slots], spot)
+        chance = np.maximum(np.exp(-np.abs(np.log(strike / spot)) / width), 0.01)
+        result: Array = rng.random(len(slots)) < chance
+        return result
+
     def is_derivative(self, slots: Array) -> Array:
         result: Array = self._slots["derivative"][slots]
         return result

@@ -109,6 +109,7 @@ class SimulatorStats:
     corrupt_frames: int = 0
     backpressure_skips: int = 0
     packets_withheld: int = 0
+    packets_quiet: int = 0  # draws that did not trade: a closed segment, or a thin strike
     ticks: int = 0
     max_tick_lag_s: float = 0.0  # worst lateness of the batch timer since start: event-loop stalls
     recent_tick_lag_s: float = 0.0  # the same over the last full second

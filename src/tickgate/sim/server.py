@@ -65,12 +65,14 @@ from tickgate.dhan.protocol import (
     encode_disconnect,
     parse_request,
 )
+from tickgate.schedule.calendar import TradingCalendar
+from tickgate.schedule.sessions import MarketSessions
 from tickgate.sim.connection import SimConnection, SimSocket
 from tickgate.sim.control import ControlApi
 from tickgate.sim.core import BreachKind, TokenBook, sockets_to_evict
 from tickgate.sim.emitter import CorruptMode, Emitter, ws_frame
 from tickgate.sim.faults import Faults
-from tickgate.sim.pricing import AssetClass, PriceModel, fallback_price
+from tickgate.sim.pricing import Array, AssetClass, PriceModel, fallback_price
 from tickgate.sim.records import Breach, SimulatorStats, SocketRecord, keys_json
 from tickgate.sim.universe import RegistryUniverse, StaticUniverse, Universe
 
@@ -137,6 +139,9 @@ class Simulator:
         journal_limit: int = 10_000,
         today: dt.date | None = None,
         clock: Clock | None = None,
+        market_hours: bool = True,
+        calendar: TradingCalendar | None = None,
+        liquidity_width: float = 0.0,
     ) -> None:
         self.clock = clock if clock is not None else get_settings().make_clock()
         today = today or self.clock.today()
@@ -188,6 +193,11 @@ class Simulator:
         if corrupt_pct:
             self.faults.corrupt(corrupt_pct, corrupt_mode)
         self.strict_requests = strict_requests
+        # The market day: instruments trade only in their segment's continuous session (on the clock), and
+        # with ``liquidity_width`` far strikes trade rarely. ``market_hours=False``: always open (benches).
+        self.sessions = MarketSessions(calendar or TradingCalendar.load()) if market_hours else None
+        self.emitter.liquidity_width = liquidity_width
+        self._open_segments: tuple[int, Array] | None = None  # (clock second, bool per segment code)
         self.http = ControlApi(self)
 
         self.journal_seq = 0
@@ -344,9 +354,12 @@ class Simulator:
                 "ping_interval": self.ping_interval,
                 "ping_timeout": self.ping_timeout,
                 "strict_requests": self.strict_requests,
+                "market_hours": self.sessions is not None,
+                "liquidity_width": self.emitter.liquidity_width,
                 "limits": self.limits.model_dump(),
                 "client_ids": self.tokens.client_ids(),
             },
+            "trading": sorted(self.sessions.continuous(self.clock.now())) if self.sessions else "always",
             "refusing_for": self.faults.refusing_for,
             "refuse_mode": self.faults.refuse_mode,
             "sockets": {str(s.id): s.to_json(subscriptions=subscriptions) for s in self.open_sockets()},
@@ -381,6 +394,20 @@ class Simulator:
         logger.warning("limit breach: %s", breach)
 
     # ---------------------------------------------------------------------------------- market
+
+    def open_segments(self) -> Array | None:
+        """A bool per segment code: which segments trade now (None: all, without market hours). Worked out
+        once per second of the clock: sessions change on the minute."""
+        if self.sessions is None:
+            return None
+        second = int(self.clock.timestamp())
+        cached = self._open_segments
+        if cached is None or cached[0] != second:
+            mask = np.zeros(256, dtype=bool)
+            for segment in self.sessions.trading_segments(self.clock.now()):
+                mask[int(segment)] = True
+            cached = self._open_segments = (second, mask)
+        return cached[1]
 
     def set_rate(self, rate: float, stack: int | None = None) -> None:
         """Market packets per second across all sockets (0 pauses streaming) and packets per frame."""
@@ -634,7 +661,7 @@ class Simulator:
             window_lag = max(window_lag, lag)
             started = time.perf_counter()
             try:
-                self.emitter.emit(self._sockets.values(), min(elapsed, 0.25))
+                self.emitter.emit(self._sockets.values(), min(elapsed, 0.25), self.open_segments())
             except Exception:  # a bug here must not stop the feed; it is logged and counted
                 stats.emit_errors += 1
                 logger.exception("simulator emit failed")
