@@ -163,6 +163,8 @@ class ServiceCollector(Collector):
             ("tickgate_corrupt_frames", "Frames that failed to decode", m.corrupt_frames),
             ("tickgate_dropped_frames", "Frames dropped (backlog full)", m.dropped_frames),
             ("tickgate_stale_recycles", "Silent sockets recycled", m.stale_recycles),
+            ("tickgate_recycles_held", "Stale recycles held back by the rate limit", m.recycles_held),
+            ("tickgate_feed_quiet_alerts", "Every socket of a trading market silent at once", m.quiet_alerts),
         ):
             yield CounterMetricFamily(name, text, value=value)
         for name, text, gauge in (

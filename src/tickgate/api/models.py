@@ -273,7 +273,10 @@ class ConnectionOut(BaseModel):
 
 class WsStatusResponse(BaseModel):
     connections: list[ConnectionOut]
-    alert: str | None
+    alert: str | None = Field(description="A fatal account condition: the feed stopped retrying.")
+    warning: str | None = Field(
+        None, description="Every socket of a trading market silent at once (quiet or halted market?)."
+    )
     backlog: int
 
 

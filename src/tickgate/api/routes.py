@@ -401,6 +401,7 @@ async def ws_status(svc: Service, _user: User) -> WsStatusResponse:
     return WsStatusResponse(
         connections=[ConnectionOut.model_validate(row) for row in feed.connection_status()],
         alert=feed.alert,
+        warning=feed.warning,
         backlog=feed.backlog,
     )
 
