@@ -190,6 +190,8 @@ def test_watchlist_add_list_remove(api: Api) -> None:
     added = r.json()
     assert added["status"] == "added"
     assert len(added["keys"]) == 51
+    # The answer says where the entry stands, as GET /watchlist will (it used to say unplaced, size 0).
+    assert (added["entry"]["placed"], added["entry"]["size"]) == (True, 51)
     assert added["entry"]["stream_id"] == f"chain:{added['entry']['id']}"
     assert added["atm_strike"] is not None
     listing = api.client.get(f"{PREFIX}/watchlist", headers=h).json()

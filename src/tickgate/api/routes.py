@@ -163,7 +163,7 @@ def add_out(result: AddResult) -> WatchlistAddResponse:
     return WatchlistAddResponse(
         status="added" if result.status == "added" else "touched",
         message=result.message or ("Already watching " + result.entry.symbol),
-        entry=entry_out(result.entry),
+        entry=entry_out(result.entry, result.view),
         keys=[str(k) for k in result.keys],
         evicted=[
             EvictedOut(group=e.group, user_id=e.user_id, symbol=e.symbol, expiry=e.expiry, size=e.size)

@@ -98,6 +98,7 @@ class AddResult:
     evicted: tuple[Evicted, ...] = ()
     suspended: bool = False
     message: str = ""
+    view: WatchlistView | None = None  # the entry as GET /watchlist shows it, right after the add
 
 
 @dataclass(slots=True)
@@ -201,8 +202,9 @@ class WatchlistManager:
             existing = None if wid is None else await svc.store.watchlists.get(wid)
             if existing is not None and existing.user_id == user_id:
                 self.touch(group, existing.id)
+                view = self.view_of(existing)
                 return AddResult(
-                    existing, "touched", svc.planner.group_keys(group), svc.tracker.window(group)
+                    existing, "touched", view.keys, view.window, suspended=view.suspended, view=view
                 )
         # One statement: a new row, or an evicted row (or a half-finished add's) started over.
         entry = await svc.store.watchlists.put(
@@ -251,8 +253,8 @@ class WatchlistManager:
         )
         removed = ", ".join(f"{e.symbol}" for e in evicted)
         message = f"Added {sym}" + (f", removed {removed} (capacity limit)" if removed else "")
-        suspended = svc.planner.is_suspended(group)
-        return AddResult(entry, "added", keys, window, evicted, suspended, message)
+        view = self.view_of(entry)
+        return AddResult(entry, "added", keys, window, evicted, view.suspended, message, view)
 
     def touch(self, group: str, watchlist_id: int) -> None:
         """A use of a watched chain: first in the planner's LRU now, and its row's last use (what a restart
@@ -302,20 +304,21 @@ class WatchlistManager:
     async def list(self, user_id: int) -> list[WatchlistView]:
         svc = self.service
         await svc.store.writer.flush(timeout=30)  # eviction marks queued by other users' adds
-        suspended = set(svc.planner.suspended())
-        views = []
-        for entry in await svc.store.watchlists.rows(user_id):
-            view = WatchlistView(entry)
-            if svc.planner.has_group(entry.group_id):
-                info = svc.planner.group(entry.group_id)
-                view.size = info.size
-                view.pinned = info.pinned
-                view.suspended = entry.group_id in suspended
-                view.placed = not view.suspended
-                view.window = svc.tracker.window(entry.group_id)
-                view.keys = svc.planner.group_keys(entry.group_id)
-            views.append(view)
-        return views
+        return [self.view_of(entry) for entry in await svc.store.watchlists.rows(user_id)]
+
+    def view_of(self, entry: WatchlistEntry) -> WatchlistView:
+        """An entry with its chain's state in the plan now: size, placement, pin, window, keys."""
+        svc = self.service
+        view = WatchlistView(entry)
+        if svc.planner.has_group(entry.group_id):
+            info = svc.planner.group(entry.group_id)
+            view.size = info.size
+            view.pinned = info.pinned
+            view.suspended = info.suspended
+            view.placed = not info.suspended
+            view.window = svc.tracker.window(entry.group_id)
+            view.keys = svc.planner.group_keys(entry.group_id)
+        return view
 
     async def view(self, user_id: int, watchlist_id: int) -> WatchlistView:
         """Looking at an entry is a use: it moves up the LRU (a true LRU, not insertion order)."""
