@@ -18,7 +18,15 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tickgate"
 
-PURE = ("dhan/protocol.py", "dhan/batch.py", "planner", "orchestrator.py", "sim/core.py")
+PURE = (
+    "dhan/protocol.py",
+    "dhan/batch.py",
+    "planner",
+    "orchestrator.py",
+    "sim/core.py",
+    "feed/watchdog.py",
+    "schedule/sessions.py",
+)
 IO_MODULES = frozenset(
     {
         "asyncio",

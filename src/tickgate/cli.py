@@ -106,6 +106,13 @@ def simulate(
             " (--no-market-hours: always open, for load tests)."
         ),
     ] = True,
+    prev_close: Annotated[
+        str,
+        typer.Option(
+            help="Previous close as code 6 for every instrument (code6), or code 6 for indices only and"
+            " the previous close in Quote/Full close (indices): Dhan's sources disagree."
+        ),
+    ] = "code6",
     liquidity: Annotated[
         float,
         typer.Option(help="Thin far strikes: an option trades with chance exp(-|ln K/S| / this); 0: off."),
@@ -149,6 +156,7 @@ def simulate(
             latency_probe=latency_probe,
             market_hours=market_hours,
             liquidity_width=liquidity,
+            prev_close=prev_close,
             clock=settings.make_clock(),
         )
     )

@@ -361,3 +361,30 @@ async def test_every_socket_silent_while_the_market_trades_is_a_warning_not_a_st
     assert "NSE" in manager.warning
     assert manager.alert is None  # not fatal: the service stays ready
     assert manager.all_up()
+
+
+@pytest.mark.parametrize("mode", ["code6", "indices"])
+async def test_previous_close_and_change_under_both_of_dhan_s_behaviours(
+    make_sim: Callable[..., Simulator], running: list[object], mode: str
+) -> None:
+    """Code 6 for every instrument, or for indices only with the previous close in Quote/Full close: either
+    way every leg ends up with its previous close, and its change is measured from it."""
+    sim, manager = await tier_b_feed(
+        make_sim, running, 2, sim={"rate": 6_000.0, "prev_close": mode}, startup_barrier_s=0.3
+    )
+    legs = sorted(manager.planner.desired())[:20]
+
+    def filled() -> bool:
+        quotes = [manager.store.get(k) for k in legs]
+        return all(q is not None and q.prev_close and q.ltp for q in quotes)
+
+    assert await manager.wait_until(filled, 10.0), "legs without a previous close"
+    for key in legs:
+        quote = manager.store.get(key)
+        expected = sim.last_values(key)
+        assert quote is not None
+        assert expected is not None
+        assert quote.prev_close == pytest.approx(expected["prev_close"], rel=1e-6)
+        assert quote.change == pytest.approx(quote.ltp - quote.prev_close)
+    if mode == "indices":
+        assert manager.metrics.packets_by_code.get(6, 0) == 0  # option legs: no code 6 at all

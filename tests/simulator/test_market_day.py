@@ -94,3 +94,32 @@ async def test_far_strikes_trade_rarely_with_a_liquidity_profile(universe: Stati
     finally:
         await client.close()
         await sim.close()
+
+
+async def test_previous_close_as_code_6_for_every_instrument(universe: StaticUniverse) -> None:
+    sim, client = await _stream(universe, (10, 0))
+    try:
+        for key in (NIFTY, NIFTY_FUT, RELIANCE):
+            assert len(client.of(PrevClose, key)) == 1
+        quotes = client.of(Quote, NIFTY_FUT)
+        assert quotes
+        assert {q.close for q in quotes} == {0.0}  # the day's close is not known during the day
+    finally:
+        await client.close()
+        await sim.close()
+
+
+async def test_previous_close_in_quotes_with_code_6_for_indices_only(universe: StaticUniverse) -> None:
+    sim, client = await _stream(universe, (10, 0), prev_close="indices")
+    try:
+        assert len(client.of(PrevClose, NIFTY)) == 1
+        assert client.of(PrevClose, NIFTY_FUT) == []
+        assert client.of(PrevClose, RELIANCE) == []
+        expected = sim.last_values(NIFTY_FUT)
+        assert expected is not None
+        quotes = client.of(Quote, NIFTY_FUT)
+        assert quotes
+        assert {q.close for q in quotes} == {expected["prev_close"]}
+    finally:
+        await client.close()
+        await sim.close()

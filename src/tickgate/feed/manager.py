@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tickgate.config import Settings
 from tickgate.dhan.batch import PacketBatch, decode_batch
 from tickgate.dhan.client import (
@@ -27,11 +29,11 @@ from tickgate.dhan.client import (
     FeedPool,
 )
 from tickgate.dhan.protocol import subscribe_messages, unsubscribe_messages
-from tickgate.feed.quotes import QuoteStore
+from tickgate.feed.quotes import Array, QuoteStore
 from tickgate.feed.watchdog import SocketSilence, StaleJudge
 from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, PlannerEvent, PlanResult
-from tickgate.schedule.sessions import MARKETS, Market, market_of
+from tickgate.schedule.sessions import MARKETS, SEGMENT_MARKET, Market, market_of
 
 DECODE_SLICE_S = 0.005
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class FeedManager:
             feed_cfg.recycle_window_s,
         )
         self.quiet: frozenset[Market] = frozenset()  # trading markets on which every socket is silent
+        self._session_mask: tuple[int, Array] | None = None
         self._on_batch = on_batch  # after each batch is in the store: push fan-out, benchmarks
         self.pool = FeedPool(
             url or settings.feed_url,
@@ -275,7 +278,7 @@ class FeedManager:
             popt()
         batch = decode_batch(frames)
         now = time.monotonic_ns()
-        self.store.apply(batch, now)
+        self.store.apply(batch, now, self._in_session())
         if self._on_batch is not None:
             self._on_batch(batch, now)
         m, stats = self.metrics, batch.stats
@@ -288,6 +291,17 @@ class FeedManager:
         lag = (now - oldest) / 1e9
         m.decode_lag_last_s = lag
         m.decode_lag_max_s = max(m.decode_lag_max_s, lag)
+
+    def _in_session(self) -> Array:
+        """A bool per segment code: trading now (see :meth:`QuoteStore.apply`); worked out once a second."""
+        second = int(time.monotonic())
+        if self._session_mask is None or self._session_mask[0] != second:
+            trading = self.trading()
+            mask = np.zeros(256, dtype=bool)
+            for segment, market in SEGMENT_MARKET.items():
+                mask[int(segment)] = market in trading
+            self._session_mask = (second, mask)
+        return self._session_mask[1]
 
     # -- watchdog ----------------------------------------------------------------------------------------
 

@@ -155,6 +155,7 @@ class QuoteStore:
             "updates": (np.int64, (), 0),
             "updated_ns": (np.int64, (), 0),
             "ltp_seq": (np.int64, (), -1),
+            "prev_from_code6": (np.bool_, (), False),
         }
         for name, (dtype, shape, fill) in specs.items():
             column = np.full((capacity, *shape), fill, dtype=dtype)
@@ -216,8 +217,14 @@ class QuoteStore:
 
     # -- writing -----------------------------------------------------------------------------------------
 
-    def apply(self, batch: PacketBatch, now_ns: int) -> int:
-        """Fold a decoded batch into the store; returns the number of packets applied."""
+    def apply(self, batch: PacketBatch, now_ns: int, in_session: Array | None = None) -> int:
+        """Fold a decoded batch into the store; returns the number of packets applied.
+
+        Previous close, as both of Dhan's described behaviours send it: a PrevClose packet (code 6) always
+        sets it; a Quote/Full ``close`` sets it only for an instrument with no code 6 yet, and only while
+        its segment is in session (``in_session``: a bool per segment code; None: never), because after
+        the close that field is the day's close. Where code 6 comes for indices only, the others' previous
+        close thus comes from their quotes during the day (and from REST backfill)."""
         cols = self._cols
         applied = 0
         slots_by_code: dict[int, Array] = {}
@@ -228,6 +235,7 @@ class QuoteStore:
             if code == ResponseCode.PREV_CLOSE:
                 cols["prev_close"][slots] = rows["prev_close"]
                 cols["prev_oi"][slots] = rows["prev_oi"]
+                cols["prev_from_code6"][slots] = True
             elif code == ResponseCode.OI:
                 cols["oi"][slots] = rows["oi"]
             elif code == ResponseCode.QUOTE:
@@ -239,6 +247,11 @@ class QuoteStore:
                 depth = rows["depth"]
                 for name in ("bid_price", "ask_price", "bid_qty", "ask_qty", "bid_orders", "ask_orders"):
                     cols[name][slots] = depth[name]
+            if in_session is not None and code in (ResponseCode.QUOTE, ResponseCode.FULL):
+                close = rows["close"]
+                take = (close > 0) & ~cols["prev_from_code6"][slots] & in_session[rows["segment"]]
+                if take.any():
+                    cols["prev_close"][slots[take]] = close[take]
         self._apply_ltp(batch, slots_by_code)
         if applied:
             touched = np.concatenate(list(slots_by_code.values()))

@@ -239,6 +239,9 @@ class PriceModel:
         self.mean_reversion = mean_reversion  # per second, pulls log spot back to its reference
         self.clock = clock
         self.stamp_volume = False
+        # Quote/Full ``close`` during the day: 0 (Dhan's docs: the day's close, filled after the close), or
+        # the previous close (what one production client reports for NSE_EQ/NSE_FNO).
+        self.close_is_prev_close = False
         self._under = _Columns(_UNDERLYING_COLUMNS, 16)
         self._under_index: dict[str, int] = {}
         self._slots = _Columns(_SLOT_COLUMNS, 256)
@@ -453,7 +456,7 @@ class PriceModel:
         packets["total_sell_qty"] = lot * self.rng.integers(100, 5_000, size=n) * trades
         packets["total_buy_qty"] = lot * self.rng.integers(100, 5_000, size=n) * trades
         packets["open"] = s["open"][slots]
-        packets["close"] = s["prev_close"][slots]
+        packets["close"] = s["prev_close"][slots] if self.close_is_prev_close else 0.0
         packets["high"] = s["high"][slots]
         packets["low"] = s["low"][slots]
         if code == ResponseCode.QUOTE:

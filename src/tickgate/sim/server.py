@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
@@ -57,6 +57,7 @@ from tickgate.clock import Clock
 from tickgate.config import FeedLimits, get_settings
 from tickgate.dhan.protocol import (
     DisconnectRequest,
+    ExchangeSegment,
     FeedMode,
     InstrumentKey,
     RequestError,
@@ -77,6 +78,8 @@ from tickgate.sim.records import Breach, SimulatorStats, SocketRecord, keys_json
 from tickgate.sim.universe import RegistryUniverse, StaticUniverse, Universe
 
 logger = logging.getLogger(__name__)
+
+PrevCloseMode = Literal["code6", "indices"]
 
 
 class _HandshakeNoise(logging.Filter):
@@ -142,6 +145,7 @@ class Simulator:
         market_hours: bool = True,
         calendar: TradingCalendar | None = None,
         liquidity_width: float = 0.0,
+        prev_close: PrevCloseMode = "code6",
     ) -> None:
         self.clock = clock if clock is not None else get_settings().make_clock()
         today = today or self.clock.today()
@@ -197,6 +201,13 @@ class Simulator:
         # with ``liquidity_width`` far strikes trade rarely. ``market_hours=False``: always open (benches).
         self.sessions = MarketSessions(calendar or TradingCalendar.load()) if market_hours else None
         self.emitter.liquidity_width = liquidity_width
+        # Where the previous close comes from, as the sources disagree (both must work for a client):
+        # "code6": a PrevClose packet on subscribe for every instrument, Quote/Full close 0 during the day;
+        # "indices": PrevClose for IDX_I only, the previous close in every Quote/Full ``close``.
+        if prev_close not in ("code6", "indices"):
+            raise ValueError(f"prev_close must be code6 or indices, got {prev_close!r}")
+        self.prev_close_mode: PrevCloseMode = prev_close
+        self.model.close_is_prev_close = prev_close == "indices"
         self._open_segments: tuple[int, Array] | None = None  # (clock second, bool per segment code)
         self.http = ControlApi(self)
 
@@ -355,6 +366,7 @@ class Simulator:
                 "ping_timeout": self.ping_timeout,
                 "strict_requests": self.strict_requests,
                 "market_hours": self.sessions is not None,
+                "prev_close": self.prev_close_mode,
                 "liquidity_width": self.emitter.liquidity_width,
                 "limits": self.limits.model_dump(),
                 "client_ids": self.tokens.client_ids(),
@@ -602,8 +614,11 @@ class Simulator:
                 self._breach(done.breach, sock, done.size, self.limits.instruments_per_socket)
                 self.kick(sock, 804)
                 return
-            if done.new and not record.stalled:
-                prev_close = self.model.packets(ResponseCode.PREV_CLOSE, self.model.slots_of(done.new))
+            new = done.new
+            if self.prev_close_mode == "indices":
+                new = [k for k in new if k.segment is ExchangeSegment.IDX_I]
+            if new and not record.stalled:
+                prev_close = self.model.packets(ResponseCode.PREV_CLOSE, self.model.slots_of(new))
                 self.emitter.send_packets(sock, prev_close)
         else:
             sock.stream.unsubscribed([(self._slot(k), old) for k, old in done.removed])
