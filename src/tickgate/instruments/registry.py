@@ -181,8 +181,8 @@ class InstrumentRegistry:
 
     def warm(self) -> None:
         """Build every lazy index now (e.g. at start-up, so the first request does not pay for it). One
-        after the other: building them on two threads saves ~10 ms on an idle machine but overlaps
-        their temporaries (+5-10 MB peak)."""
+        after the other: two threads save little on an idle machine and overlap their temporaries, raising
+        the peak (measured: docs/decisions/0002-measured-tradeoffs.md)."""
         _ = self._universe, self._trigrams, self._chains
 
     # ------------------------------------------------------------------------------- materialisation
@@ -252,7 +252,7 @@ class InstrumentRegistry:
         c = pl.col
         # ~240k option rows (lazy: only these columns of these rows are copied), sorted on numbers only
         # (segment, symbol code, expiry day, strike, CE first) by numpy: a 3-key lexsort on one packed
-        # group key, ~2x faster than polars' 5-key sort. Group boundaries come from numpy; only one row
+        # group key, faster than polars' 5-key sort (decision 0002). Group boundaries come from numpy; one row
         # per group goes back to Python.
         opts = (
             self._df.lazy()
@@ -397,7 +397,7 @@ class InstrumentRegistry:
         uniq = strikes[np.flatnonzero(np.diff(strikes, prepend=-np.inf))]
         if len(uniq) < 2:
             raise LookupError(f"fewer than two strikes listed for {symbol} expiring {_expiry_date(expiry)}")
-        # (sort + run lengths rather than np.unique, whose first call imports numpy.ma: ~6 ms, ~2 MB)
+        # (sort + run lengths rather than np.unique, whose first call imports numpy.ma; decision 0002)
         gaps = np.sort(np.round(np.diff(uniq), 6))
         firsts = np.flatnonzero(np.diff(gaps, prepend=-np.inf))
         counts = np.diff(np.append(firsts, len(gaps)))

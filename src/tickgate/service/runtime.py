@@ -7,8 +7,8 @@ whatever waits on that thread waits with it. 1 ms slices cost little and bound t
 
 **The cyclic GC.** Reference counting frees almost everything tickgate drops; the cyclic collector is only
 for cycles. Its *full* collections, though, walk every tracked object, and a plan at 25,000 instruments
-holds a few hundred thousand of them: measured 35–95 ms per full collection, several a second while
-watchlists churn. Every tick, push and HTTP request in flight waits that long.
+holds a few hundred thousand of them, so a full collection is a long pause (measured: decision 0002),
+several a second while watchlists churn. Every tick, push and HTTP request in flight waits that long.
 
 So what survives a full collection (long-lived by then: the registry, the plan, the quote store) is frozen
 right after it (``gc.freeze``: the permanent generation, never walked again), and the next full collection
