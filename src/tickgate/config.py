@@ -24,6 +24,12 @@ class FeedLimits(BaseModel, frozen=True):
     sockets_per_account: int = Field(5, ge=1, description="Feed WebSocket connections per client id.")
     instruments_per_socket: int = Field(5000, ge=1, description="Instruments subscribed on one connection.")
     instruments_per_message: int = Field(100, ge=1, description="Instruments in one subscribe message.")
+    quote_instruments_per_request: int = Field(
+        1000, ge=1, description="Instruments in one REST market-quote request (/v2/marketfeed/*)."
+    )
+    quote_requests_per_second: float = Field(
+        1.0, gt=0, description="REST market-quote requests per second per client id; beyond it, HTTP 429."
+    )
 
     @property
     def total_capacity(self) -> int:

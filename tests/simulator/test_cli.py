@@ -74,7 +74,7 @@ async def test_simulate_on_a_virtual_clock_reports_it_and_another_process_can_jo
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip() for _ in range(4)]
+        lines = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip() for _ in range(5)]
         url = lines[0].split()[1]
         [clock_line] = [line for line in lines if line.startswith("CLOCK ")]
         env = dict(item.split("=", 1) for item in clock_line.split()[1:])

@@ -502,6 +502,51 @@ class PriceModel:
             "packets": int(s["sent"][index]),
         }
 
+    def quote_values(self, slots: Array) -> list[dict[str, Any]]:
+        """The market of ``slots`` now, for a REST snapshot: the last trade (an instrument that has not
+        traded since it was registered shows the price it was registered at), the day's OHLC and volume,
+        OI, and five levels of depth around the last price."""
+        s = self._slots.data
+        n = len(slots)
+        depth = empty_packets(ResponseCode.FULL, n)["depth"]
+        ltp = s["last_ltp"][slots]
+        self._fill_depth(depth, ltp, s["tick"][slots], s["lot"][slots])
+        f32 = np.float32
+        out = []
+        for i, slot in enumerate(slots.tolist()):
+            ltt = int(s["last_ltt"][slot])
+            out.append(
+                {
+                    "ltp": float(f32(ltp[i])),
+                    "ltq": int(s["last_ltq"][slot]),
+                    "ltt_text": _dhan_time(ltt),
+                    "open": float(f32(s["open"][slot])),
+                    "high": float(f32(s["high"][slot])),
+                    "low": float(f32(s["low"][slot])),
+                    "prev_close": float(f32(s["prev_close"][slot])),
+                    "prev_oi": int(s["prev_oi"][slot]),
+                    "volume": int(min(s["volume"][slot], U32_MAX)),
+                    "atp": float(f32(s["atp"][slot])),
+                    "oi": int(s["oi"][slot]),
+                    "oi_high": int(s["oi_high"][slot]),
+                    "oi_low": int(s["oi_low"][slot]),
+                    "total_buy_qty": int(depth["bid_qty"][i].sum()),
+                    "total_sell_qty": int(depth["ask_qty"][i].sum()),
+                    "depth": [
+                        (
+                            int(depth["bid_qty"][i][k]),
+                            int(depth["ask_qty"][i][k]),
+                            int(depth["bid_orders"][i][k]),
+                            int(depth["ask_orders"][i][k]),
+                            round(float(depth["bid_price"][i][k]), 4),
+                            round(float(depth["ask_price"][i][k]), 4),
+                        )
+                        for k in range(DEPTH_LEVELS)
+                    ],
+                }
+            )
+        return out
+
     def slots_of(self, keys: list[InstrumentKey]) -> Array:
         return np.fromiter((self._slot_index[k] for k in keys), dtype=np.int64, count=len(keys))
 
@@ -524,3 +569,11 @@ class PriceModel:
     def is_derivative(self, slots: Array) -> Array:
         result: Array = self._slots["derivative"][slots]
         return result
+
+
+def _dhan_time(ltt: int) -> str:
+    """A last-trade time as Dhan's REST quote spells it (``dd/mm/YYYY HH:MM:SS``, IST wall clock; LTT is
+    IST encoded as if UTC). Never traded: Dhan's ``01/01/1980 00:00:00``."""
+    if ltt <= 0:
+        return "01/01/1980 00:00:00"
+    return dt.datetime.fromtimestamp(ltt, dt.UTC).strftime("%d/%m/%Y %H:%M:%S")

@@ -73,8 +73,10 @@ from tickgate.sim.control import ControlApi
 from tickgate.sim.core import BreachKind, TokenBook, sockets_to_evict
 from tickgate.sim.emitter import CorruptMode, Emitter, ws_frame
 from tickgate.sim.faults import Faults
+from tickgate.sim.http import HttpShell
 from tickgate.sim.pricing import Array, AssetClass, PriceModel, fallback_price
 from tickgate.sim.records import Breach, SimulatorStats, SocketRecord, keys_json
+from tickgate.sim.rest import Answer, MarketQuoteApi, QuoteValues
 from tickgate.sim.universe import RegistryUniverse, StaticUniverse, Universe
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ class Simulator:
         calendar: TradingCalendar | None = None,
         liquidity_width: float = 0.0,
         prev_close: PrevCloseMode = "code6",
+        rest_port: int = 0,
     ) -> None:
         self.clock = clock if clock is not None else get_settings().make_clock()
         today = today or self.clock.today()
@@ -208,6 +211,10 @@ class Simulator:
             raise ValueError(f"prev_close must be code6 or indices, got {prev_close!r}")
         self.prev_close_mode: PrevCloseMode = prev_close
         self.model.close_is_prev_close = prev_close == "indices"
+        # Dhan's REST market quote on a port of its own (websockets' HTTP side takes GET only).
+        self.quote_api = MarketQuoteApi(self.tokens, self.limits, self.rest_quotes)
+        self._rest = HttpShell(self._rest_request)
+        self._rest_port = rest_port
         self._open_segments: tuple[int, Array] | None = None  # (clock second, bool per segment code)
         self.http = ControlApi(self)
 
@@ -241,6 +248,7 @@ class Simulator:
         )
         sockname = next(iter(self._server.sockets)).getsockname()
         self.port = int(sockname[1])
+        await self._rest.start(self.host, self._rest_port)
         self._loops = [
             asyncio.create_task(self._stream_loop(), name="simulator-stream"),
             asyncio.create_task(self._watchdog_loop(), name="simulator-watchdog"),
@@ -253,6 +261,7 @@ class Simulator:
             return
         for task in self._loops:
             task.cancel()
+        await self._rest.close()
         for sock in list(self._sockets.values()):
             for handle in sock.timers.values():
                 handle.cancel()
@@ -287,6 +296,11 @@ class Simulator:
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        """Base of the REST market quote (``{rest_url}/v2/marketfeed/quote``): Dhan's ``https://api.dhan.co``."""
+        return f"http://{self.host}:{self._rest.port}"
 
     @property
     def master_url(self) -> str:
@@ -383,6 +397,8 @@ class Simulator:
             "counters": self.stats.to_json(),
             "faults": list(self.faults.log),
             "journal_seq": self.journal_seq,
+            "rest_url": self.rest_url,
+            "rest": self.quote_api.stats.to_json(),
         }
 
     async def wait_for(
@@ -634,6 +650,15 @@ class Simulator:
 
     def _resolve(self, sock: SimSocket, keys: Sequence[InstrumentKey]) -> list[InstrumentKey]:
         """The keys the master knows (registered with the price model); unknown ones are counted."""
+        known = self._register(keys)
+        if len(known) != len(keys):
+            count = len(keys) - len(known)
+            sock.record.unknown_instruments += count
+            self.stats.unknown_instruments += count
+        return known
+
+    def _register(self, keys: Sequence[InstrumentKey]) -> list[InstrumentKey]:
+        """The keys the master lists, registered with the price model (in order)."""
         model = self.model
         missing = [k for k in keys if model.slot(k) is None]
         unknown: set[InstrumentKey] = set()
@@ -650,12 +675,19 @@ class Simulator:
                     model.add_underlying(spec.underlying, price, spec.asset)
                 specs.append(spec)
             model.add_many(specs)
-        if not unknown:
-            return list(keys)
-        count = sum(1 for k in keys if k in unknown)
-        sock.record.unknown_instruments += count
-        self.stats.unknown_instruments += count
-        return [k for k in keys if k not in unknown]
+        return [k for k in keys if k not in unknown] if unknown else list(keys)
+
+    # -------------------------------------------------------------------------------------- REST quote
+
+    def rest_quotes(self, keys: Sequence[InstrumentKey]) -> list[QuoteValues | None]:
+        """Each key's market now (None where the master does not list it), for the REST market quote."""
+        known = self._register(keys)
+        values = dict(zip(known, self.model.quote_values(self.model.slots_of(known)), strict=True))
+        return [values.get(k) for k in keys]
+
+    def _rest_request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        # real-time: Dhan's rate limit is per second of wall time, whatever the market clock says
+        return self.quote_api.handle(method, path, headers, body, time.monotonic())
 
     # -------------------------------------------------------------------------------------- streaming
 
@@ -722,7 +754,10 @@ async def run(
 
 def announce(sim: Simulator) -> None:
     """The lines a parent process reads (the first one is the contract)."""
-    sys.stdout.write(f"SIMULATOR {sim.url}\nCONTROL {sim.http_url}/control/state\nMASTER {sim.master_url}\n")
+    sys.stdout.write(
+        f"SIMULATOR {sim.url}\nCONTROL {sim.http_url}/control/state\nMASTER {sim.master_url}\n"
+        f"REST {sim.rest_url}\n"
+    )
     info = sim.clock.describe()
     if info["virtual"] and "anchor" in info:  # what makes another process read the same virtual time
         sys.stdout.write(
