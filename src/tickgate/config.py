@@ -76,6 +76,9 @@ class FeedClientSettings(BaseModel, frozen=True):
         description="How long a closing handshake may take before the TCP connection is cut"
         " (a dead server never answers it).",
     )
+    backfill: bool = Field(
+        True, description="Fill every newly subscribed leg from the REST market quote (feed.backfill)."
+    )
     stale_after_s: float = Field(
         30.0,
         gt=0,
@@ -236,6 +239,11 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
 
     feed_url: str = "wss://api-feed.dhan.co"
+    rest_url: str = Field(
+        "https://api.dhan.co",
+        description="Dhan's REST API (market quote backfill). With a feed that is not Dhan's, the backfill"
+        " runs only when this is set to that feed's REST side (the simulator prints it as REST).",
+    )
     dhan_client_id: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DHAN_CLIENT_ID", "TICKGATE_DHAN_CLIENT_ID")
     )

@@ -107,6 +107,7 @@ async def run_demo(
         settings,
         credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
         feed_url=simulator.url,
+        rest_url=simulator.rest_url,
         registry=registry,
         clock=clock,
     )

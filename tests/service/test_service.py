@@ -3,20 +3,24 @@ simulator's record of every socket compared to the planner after each step."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
 
-from pinned import frozen
+from pinned import flowing, frozen
 from tickgate.config import FeedLimits
+from tickgate.dhan.client import Credentials
 from tickgate.dhan.protocol import FeedMode
+from tickgate.instruments import InstrumentRegistry
 from tickgate.planner import Tier
 from tickgate.service import CapacityExceeded, InvalidInput, NotFound, TickgateService
-from tickgate.sim import Simulator
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 from tickgate.store.types import WatchlistState
 
-from .conftest import SMALL_TIER_B, ServiceFactory, service_settings
+from .conftest import SMALL_TIER_B, TODAY, ServiceFactory, service_settings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -257,3 +261,54 @@ async def test_pre_open_rolls_tier_b_and_prunes_expired_atm_rows(
     assert await svc.store.atm.get("NIFTY", live.expiry) is not None
     assert svc.tier_b is not None
     assert svc.tier_b.today > tier_b.today
+
+
+async def test_after_the_close_every_leg_is_priced_from_the_rest_quote(
+    master: Path, registry: InstrumentRegistry, tmp_path: Path
+) -> None:
+    """Started at 17:00 on a trading day: NSE's instruments send nothing, yet every subscribed leg gets a
+    price and a previous close from the REST market quote (users' chains first), within Dhan's limits."""
+    from tickgate.clock import IST
+    from tickgate.sim import RegistryUniverse
+
+    evening = dt.datetime.combine(TODAY, dt.time(17, 0), tzinfo=IST)
+    sim = Simulator(
+        universe=RegistryUniverse(registry, TODAY), master=master, today=TODAY, rate=3_000.0,
+        clock=flowing(evening), market_hours=True,
+    )  # fmt: skip
+    await sim.start()
+    svc = TickgateService(
+        service_settings(tmp_path),
+        credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
+        feed_url=sim.url,
+        rest_url=sim.rest_url,
+        registry=registry,
+        clock=flowing(evening),
+        scheduler=False,
+    )
+    try:
+        await svc.start()
+        user, _ = await svc.store.users.create("evening")
+        added = await svc.watchlists.add(user.id, "TCS")
+        keys = list(svc.planner.desired(include_suspended=True))
+        assert svc.backfill is not None
+
+        def priced() -> bool:
+            quotes = svc.quotes.get_many(keys)
+            return all(q is not None and q.ltp and q.prev_close for q in quotes)
+
+        deadline = time.monotonic() + 45
+        while not priced():
+            assert time.monotonic() < deadline, (svc.backfill.stats, svc.backfill.pending)
+            await asyncio.sleep(0.2)
+        leg = svc.quotes.get(added.keys[0])
+        assert leg is not None
+        assert leg.source == "rest"
+        assert leg.change is not None
+        rest = sim.state(subscriptions=False, history=False)["rest"]
+        assert rest["rate_limited"] == 0
+        assert rest["max_per_second"] == 1
+        assert svc.feed.metrics.stale_recycles == 0
+    finally:
+        await svc.stop()
+        await sim.close()

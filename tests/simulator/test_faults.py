@@ -244,6 +244,8 @@ async def test_control_state_view_rate_and_errors(sim: Simulator, open_client) -
         "sockets_per_account": 5,
         "instruments_per_socket": 5000,
         "instruments_per_message": 100,
+        "quote_instruments_per_request": 1000,
+        "quote_requests_per_second": 1.0,
     }
     light = await control(sim, "state", subs=0, history=0)
     assert "subscriptions" not in light["sockets"]["1"]

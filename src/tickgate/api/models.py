@@ -82,6 +82,14 @@ class QuoteOut(BaseModel):
     total_buy_qty: int | None = None
     total_sell_qty: int | None = None
     updates: int = Field(0, description="Packets folded into this quote so far (0: no data yet).")
+    source: Literal["feed", "rest", "saved", "none"] = Field(
+        "none",
+        description="Where the price came from: the live feed, a REST snapshot (before the first trade),"
+        " the last close saved at end of day, or nowhere yet.",
+    )
+    quoted_at: float | None = Field(
+        None, description="When the price was received (epoch seconds, market clock): its age."
+    )
 
 
 class QuotesResponse(BaseModel):
@@ -374,6 +382,10 @@ class StatsResponse(BaseModel):
     capacity: CapacityOut
     feed: FeedStatsOut
     store_writer: dict[str, JSONScalar]
+    backfill: dict[str, JSONScalar] | None = Field(
+        None,
+        description="REST market-quote backfill: requests, instruments, priced, 429s, failures, pending.",
+    )
     push_clients: int
     recentres: int
     eod_runs: int

@@ -569,6 +569,12 @@ async def admin_stats(svc: Service, _admin: Admin, request: Request) -> StatsRes
             k: v if isinstance(v, str | int | float | bool) or v is None else str(v)
             for k, v in writer.items()
         },
+        backfill=None
+        if svc.backfill is None
+        else {
+            **{k: redact(v) if isinstance(v, str) else v for k, v in svc.backfill.stats.to_json().items()},
+            "pending": svc.backfill.pending,
+        },
         push_clients=request.app.state.push.clients,
         recentres=svc.recentres,
         eod_runs=len(svc.eod_runs),

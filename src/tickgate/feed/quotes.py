@@ -17,10 +17,32 @@ from typing import Any
 
 import numpy as np
 
+from tickgate.clock import SYSTEM_CLOCK, Clock
 from tickgate.dhan.batch import PacketBatch
 from tickgate.dhan.protocol import DEPTH_LEVELS, ExchangeSegment, InstrumentKey, ResponseCode
 
 Array = np.ndarray[Any, np.dtype[Any]]
+
+SOURCE_NONE, SOURCE_FEED, SOURCE_REST, SOURCE_SAVED = 0, 1, 2, 3
+SOURCE_NAMES = ("none", "feed", "rest", "saved")
+
+
+@dataclass(frozen=True, slots=True)
+class RestQuote:
+    """One instrument's snapshot from outside the feed (REST market quote, saved last close)."""
+
+    key: InstrumentKey
+    ltp: float | None
+    prev_close: float | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    atp: float | None = None
+    volume: int | None = None
+    oi: int | None = None
+    ltq: int | None = None
+    prev_oi: int | None = None
+
 
 _FLOAT_FIELDS = ("ltp", "atp", "open", "high", "low", "close", "prev_close")
 _INT_FIELDS = (
@@ -79,6 +101,8 @@ class QuoteSnapshot:
     asks: tuple[tuple[float, int, int], ...]
     updates: int
     updated_ns: int
+    source: str = "none"  # where the price came from: feed, rest (a snapshot), saved (last close), none
+    quoted_at: float | None = None  # when it did, on the service's clock (epoch seconds): its age
 
     @property
     def bid(self) -> float | None:
@@ -121,13 +145,17 @@ class QuoteSnapshot:
             "asks": [list(level) for level in self.asks],
             "total_buy_qty": self.total_buy_qty,
             "total_sell_qty": self.total_sell_qty,
+            "source": self.source,
+            "quoted_at": self.quoted_at,
         }
 
 
 class QuoteStore:
     """Latest state per instrument; see the module docstring for the design."""
 
-    def __init__(self, capacity: int = 32_768) -> None:
+    def __init__(self, capacity: int = 32_768, clock: Clock | None = None) -> None:
+        """``clock``: the service's one clock, for when each price was received (its age)."""
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self._slot_of: dict[int, int] = {}
         self._keys: list[InstrumentKey] = []
         self._index_keys = np.empty(0, dtype=np.int64)  # sorted packed keys
@@ -156,6 +184,8 @@ class QuoteStore:
             "updated_ns": (np.int64, (), 0),
             "ltp_seq": (np.int64, (), -1),
             "prev_from_code6": (np.bool_, (), False),
+            "source": (np.int8, (), SOURCE_NONE),
+            "quoted_at": (np.float64, (), np.nan),
         }
         for name, (dtype, shape, fill) in specs.items():
             column = np.full((capacity, *shape), fill, dtype=dtype)
@@ -253,6 +283,11 @@ class QuoteStore:
                 if take.any():
                     cols["prev_close"][slots[take]] = close[take]
         self._apply_ltp(batch, slots_by_code)
+        priced = [slots_by_code[c] for c in _LTP_CODES if c in slots_by_code]
+        if priced:
+            at = np.concatenate(priced)
+            cols["source"][at] = SOURCE_FEED
+            cols["quoted_at"][at] = self._clock.timestamp()
         if applied:
             touched = np.concatenate(list(slots_by_code.values()))
             counts = np.bincount(touched, minlength=len(self._keys))
@@ -281,6 +316,45 @@ class QuoteStore:
         order = np.argsort(seqs, kind="stable")
         self._cols["ltp"][slots[order]] = ltp[order]  # repeated slots: the last (latest) value is kept
         self._cols["ltt"][slots[order]] = ltt[order]
+
+    def fill(self, quotes: Sequence[RestQuote], now_ns: int, source: int = SOURCE_REST) -> int:
+        """Snapshots taken outside the feed (Dhan's REST market quote, or the last close saved at end of
+        day): they price instruments the feed has not priced yet, and give every instrument its previous
+        close where no PrevClose packet did. A price from the feed is never overwritten: it is newer.
+        Returns how many instruments were priced."""
+        if not quotes:
+            return 0
+        cols = self._cols
+        keys = [q.key for q in quotes]
+        self.register(keys)
+        packed = (pack_key(k.segment, k.security_id) for k in keys)
+        slots = np.fromiter((self._slot_of[p] for p in packed), np.int64, len(keys))
+        fresh = cols["source"][slots] != SOURCE_FEED
+        at = self._clock.timestamp()
+        priced = 0
+        for q, slot, take in zip(quotes, slots.tolist(), fresh.tolist(), strict=True):
+            if q.prev_close and not cols["prev_from_code6"][slot]:
+                cols["prev_close"][slot] = q.prev_close
+            if q.prev_oi is not None and cols["prev_oi"][slot] < 0:
+                cols["prev_oi"][slot] = q.prev_oi
+            if not take or q.ltp is None:
+                continue
+            priced += 1
+            cols["ltp"][slot] = q.ltp
+            for name in ("open", "high", "low", "atp"):
+                value = getattr(q, name)
+                if value is not None:
+                    cols[name][slot] = value
+            for name in ("volume", "oi", "ltq"):
+                value = getattr(q, name)
+                if value is not None:
+                    cols[name][slot] = value
+            cols["source"][slot] = source
+            cols["quoted_at"][slot] = at
+        cols["updates"][slots] += 1
+        cols["updated_ns"][slots] = now_ns
+        self._changed.set()
+        return priced
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -343,6 +417,8 @@ class QuoteStore:
             bids=levels("bid"),
             asks=levels("ask"),
             updates=int(c["updates"][slot]),
+            source=SOURCE_NAMES[int(c["source"][slot])],
+            quoted_at=f("quoted_at"),
             updated_ns=int(c["updated_ns"][slot]),
         )
 

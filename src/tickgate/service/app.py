@@ -19,9 +19,11 @@ from tickgate.chains.atm import AtmEngine, ChainWindow
 from tickgate.chains.tierb import TierBPlan, TierBUniverse
 from tickgate.chains.tracker import ChainTracker, Recentre
 from tickgate.clock import Clock
-from tickgate.config import Settings
+from tickgate.config import Settings, is_dhan_url
 from tickgate.dhan.client import Credentials, CredentialsProvider
+from tickgate.dhan.protocol import InstrumentKey
 from tickgate.feed import FeedManager, QuoteStore
+from tickgate.feed.backfill import PRIORITY_TIER_B, PRIORITY_USER, Backfiller
 from tickgate.instruments import InstrumentRegistry
 from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, Tier
@@ -86,6 +88,7 @@ class TickgateService:
         *,
         credentials: CredentialsProvider | None = None,
         feed_url: str | None = None,
+        rest_url: str | None = None,
         registry: InstrumentRegistry | None = None,
         store: Store | None = None,
         calendar: TradingCalendar | None = None,
@@ -97,6 +100,8 @@ class TickgateService:
         self.clock = clock or settings.make_clock()
         self._credentials = credentials or credentials_from_settings(settings)
         self._feed_url = feed_url
+        self._rest_url = rest_url
+        self.backfill: Backfiller | None = None
         self._registry = registry
         self._store = store
         self.calendar = calendar or TradingCalendar.load()
@@ -106,7 +111,7 @@ class TickgateService:
         self.planner = Planner(settings.limits)
         self.orchestrator = Orchestrator(self.planner)  # the one path for every change of plan
         self._subscriptions_view = PlannerSubscriptions(self.planner, self.clock)
-        self.quotes = QuoteStore()
+        self.quotes = QuoteStore(clock=self.clock)
         self.watchlists = WatchlistManager(self)
         self.tier_b_universe = TierBUniverse.load(settings=settings.chains)
         self.tier_b: TierBPlan | None = None
@@ -126,6 +131,7 @@ class TickgateService:
             ("subscriptions", self._follow_subscriptions),
             ("gone", self._forget_gone),
             ("evictions", self._mark_evicted),
+            ("backfill", self._backfill_new),
         ):
             self.orchestrator.subscribe(name, subscriber)
 
@@ -195,7 +201,11 @@ class TickgateService:
             count=self.planner.totals().desired,
             reason=f"restored {restored} watchlist chains; Tier B {self.tier_b.total if self.tier_b else 0}",
         )
+        self.backfill = self._make_backfiller()
         await self.feed.start()
+        if self.backfill is not None:
+            self.backfill.start()
+            self._backfill_keys(list(self.planner.desired(include_suspended=True)))
         if self._use_scheduler:
             self.eod = EodScheduler(self.calendar, self.run_eod, self.pre_open, clock=self.clock)
             self.eod.start(since=caught_up_to)
@@ -222,6 +232,8 @@ class TickgateService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.eod is not None:
             self.eod.shutdown()
+        if self.backfill is not None:
+            await self.backfill.stop()
         if self._feed is not None:
             await self._feed.stop()
         await self.pins.flush()
@@ -406,10 +418,39 @@ class TickgateService:
         now = self.clock.now()
         return [await self.run_eod(s, SESSIONS[s], now) for s in sessions]
 
+    def _make_backfiller(self) -> Backfiller | None:
+        """The REST backfill, when there is a REST side to ask: Dhan's beside Dhan's feed, or the one given
+        (the simulator's). A feed that is not Dhan's with no REST side given runs without (logged)."""
+        if not self.settings.feed.backfill:
+            return None
+        rest = self._rest_url or self.settings.rest_url
+        feed = self._feed_url or self.settings.feed_url
+        if self._rest_url is None and is_dhan_url(rest) and not is_dhan_url(feed):
+            log.info("no REST market quote for the feed at %s: backfill off", feed)
+            return None
+        return Backfiller(rest, self._credentials, self.quotes, self.settings.limits)
+
+    def _backfill_new(self, change: PlanChange) -> None:
+        """Newly subscribed legs get a REST snapshot: users' chains first, then Tier B."""
+        if self.backfill is None:
+            return
+        keys = [k for a in change.result.actions if a.op == "subscribe" for k in a.keys]
+        if keys:
+            self._backfill_keys(keys)
+
+    def _backfill_keys(self, keys: list[InstrumentKey]) -> None:
+        assert self.backfill is not None
+        states = self.planner.key_states(keys)
+        users = [k for k, s in states.items() if any(not g.startswith("B:") for g in s.owners)]
+        self.backfill.want(users, PRIORITY_USER)
+        self.backfill.want(keys, PRIORITY_TIER_B)
+
     async def pre_open(self, day: dt.date) -> None:
         """Before the open: refresh the master and roll Tier B to today's contracts (expired ones out)."""
         if not any(self.calendar.is_trading_day(ex, day) for ex in EXCHANGES):
             return
+        if self.backfill is not None:  # a new day: every leg gets a fresh snapshot
+            self.backfill.queue.new_day()
         try:
             path = await asyncio.to_thread(resolve_master, self.settings, day)
             registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)

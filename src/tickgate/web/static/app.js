@@ -549,6 +549,12 @@ function shadeMoneyness(spot) {
 }
 
 function fillQuote(tds, q, flash) {
+  // A price that is not live (a REST snapshot before the first trade, the last close, or none) is greyed.
+  const notLive = q.source !== undefined && q.source !== "feed";
+  for (const td of Object.values(tds)) {
+    td.classList.toggle("not-live", notLive);
+    td.title = notLive ? `${q.source === "none" ? "no price yet" : `${q.source} snapshot`}` : "";
+  }
   for (const [field, td] of Object.entries(tds)) {
     const value = q[field];
     if (value === undefined) continue;
