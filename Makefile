@@ -33,7 +33,7 @@ demo: $(STAMP)
 # Every bench at its default (issue-target) size, then docs/PERFORMANCE.md from their results. A failing bench
 # does not stop the others; the report is written from what ran (a failed bench shows as failed, never with
 # figures) and then make fails naming it.
-BENCHES := decode registry planner ingest api cli
+BENCHES := decode registry planner ingest api cli backfill
 
 bench: $(STAMP)
 	@scripts/ensure-deb wrk wrk "the option-chain load generator"

@@ -52,7 +52,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(master: Path, sim_url: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    master: Path, sim_url: str, data_dir: Path, port: int, *, rest_url: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``tickgate serve`` on the simulator; with ``rest_url`` (the simulator's REST side) it backfills."""
     env = {
         **os.environ,
         "DHAN_CLIENT_ID": DEFAULT_CLIENT_ID,
@@ -63,6 +66,7 @@ def start_server(master: Path, sim_url: str, data_dir: Path, port: int) -> subpr
         "TICKGATE_DB_URL": f"sqlite+aiosqlite:///{data_dir / 'bench.db'}",
         "TICKGATE_ADMIN_KEY": ADMIN_KEY,
         "TICKGATE_PORT": str(port),
+        **({"TICKGATE_REST_URL": rest_url} if rest_url else {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tickgate", "serve", "--log-level", "warning"],

@@ -290,6 +290,12 @@ async def test_after_the_close_every_leg_is_priced_from_the_rest_quote(
         await svc.start()
         user, _ = await svc.store.users.create("evening")
         added = await svc.watchlists.add(user.id, "TCS")
+        # TCS had not traded since the start: one REST quote centred its first window, not a guess.
+        assert added.window is not None
+        assert added.window.ltp_source == "live"
+        tcs = svc.registry.underlying("TCS", None)
+        assert tcs is not None
+        assert added.window.ltp == svc.quotes.get(tcs.key).ltp  # type: ignore[union-attr]
         keys = list(svc.planner.desired(include_suspended=True))
         assert svc.backfill is not None
 
@@ -312,3 +318,43 @@ async def test_after_the_close_every_leg_is_priced_from_the_rest_quote(
     finally:
         await svc.stop()
         await sim.close()
+
+
+async def test_a_restart_after_the_close_shows_the_day_s_last_prices(make_service: ServiceFactory) -> None:
+    """The NSE close saves each instrument's last quote; a restart in the evening (no feed data, no REST
+    side) shows them as ``saved``; the next morning the same rows are the previous close."""
+    from tickgate.clock import IST
+    from tickgate.schedule.eod import next_session_close
+
+    svc = await make_service()
+    keys = [k for k in svc.planner.desired() if k.segment.name != "MCX_COMM"][:50]
+
+    def live() -> bool:
+        return all((q := svc.quotes.get(k)) is not None and q.ltp is not None for k in keys)
+
+    deadline = time.monotonic() + 20
+    while not live():
+        assert time.monotonic() < deadline, "no live prices"
+        await asyncio.sleep(0.1)
+    close = next_session_close(svc.calendar, "NSE_BSE", svc.clock.now())
+    assert close is not None
+    summary = await svc.run_eod("NSE_BSE", ("NSE", "BSE"), close)
+    assert summary["last_quotes_saved"] >= len(keys)
+    last = {k: svc.quotes.get(k).ltp for k in keys}  # type: ignore[union-attr]
+    await svc.stop()
+
+    evening = close.astimezone(IST).replace(hour=20, minute=0)
+    svc2 = await make_service(clock=frozen(evening))
+    for key in keys:
+        quote = svc2.quotes.get(key)
+        assert quote is not None
+        if quote.source == "saved":  # (the simulator, on its own clock, may still be sending)
+            assert quote.ltp == pytest.approx(last[key], rel=1e-6)
+    assert sum(1 for k in keys if svc2.quotes.get(k).source in ("saved", "feed")) == len(keys)  # type: ignore[union-attr]
+    await svc2.stop()
+
+    next_morning = evening + dt.timedelta(days=1 if evening.weekday() < 4 else 7 - evening.weekday())
+    svc3 = await make_service(clock=frozen(next_morning.replace(hour=9, minute=0)))
+    rows = {q.key: q for q in await svc3.store.last_quotes.load(svc3.today())}
+    for key in keys:
+        assert rows[key].prev_close == pytest.approx(last[key], rel=1e-6)  # yesterday's close

@@ -18,13 +18,22 @@ from tickgate.store.engine import create_engines, downgrade, upgrade
 
 from .conftest import Db, log_now
 
-TABLES = {"users", "api_keys", "watchlist", "subscriptions", "atm_cache", "subscription_log", "meta"}
+TABLES = {
+    "users",
+    "api_keys",
+    "watchlist",
+    "subscriptions",
+    "atm_cache",
+    "subscription_log",
+    "meta",
+    "last_quotes",
+}
 
 
 async def test_upgrade_from_empty_creates_every_table_at_head(db: Db) -> None:
     store = await Store.open(db.url, settings=db.settings)
     try:
-        assert await store.schema_revision() == head_revision() == "0001"
+        assert await store.schema_revision() == head_revision() == "0002"
         async with store._engines.read.connect() as conn:
             names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
         assert names >= TABLES | {"alembic_version"}

@@ -356,6 +356,39 @@ class QuoteStore:
         self._changed.set()
         return priced
 
+    def priced(self, segments: set[ExchangeSegment] | frozenset[ExchangeSegment]) -> list[RestQuote]:
+        """Every instrument of ``segments`` with a price, as a snapshot (what end of day saves)."""
+        c = self._cols
+        n = len(self._keys)
+        wanted = np.zeros(256, dtype=bool)
+        for segment in segments:
+            wanted[int(segment)] = True
+        codes = np.fromiter((int(k.segment) for k in self._keys), dtype=np.int64, count=n)
+        slots = np.flatnonzero(wanted[codes] & ~np.isnan(c["ltp"][:n]))
+
+        def num(name: str, slot: int) -> float | None:
+            value = float(c[name][slot])
+            return None if math.isnan(value) else value
+
+        def count(name: str, slot: int) -> int | None:
+            value = int(c[name][slot])
+            return None if value < 0 else value
+
+        return [
+            RestQuote(
+                self._keys[slot],
+                num("ltp", slot),
+                prev_close=num("prev_close", slot),
+                open=num("open", slot),
+                high=num("high", slot),
+                low=num("low", slot),
+                volume=count("volume", slot),
+                oi=count("oi", slot),
+                prev_oi=count("prev_oi", slot),
+            )
+            for slot in slots.tolist()
+        ]
+
     # -- reading -----------------------------------------------------------------------------------------
 
     def get(self, key: InstrumentKey) -> QuoteSnapshot | None:

@@ -18,18 +18,19 @@ from typing import Any
 from tickgate.chains.atm import AtmEngine, ChainWindow
 from tickgate.chains.tierb import TierBPlan, TierBUniverse
 from tickgate.chains.tracker import ChainTracker, Recentre
-from tickgate.clock import Clock
+from tickgate.clock import IST, Clock
 from tickgate.config import Settings, is_dhan_url
 from tickgate.dhan.client import Credentials, CredentialsProvider
 from tickgate.dhan.protocol import InstrumentKey
 from tickgate.feed import FeedManager, QuoteStore
 from tickgate.feed.backfill import PRIORITY_TIER_B, PRIORITY_USER, Backfiller
+from tickgate.feed.quotes import SOURCE_SAVED
 from tickgate.instruments import InstrumentRegistry
 from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, Tier
 from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
-from tickgate.schedule.sessions import Market, MarketSessions
+from tickgate.schedule.sessions import SEGMENT_MARKET, Market, MarketSessions
 from tickgate.service.errors import NotReady
 from tickgate.service.pins import Pins
 from tickgate.service.runtime import RuntimePolicy
@@ -201,6 +202,7 @@ class TickgateService:
             count=self.planner.totals().desired,
             reason=f"restored {restored} watchlist chains; Tier B {self.tier_b.total if self.tier_b else 0}",
         )
+        await self._restore_last_quotes()
         self.backfill = self._make_backfiller()
         await self.feed.start()
         if self.backfill is not None:
@@ -390,6 +392,9 @@ class TickgateService:
                 if self.planner.has_group(row.group_id) and self.planner.group(row.group_id).tier is Tier.A:
                     self.orchestrator.apply(f"end of day {session}", Planner.remove_group, row.group_id, now)
                     groups += 1
+        saved = 0
+        if not catch_up:  # the quotes in hand are this close's (a catch-up at start has none yet)
+            saved = await self._save_last_quotes(exchanges, close.astimezone(IST).date())
         await self.store.meta.set(key, close.isoformat())
         summary = {
             "session": session,
@@ -397,6 +402,7 @@ class TickgateService:
             "close": close.isoformat(),
             "groups_cleared": groups,
             "watchlist_rows_deleted": len(rows),
+            "last_quotes_saved": saved,
             "catch_up": catch_up,
         }
         self.store.writer.submit_log(
@@ -417,6 +423,28 @@ class TickgateService:
         sessions = [session] if session else list(SESSIONS)
         now = self.clock.now()
         return [await self.run_eod(s, SESSIONS[s], now) for s in sessions]
+
+    async def _save_last_quotes(self, exchanges: tuple[Exchange, ...], day: dt.date) -> int:
+        """The closing session's last quotes into the database, for a restart after hours. Currency
+        derivatives close at 17:00: they are saved with MCX's session, after their own close."""
+        markets: set[str] = set(exchanges) | ({"CDS"} if "MCX" in exchanges else set())
+        segments = {seg for seg, market in SEGMENT_MARKET.items() if market in markets}
+        try:
+            return await self.store.last_quotes.save(self.quotes.priced(segments), day)
+        except Exception:  # the cleanup itself is done; a restart tonight shows blanks: logged, counted
+            self.loop_failures["last_quotes"] += 1
+            log.exception("saving the last quotes of %s failed", ", ".join(exchanges))
+            return 0
+
+    async def _restore_last_quotes(self) -> None:
+        """At start: the last saved quotes price the store (``saved``) until the feed or backfill does."""
+        try:
+            saved = await self.store.last_quotes.load(self.today())
+        except Exception:
+            self.loop_failures["last_quotes"] += 1
+            log.exception("reading the saved last quotes failed; starting without them")
+            return
+        self.quotes.fill(saved, time.monotonic_ns(), source=SOURCE_SAVED)
 
     def _make_backfiller(self) -> Backfiller | None:
         """The REST backfill, when there is a REST side to ask: Dhan's beside Dhan's feed, or the one given

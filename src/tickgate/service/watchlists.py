@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tickgate.chains.tracker import ChainTracker
     from tickgate.clock import Clock
     from tickgate.feed import QuoteStore
+    from tickgate.feed.backfill import Backfiller
     from tickgate.instruments import InstrumentRegistry
     from tickgate.orchestrator import Orchestrator
     from tickgate.store import Store
@@ -39,6 +40,7 @@ class WatchlistHost(Protocol):
     orchestrator: Orchestrator
     quotes: QuoteStore
     clock: Clock
+    backfill: Backfiller | None
 
     @property
     def registry(self) -> InstrumentRegistry: ...
@@ -194,6 +196,8 @@ class WatchlistManager:
         ltp: float | None,
     ) -> AddResult:
         svc = self.service
+        if ltp is None and strikes != 0:
+            await self._price_underlying(symbol, exchange)
         sym, exch, exp, keys, window = self.build(symbol, expiry, strikes, exchange=exchange, ltp=ltp)
         group = group_id_for(user_id, exch, sym, exp)
         now = svc.clock.timestamp()
@@ -255,6 +259,20 @@ class WatchlistManager:
         message = f"Added {sym}" + (f", removed {removed} (capacity limit)" if removed else "")
         view = self.view_of(entry)
         return AddResult(entry, "added", keys, window, evicted, view.suspended, message, view)
+
+    async def _price_underlying(self, symbol: str, exchange: str | None) -> None:
+        """A chain whose underlying has no price yet (no tick since the start, a thin stock, after the close)
+        would be placed around a guess and moved on its first tick, a whole window unsubscribed and
+        subscribed again. One REST quote of the underlying first (within the rate limit) places it right."""
+        svc = self.service
+        if svc.backfill is None:
+            return
+        underlying = svc.registry.underlying(symbol, exchange)
+        if underlying is None:
+            return  # build() answers the unknown symbol
+        quote = svc.quotes.get(underlying.key)
+        if quote is None or quote.ltp is None:
+            await svc.backfill.quote_now([underlying.key])
 
     def touch(self, group: str, watchlist_id: int) -> None:
         """A use of a watched chain: first in the planner's LRU now, and its row's last use (what a restart

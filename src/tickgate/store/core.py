@@ -51,6 +51,7 @@ from tickgate.store.engine import (
     upgrade,
 )
 from tickgate.store.gate import WriteGate
+from tickgate.store.last_quotes import LastQuotes
 from tickgate.store.meta import Meta
 from tickgate.store.subscriptions import Subscriptions
 from tickgate.store.users import Users
@@ -95,6 +96,7 @@ class Store:
         self.audit = AuditLog(self.gate, self.now)
         self.atm = AtmCache(self.gate, self.now)
         self.meta = Meta(self.gate, self.now)
+        self.last_quotes = LastQuotes(self.gate, self.now)
         self._closed = False
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoints = CheckpointStats()

@@ -147,3 +147,22 @@ meta = sa.Table(
     sa.Column("value", sa.JSON, nullable=True),
     sa.Column("updated", UTCDateTime(), nullable=False),
 )
+
+# The last quote of each instrument at its exchange's end of day: a restart after hours shows the day's
+# last prices and previous close instead of blanks (one row per instrument, the latest day's).
+last_quotes = sa.Table(
+    "last_quotes",
+    metadata,
+    sa.Column("segment", sa.String(16), primary_key=True),  # ExchangeSegment name
+    sa.Column("security_id", sa.BigInteger, primary_key=True),
+    sa.Column("trading_date", sa.Date, nullable=False),
+    sa.Column("ltp", sa.Float, nullable=False),
+    sa.Column("prev_close", sa.Float, nullable=True),
+    sa.Column("open", sa.Float, nullable=True),
+    sa.Column("high", sa.Float, nullable=True),
+    sa.Column("low", sa.Float, nullable=True),
+    sa.Column("volume", sa.BigInteger, nullable=True),
+    sa.Column("oi", sa.BigInteger, nullable=True),
+    sa.Column("prev_oi", sa.BigInteger, nullable=True),
+    sa.Column("saved_at", UTCDateTime(), nullable=False),
+)
