@@ -2,8 +2,10 @@
 quote (another process, Dhan's limits: 1,000 instruments a request, one request a second) while the desk uses
 it, against the same server, same run, once the backfill is done.
 
-1. Start the server with the REST side, fill to capacity with watchlist adds (Tier B + ~350 chains): time
-   from ready to every subscribed leg backfilled (``/admin/stats`` backfill: nothing pending, 25,000 asked).
+1. Fill a server to capacity with watchlist adds (Tier B + ~350 chains), without the REST side; stop it and
+   start it again with the REST side (a morning's start, or a restart): time from ready to all 25,000
+   restored legs backfilled (``/admin/stats`` backfill: as many asked as were wanted at start, only the
+   recentring trickle pending).
 2. While the backfill runs: option-chain GET latency (closed loop, one client) and watchlist-add latency at
    capacity; then the same after it finished (the same-run baseline).
 3. Push tick→client latency during the backfill and after it (10 clients, simulator at 20,000 packets/s).
@@ -43,6 +45,8 @@ from api import (
 )
 from tickgate.instruments import InstrumentRegistry, generate_master
 
+TRICKLE = 200  # legs: about two chains' recentring between two requests
+
 
 async def get_latencies(base: str, path: str, seconds: float) -> list[float]:
     """Closed-loop GETs (one client) for ``seconds``: the latency a screen's poll sees, in ms."""
@@ -80,6 +84,16 @@ async def run(args: argparse.Namespace) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     rest = httpx.get(f"{control}/state", params={"subs": 0, "history": 0}, timeout=10).json()["rest_url"]
+    filler = start_server(master, sim_url, data_dir, port)  # no REST side: the fill is not what is timed
+    try:
+        async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": ADMIN_KEY}, timeout=30) as http:
+            await wait_ready(http)
+            lean = LeanHttp("127.0.0.1", port, {"X-API-Key": ADMIN_KEY})
+            filling = await fill_and_time_adds(lean, chains, 1)  # until the first eviction: full
+            await lean.close()
+    finally:
+        filler.terminate()
+        filler.wait(30)
     server = start_server(master, sim_url, data_dir, port, rest_url=rest)
     chain_path = "/api/v2/option-chain/NIFTY?strikes=101"
     during: dict[str, Any] = {}
@@ -90,10 +104,9 @@ async def run(args: argparse.Namespace) -> None:
             ready = time.perf_counter()
             lean = LeanHttp("127.0.0.1", port, {"X-API-Key": ADMIN_KEY})
             try:
-                during["adds"] = await fill_and_time_adds(lean, chains, args.adds)
-                state = await backfill_state(http)
-                during["pending_after_fill"] = state.get("pending")
+                target = int((await backfill_state(http))["wanted"])  # every restored leg
                 during["chain"] = await get_latencies(base, chain_path, args.seconds)
+                during["adds"] = await fill_and_time_adds(lean, chains, args.adds, first=filling["adds"])
                 nifty = (await http.post("/api/v2/watchlist", json={"symbol": "NIFTY", "strikes": 51})).json()
                 chain_id = nifty["entry"]["id"]
 
@@ -108,15 +121,20 @@ async def run(args: argparse.Namespace) -> None:
                     )
 
                 during["push"] = await push()
-                while True:  # the backfill's end: everything asked for, nothing pending
-                    state = await backfill_state(http)
-                    if state.get("pending") == 0 and int(state.get("instruments") or 0) >= args.instruments:
-                        break
+                state = await backfill_state(http)
+                during["asked"], during["target"] = int(state["instruments"]), target
+                # Done when the start-up backlog is cleared: as many legs asked for as were subscribed at the
+                # end of the fill, and no more pending than the trickle recentring keeps subscribing (users'
+                # chains, asked first).
+                while int(state["instruments"]) < target or int(state["pending"]) > TRICKLE:
                     if time.perf_counter() - ready > 120:
                         raise TimeoutError(f"backfill never finished: {state}")
                     await asyncio.sleep(0.2)
+                    state = await backfill_state(http)
                 filled_s = time.perf_counter() - ready
                 after["backfill"] = state
+                await lean.close()  # idle while waiting: the server has closed the keep-alive connection
+                lean = LeanHttp("127.0.0.1", port, {"X-API-Key": ADMIN_KEY})
                 after["adds"] = await fill_and_time_adds(
                     lean, chains, args.adds, first=int(during["adds"]["adds"])
                 )
@@ -203,14 +221,17 @@ async def run(args: argparse.Namespace) -> None:
                 f"after: {a_push['p99']:.1f} ms",
             ),
         ],
-        notes=[f"median chain GET during {statistics.median(d_chain):.1f} ms"],
+        notes=[
+            f"median chain GET during {statistics.median(d_chain):.1f} ms",
+            f"asked for {during['asked']:,} of the {during['target']:,} legs by the end of the measurements",
+        ],
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instruments", type=int, default=25_000)
-    parser.add_argument("--adds", type=int, default=100, help="adds at capacity timed in each phase")
+    parser.add_argument("--adds", type=int, default=50, help="adds at capacity timed in each phase")
     parser.add_argument("--seconds", type=float, default=4.0, help="chain GET sampling per phase")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--push-seconds", type=float, default=4.0)

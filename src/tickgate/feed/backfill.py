@@ -10,7 +10,8 @@ previous close until it trades. Dhan's REST market quote (``POST /v2/marketfeed/
 * :class:`Backfiller` (the shell) sends one request at a time, never more often than the limit allows,
   honours a 429 by waiting a whole extra interval, retries failures with backoff, and never blocks the feed
   or the API: it is one task with its own HTTP client. :meth:`Backfiller.quote_now` answers a caller that
-  must wait (a chain added before its underlying's first tick) ahead of the queue, within the same pacing.
+  must wait (a chain added before its underlying's first tick) from the next request, ahead of the queue:
+  callers at the same moment share that request, so a burst of adds costs one request a second.
 
 A price from the feed is never overwritten (:meth:`tickgate.feed.quotes.QuoteStore.fill`).
 """
@@ -18,6 +19,7 @@ A price from the feed is never overwritten (:meth:`tickgate.feed.quotes.QuoteSto
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -138,6 +140,7 @@ def _integer(value: Any) -> int | None:
 
 @dataclass(slots=True)
 class BackfillStats:
+    wanted: int = 0  # keys queued (each at most once a day)
     requests: int = 0
     instruments: int = 0
     priced: int = 0
@@ -174,8 +177,8 @@ class Backfiller:
         self.queue = BackfillQueue()
         self.stats = BackfillStats()
         self._wake = asyncio.Event()
-        self._turn = asyncio.Lock()  # one request at a time, queue or quote_now
         self._next_at = 0.0  # monotonic: the earliest the next request may start
+        self._urgent: dict[InstrumentKey, list[asyncio.Future[RestQuote | None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._started = 0.0
@@ -185,7 +188,9 @@ class Backfiller:
         return len(self.queue)
 
     def want(self, keys: Iterable[InstrumentKey], priority: int = PRIORITY_OTHER) -> None:
-        if self.queue.want(keys, priority):
+        added = self.queue.want(keys, priority)
+        if added:
+            self.stats.wanted += added
             self._wake.set()
 
     def start(self) -> None:
@@ -206,66 +211,95 @@ class Backfiller:
             await self._client.aclose()
             self._client = None
 
-    async def quote_now(self, keys: Sequence[InstrumentKey]) -> list[RestQuote]:
-        """One request for ``keys`` now (at most one interval's wait), ahead of the queue: their quotes,
-        folded into the store too. Empty when the request fails (the caller goes on without)."""
-        keys = list(keys)[: self._per_request]
-        if not keys or self._client is None:
+    async def quote_now(self, keys: Sequence[InstrumentKey], timeout: float | None = None) -> list[RestQuote]:
+        """The quotes of ``keys`` from the next request, ahead of the queue (a chain added before its
+        underlying's first tick). Callers at the same time share that request: many adds at once cost one
+        request a second, not one each. Empty when it fails or takes longer than ``timeout`` (default: two
+        intervals); the caller goes on without."""
+        if self._task is None:
             return []
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for key in keys:
+            future: asyncio.Future[RestQuote | None] = loop.create_future()
+            self._urgent.setdefault(key, []).append(future)
+            waiters.append(future)
+        self._wake.set()
         try:
-            return await self._request(keys)
-        except Exception as exc:  # the caller carries on without a snapshot; the failure is counted
-            self._failed(exc)
+            async with asyncio.timeout(timeout if timeout is not None else self._interval * 2 + 1.0):
+                answers = await asyncio.gather(*waiters)
+        except TimeoutError:
             return []
+        return [q for q in answers if q is not None]
 
     async def _run(self) -> None:
-        """Take the best keys, ask for them, fold the answer in; forever (a failure is logged, counted and
-        retried with backoff: the loop never dies)."""
+        """At each slot: the urgent keys, then the best of the queue, in one request; the answer folded
+        into the store and handed to whoever waits for it. Forever: a failure is logged, counted and
+        retried with backoff (the loop never dies)."""
         backoff = self._interval
         while True:
-            keys = self.queue.take(self._per_request)
-            if not keys:
+            if not len(self.queue) and not self._urgent:
                 if self.stats.requests:
                     self.stats.last_fill_s = time.monotonic() - self._started
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Wait for the next slot *before* taking keys: a request a second is all Dhan allows, so what
+            # arrives meanwhile (a chain being added, the rest of a start-up's plan) rides in the same one.
+            wait = self._next_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            urgent = list(self._urgent)[: self._per_request]
+            waiting = {key: self._urgent.pop(key) for key in urgent}
+            keys = urgent + [k for k in self.queue.take(self._per_request - len(urgent)) if k not in waiting]
+            if not keys:
+                continue
             try:
-                await self._request(keys)
+                quotes = await self._request(keys)
             except RateLimitedError:
                 self.queue.retry(keys)
+                self._answer(waiting, [])
                 await asyncio.sleep(self._interval)  # honour the 429: a whole extra interval
             except Exception as exc:
                 self.queue.retry(keys)
+                self._answer(waiting, [])
                 self._failed(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
             else:
                 self.queue.done(keys)
+                self._answer(waiting, quotes)
                 backoff = self._interval
+
+    @staticmethod
+    def _answer(
+        waiting: dict[InstrumentKey, list[asyncio.Future[RestQuote | None]]], quotes: Sequence[RestQuote]
+    ) -> None:
+        by_key = {q.key: q for q in quotes}
+        for key, futures in waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(by_key.get(key))
 
     async def _request(self, keys: list[InstrumentKey]) -> list[RestQuote]:
         assert self._client is not None
-        async with self._turn:
-            wait = self._next_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next_at = time.monotonic() + self._interval
-            creds: Credentials = await _resolve(self._credentials)
-            self.stats.requests += 1
-            self.stats.instruments += len(keys)
-            response = await self._client.post(
-                QUOTE_PATH,
-                json=request_body(keys),
-                headers={"access-token": creds.access_token, "client-id": creds.client_id},
-            )
+        self._next_at = time.monotonic() + self._interval
+        creds: Credentials = await _resolve(self._credentials)
+        self.stats.requests += 1
+        self.stats.instruments += len(keys)
+        response = await self._client.post(
+            QUOTE_PATH,
+            json=request_body(keys),
+            headers={"access-token": creds.access_token, "client-id": creds.client_id},
+        )
         if response.status_code == 429:
             self.stats.rate_limited += 1
             self._next_at = time.monotonic() + self._interval * 2
             raise RateLimitedError("market quote answered 429")
         if response.status_code != 200:
             raise BackfillError(f"market quote answered {response.status_code}: {_error_text(response)}")
-        quotes = parse_quotes(response.json())
+        # 1,000 quotes of JSON: parsed off the event loop, so the feed and the API do not wait for it.
+        quotes = await asyncio.to_thread(_parse_body, response.content)
         self.stats.priced += self._store.fill(quotes, time.monotonic_ns())
         return quotes
 
@@ -288,6 +322,10 @@ async def _resolve(provider: CredentialsProvider) -> Credentials:
     if isinstance(value, Credentials):
         return value
     return await value
+
+
+def _parse_body(content: bytes) -> list[RestQuote]:
+    return parse_quotes(json.loads(content))
 
 
 def _error_text(response: httpx.Response) -> str:

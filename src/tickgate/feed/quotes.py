@@ -329,28 +329,35 @@ class QuoteStore:
         self.register(keys)
         packed = (pack_key(k.segment, k.security_id) for k in keys)
         slots = np.fromiter((self._slot_of[p] for p in packed), np.int64, len(keys))
-        fresh = cols["source"][slots] != SOURCE_FEED
-        at = self._clock.timestamp()
-        priced = 0
-        for q, slot, take in zip(quotes, slots.tolist(), fresh.tolist(), strict=True):
-            if q.prev_close and not cols["prev_from_code6"][slot]:
-                cols["prev_close"][slot] = q.prev_close
-            if q.prev_oi is not None and cols["prev_oi"][slot] < 0:
-                cols["prev_oi"][slot] = q.prev_oi
-            if not take or q.ltp is None:
-                continue
-            priced += 1
-            cols["ltp"][slot] = q.ltp
-            for name in ("open", "high", "low", "atp"):
-                value = getattr(q, name)
-                if value is not None:
-                    cols[name][slot] = value
-            for name in ("volume", "oi", "ltq"):
-                value = getattr(q, name)
-                if value is not None:
-                    cols[name][slot] = value
-            cols["source"][slot] = source
-            cols["quoted_at"][slot] = at
+        n = len(quotes)
+
+        def column(name: str) -> Array:
+            """The quotes' ``name`` as float64, NaN where absent (one pass, then numpy from here on)."""
+            return np.fromiter(
+                (np.nan if (v := getattr(q, name)) is None else v for q in quotes), np.float64, n
+            )
+
+        prev = column("prev_close")
+        take_prev = ~np.isnan(prev) & (prev > 0) & ~cols["prev_from_code6"][slots]
+        cols["prev_close"][slots[take_prev]] = prev[take_prev]
+        prev_oi = column("prev_oi")
+        take_oi = ~np.isnan(prev_oi) & (cols["prev_oi"][slots] < 0)
+        cols["prev_oi"][slots[take_oi]] = prev_oi[take_oi]
+        ltp = column("ltp")
+        fresh = (cols["source"][slots] != SOURCE_FEED) & ~np.isnan(ltp)
+        at = slots[fresh]
+        cols["ltp"][at] = ltp[fresh]
+        for name in ("open", "high", "low", "atp"):
+            values = column(name)[fresh]
+            given = ~np.isnan(values)
+            cols[name][at[given]] = values[given]
+        for name in ("volume", "oi", "ltq"):
+            values = column(name)[fresh]
+            given = ~np.isnan(values)
+            cols[name][at[given]] = values[given].astype(np.int64)
+        cols["source"][at] = source
+        cols["quoted_at"][at] = self._clock.timestamp()
+        priced = int(fresh.sum())
         cols["updates"][slots] += 1
         cols["updated_ns"][slots] = now_ns
         self._changed.set()
