@@ -105,9 +105,9 @@ BENCHES = (
         "backfill",
         "REST backfill of 25,000 instruments beside the desk's traffic",
         16,
-        "a `tickgate serve` process filled to capacity, then restarted with the simulator's REST market quote "
-        "(another process; Dhan's limits: 1,000 instruments a request, one request a second): from ready to "
-        "the 25,000 restored legs backfilled; option-chain GETs, adds and push latency during it.",
+        "a `tickgate serve` process filled to capacity, then restarted with the simulator's REST market "
+        "quote (another process; Dhan's limits: 1,000 instruments a request, one request a second): from "
+        "ready to the 25,000 restored legs backfilled; option-chain GETs, adds and push latency during it.",
         "the same server in the same run once the backfill has finished.",
         "25,000 backfilled ≤ 30 s; chain GET and push p99 during it within 20% (or 2 ms) of after it.",
         ".venv/bin/python bench/backfill.py   # options: --adds, --seconds, --clients, --push-rate",

@@ -23,7 +23,6 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -138,19 +137,17 @@ def _integer(value: Any) -> int | None:
     )
 
 
-@dataclass(slots=True)
 class BackfillStats:
-    wanted: int = 0  # keys queued (each at most once a day)
-    requests: int = 0
-    instruments: int = 0
-    priced: int = 0
-    rate_limited: int = 0
-    failures: int = 0
-    last_error: str | None = None
-    last_fill_s: float = 0.0  # when the queue last emptied after work, since the backfiller started
+    """Counters for ``/admin/stats`` (``wanted``: keys queued, each at most once a day; ``priced``: legs the
+    REST answer priced, the feed not having done it first)."""
+
+    def __init__(self) -> None:
+        self.wanted = self.requests = self.instruments = self.priced = self.rate_limited = self.failures = 0
+        self.last_error: str | None = None
+        self.last_fill_s = 0.0  # when the queue last emptied after work, since the backfiller started
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))
 
 
 class Backfiller:

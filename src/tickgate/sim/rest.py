@@ -60,15 +60,14 @@ class RequestPacer:
         return True
 
 
-@dataclass(slots=True)
 class QuoteStats:
-    requests: int = 0
-    answered: int = 0
-    instruments: int = 0
-    rate_limited: int = 0
-    refused: int = 0
-    max_per_second: int = 0  # most requests admitted within one second (must stay <= the limit)
-    _window: list[float] = field(default_factory=list)
+    """What the market quote answered (the control API's ``rest``); ``max_per_second`` is the most requests
+    admitted within one second, which Dhan's limit says is one."""
+
+    def __init__(self) -> None:
+        self.requests = self.answered = self.instruments = self.rate_limited = self.refused = 0
+        self.max_per_second = 0
+        self._window: list[float] = []
 
     def admitted(self, now: float, instruments: int) -> None:
         self.answered += 1
@@ -77,7 +76,7 @@ class QuoteStats:
         self.max_per_second = max(self.max_per_second, len(self._window))
 
     def to_json(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__ if not name.startswith("_")}
+        return {name: value for name, value in vars(self).items() if not name.startswith("_")}
 
 
 class MarketQuoteApi:

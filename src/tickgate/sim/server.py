@@ -293,18 +293,11 @@ class Simulator:
         """Base WebSocket URL (``ws://host:port``): the ``feed_url`` setting of a client under test."""
         return f"ws://{self.host}:{self.port}"
 
-    @property
-    def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        """Base of the REST market quote (``{rest_url}/v2/marketfeed/quote``): Dhan's ``https://api.dhan.co``."""
-        return f"http://{self.host}:{self._rest.port}"
-
-    @property
-    def master_url(self) -> str:
-        return f"{self.http_url}/master.csv"
+    # The plain-HTTP side on the feed port (control API, ``/master.csv``), and Dhan's REST market quote on a
+    # port of its own (``{rest_url}/v2/marketfeed/quote``: what ``https://api.dhan.co`` is to Dhan's feed).
+    http_url = property(lambda self: f"http://{self.host}:{self.port}")
+    master_url = property(lambda self: f"{self.http_url}/master.csv")
+    rest_url = property(lambda self: f"http://{self.host}:{self._rest.port}")
 
     def feed_url(self, token: str | None = None, client_id: str | None = None, **extra: str) -> str:
         """A full Dhan-style connect URL (defaults: the first valid credentials)."""
