@@ -145,6 +145,9 @@ async def test_a_429_is_honoured_and_the_keys_come_back(make_sim: Callable[..., 
     store = QuoteStore()
     backfill = Backfiller(sim.rest_url, credentials, store, FeedLimits())
     try:
+        backfill.start()  # its first request waits one interval (a restart must not race its predecessor)
+        backfill.want(keys, PRIORITY_USER)
+        await asyncio.sleep(0.85)
         async with httpx.AsyncClient(base_url=sim.rest_url) as other:
             r = await other.post(
                 "/v2/marketfeed/ltp",
@@ -152,8 +155,6 @@ async def test_a_429_is_honoured_and_the_keys_come_back(make_sim: Callable[..., 
                 headers={"access-token": DEFAULT_TOKEN, "client-id": DEFAULT_CLIENT_ID},
             )
             assert r.status_code == 200
-        backfill.start()
-        backfill.want(keys, PRIORITY_USER)
         began = time.monotonic()
         while not all((q := store.get(key)) is not None and q.ltp for key in keys):
             assert time.monotonic() - began < 10, backfill.stats

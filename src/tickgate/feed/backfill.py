@@ -197,6 +197,9 @@ class Backfiller:
             base_url=self.base_url, timeout=self._timeout, transport=self._transport
         )
         self._started = time.monotonic()
+        # The first request waits one interval: a restart must not race its predecessor's last request
+        # (same client id, same second: Dhan would answer 429).
+        self._next_at = self._started + self._interval
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tickgate-backfill")
 
     async def stop(self) -> None:
