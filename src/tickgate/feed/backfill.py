@@ -207,6 +207,8 @@ class Backfiller:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._answer(self._urgent, [])  # whoever still waits for a quote goes on without, now
+        self._urgent.clear()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
