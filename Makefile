@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest browser demo bench fuzz chaos bad-input clean
+.PHONY: test lint typecheck pytest browser promtool demo bench fuzz chaos week bad-input clean
 
 $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # none, or half-made
@@ -21,11 +21,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser promtool
 	$(BIN)/pytest -q
 
 browser:  # the dashboard test's Chromium (Debian's; apt-get when missing and usable)
 	@scripts/ensure-deb chromium chromium "the dashboard test's browser"
+
+promtool:  # checks docs/alerts.yml (Debian's prometheus package; its daemon is not started)
+	@scripts/ensure-deb promtool prometheus "checks docs/alerts.yml"
 
 demo: $(STAMP)
 	$(BIN)/tickgate demo
@@ -33,7 +36,7 @@ demo: $(STAMP)
 # Every bench at its default (issue-target) size, then docs/PERFORMANCE.md from their results. A failing bench
 # does not stop the others; the report is written from what ran (a failed bench shows as failed, never with
 # figures) and then make fails naming it.
-BENCHES := decode registry planner ingest api cli backfill
+BENCHES := decode registry planner ingest api cli backfill analytics accounts
 
 bench: $(STAMP)
 	@scripts/ensure-deb wrk wrk "the option-chain load generator"
@@ -51,6 +54,11 @@ fuzz: $(STAMP)
 
 chaos: $(STAMP)
 	TICKGATE_CHAOS_SECONDS=900 TICKGATE_CHAOS_RECOVERY_S=10 $(BIN)/pytest -q -s tests/chaos
+
+# Five trading days of the real service against the simulator on a virtual clock (tests/week; its one-day
+# form runs in `make test`). Prints a summary table and writes it to tests/week/out/.
+week: $(STAMP)
+	TICKGATE_WEEK_DAYS=5 $(BIN)/pytest -q -s -p no:logging tests/week
 
 bad-input: $(STAMP)  # long bad-input runs: schemathesis >= 1,000 cases, decoder fuzz >= 1,000,000 frames
 	TICKGATE_SCHEMATHESIS_EXAMPLES=100 TICKGATE_SCHEMATHESIS_MIN_CASES=1000 $(BIN)/pytest -q -s tests/api/test_schemathesis.py

@@ -69,33 +69,36 @@ def pct(values: list[int], q: float) -> int:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def fill(ids: Ids, limits: FeedLimits) -> tuple[Planner, int, int, int, list[str]]:
-    """A fresh planner, five connections up, filled to capacity with the realistic mix.
+def fill(ids: Ids, limits: FeedLimits, accounts: int = 1) -> tuple[Planner, int, int, int, list[str]]:
+    """A fresh planner, every connection of ``accounts`` accounts up, filled to capacity with the realistic
+    mix (Tier B scaled with the accounts, each index's chains one family).
     Returns (planner, wall ns, CPU ns, actions emitted, Tier A group ids)."""
-    p = Planner(limits)
-    for c in range(limits.sockets_per_account):
-        p.connection_up(c)
+    p = Planner(limits, accounts=[limits.feed_sockets] * accounts)
+    p.connections_up(range(limits.feed_sockets * accounts))
     ids.rewind()
     actions = 0
     a_groups: list[str] = []
     c0 = time.thread_time_ns()
     t0 = time.perf_counter_ns()
-    for i in range(TIER_B_CHAINS):
-        r = p.add_group(f"B:IDX{i}", Tier.B, ids.take(CHAIN_B), FeedMode.QUOTE, "tierb", 0.0)
+    for i in range(TIER_B_CHAINS * accounts):
+        family = f"IDX{i % 6}"  # six indices, each across expiries
+        r = p.add_group(f"B:IDX{i}", Tier.B, ids.take(CHAIN_B), FeedMode.QUOTE, "tierb", 0.0, family=family)
         actions += len(r.actions)
-    r = p.add_group("B:MCXFUT", Tier.B, ids.take(26, ExchangeSegment.MCX_COMM), FeedMode.FULL, "tierb", 0.0)
+    mcx = ids.take(26, ExchangeSegment.MCX_COMM)
+    r = p.add_group("B:MCXFUT", Tier.B, mcx, FeedMode.FULL, "tierb", 0.0)
     actions += len(r.actions)
     n = 0
-    while p.plan_capacity().free >= CHAIN_A:
+    while free := p.plan_capacity().free:  # the last chain takes what is left
         gid = f"A:{n}"
-        r = p.add_group(gid, Tier.A, ids.take(CHAIN_A), FeedMode.FULL, f"u{n % 40}", 1.0 + n)
+        size = min(CHAIN_A, free)
+        r = p.add_group(gid, Tier.A, ids.take(size), FeedMode.FULL, f"u{n % 40}", 1.0 + n)
         actions += len(r.actions)
         a_groups.append(gid)
         n += 1
     wall = time.perf_counter_ns() - t0
     cpu = time.thread_time_ns() - c0
     p.drain_events()
-    assert p.plan_capacity().placed == limits.total_capacity
+    assert p.plan_capacity().placed == limits.total_capacity * accounts
     return p, wall, cpu, actions, a_groups
 
 

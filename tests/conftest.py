@@ -6,7 +6,9 @@ issues ask for; ``dev`` is a quicker loop; ``fuzz`` is the long documented run.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +56,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = Path(
     os.environ.get("TICKGATE_SAMPLES_DIR", REPO_ROOT.parent / "shared" / "data" / "dhan-samples")
 )
+
+
+def _dump_tasks(signum: int, frame: object) -> None:
+    """``kill -USR1 <pytest>``: every asyncio task's stack, in ``$TMPDIR/pytest-tasks-<pid>.txt`` (pytest
+    captures stderr), so that a hung test shows what it awaits."""
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"pytest-tasks-{os.getpid()}.txt"
+    with out.open("w") as f:
+        try:
+            tasks = asyncio.all_tasks()
+        except RuntimeError:
+            f.write("no running event loop\n")
+            return
+        for task in tasks:
+            f.write(f"--- {task.get_name()}\n")
+            task.print_stack(file=f)
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)
 
 
 @pytest.fixture(scope="session")

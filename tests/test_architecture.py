@@ -25,6 +25,9 @@ PURE = (
     "orchestrator.py",
     "sim/core.py",
     "feed/watchdog.py",
+    "dhan/budget.py",
+    "analytics/black76.py",
+    "analytics/chain.py",
     "schedule/sessions.py",
 )
 IO_MODULES = frozenset(
@@ -61,6 +64,7 @@ LOWER = (
     "sim",
     "orchestrator.py",
     "clock.py",
+    "accounts.py",
 )
 FEED_LIKE = ("feed", "_feed", "sink", "_sink", "manager")
 
@@ -146,6 +150,8 @@ STORE_PARTS = (
     "store/audit.py",
     "store/atm.py",
     "store/meta.py",
+    "store/commands.py",
+    "store/lease.py",
     "store/batch.py",
     "store/writer.py",
 )

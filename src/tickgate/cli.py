@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tickgate import __version__
-from tickgate.api.cli import eod, serve, users_app
+from tickgate.api.cli import accounts_app, eod, gateway, serve, users_app
 from tickgate.chains.cli import tierb_app
 from tickgate.instruments.cli import instruments_app
 
@@ -21,7 +21,9 @@ app = typer.Typer(
 app.add_typer(instruments_app, name="instruments")
 app.add_typer(tierb_app, name="tierb")
 app.add_typer(users_app, name="users")
+app.add_typer(accounts_app, name="accounts")
 app.command()(serve)
+app.command()(gateway)
 app.command()(eod)
 
 
@@ -117,6 +119,17 @@ def simulate(
         float,
         typer.Option(help="Thin far strikes: an option trades with chance exp(-|ln K/S| / this); 0: off."),
     ] = 0.0,
+    snapshot_after_hours: Annotated[
+        bool,
+        typer.Option(help="A subscribe outside the session answers with one packet of the last values."),
+    ] = False,
+    account: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another account as CLIENT_ID=TOKEN (repeat for several): each has its own 5 sockets,"
+            " limits, tokens and faults."
+        ),
+    ] = None,
     clock_start: ClockStart = None,
     clock_speed: ClockSpeed = None,
 ) -> None:
@@ -136,6 +149,12 @@ def simulate(
     if clock_speed is not None:
         updates["clock_speed"] = clock_speed
     settings = Settings().model_copy(update=updates)
+    credentials = {client_id: token}
+    for item in account or []:
+        cid, sep, secret = item.partition("=")
+        if not sep or not cid or not secret:
+            raise typer.BadParameter(f"--account takes CLIENT_ID=TOKEN, got {item.split('=')[0]!r}=…")
+        credentials[cid] = secret
 
     asyncio.run(
         run(
@@ -147,6 +166,7 @@ def simulate(
             stack=stack,
             token=token,
             client_id=client_id,
+            credentials=credentials,
             corrupt_pct=corrupt_pct,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
@@ -157,6 +177,7 @@ def simulate(
             market_hours=market_hours,
             liquidity_width=liquidity,
             prev_close=prev_close,
+            snapshot_after_hours=snapshot_after_hours,
             clock=settings.make_clock(),
         )
     )

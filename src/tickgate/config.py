@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickgate.clock import Clock, clock_for
@@ -31,9 +31,30 @@ class FeedLimits(BaseModel, frozen=True):
         1.0, gt=0, description="REST market-quote requests per second per client id; beyond it, HTTP 429."
     )
 
+    reserved_sockets: int = Field(
+        0,
+        ge=0,
+        description="Of the account's sockets, how many tickgate leaves to the desk's other programs on the"
+        " same client id (a 6th socket would drop the oldest with 805).",
+    )
+
+    @model_validator(mode="after")
+    def _one_socket_left(self) -> FeedLimits:
+        if self.reserved_sockets >= self.sockets_per_account:
+            raise ValueError(
+                f"reserved_sockets ({self.reserved_sockets}) must leave at least one of the account's"
+                f" {self.sockets_per_account} sockets to tickgate"
+            )
+        return self
+
+    @property
+    def feed_sockets(self) -> int:
+        """The sockets tickgate opens and plans on: the account's, less those reserved for other programs."""
+        return self.sockets_per_account - self.reserved_sockets
+
     @property
     def total_capacity(self) -> int:
-        return self.sockets_per_account * self.instruments_per_socket
+        return self.feed_sockets * self.instruments_per_socket
 
 
 class MasterSettings(BaseModel, frozen=True):
@@ -48,6 +69,12 @@ class MasterSettings(BaseModel, frozen=True):
     )
     fetch_timeout_s: float = Field(60.0, gt=0, description="Per-read timeout of the master download.")
     keep_copies: int = Field(5, ge=1, description="Cached daily masters kept in <data_dir>/masters.")
+    retry_pauses_s: tuple[float, ...] = Field(
+        (0.0, 2.0, 10.0),
+        min_length=1,
+        description="Seconds before each attempt to download the day's master (its length is the number of"
+        " attempts); after the last, the newest cached copy is used, with an error saying how old it is.",
+    )
 
 
 class FeedClientSettings(BaseModel, frozen=True):
@@ -63,6 +90,32 @@ class FeedClientSettings(BaseModel, frozen=True):
     )
     backoff_805_s: float = Field(
         90.0, gt=0, description="Delay after Dhan's 805 (too many connections): never reconnect-storm."
+    )
+    block_cooloff_s: float = Field(
+        120.0, gt=0, description="After Dhan's 429 at a handshake: the whole account waits this long..."
+    )
+    block_cooloff_max_s: float = Field(
+        1_800.0,
+        gt=0,
+        description="... doubling while it happens again before a connection succeeds, to this.",
+    )
+    budget_strikes: int = Field(
+        2,
+        ge=1,
+        description="805s (another program opened a socket on the client id) within budget_window_s that"
+        " make tickgate give up the sockets they closed instead of dropping the other program in turn.",
+    )
+    budget_window_s: float = Field(
+        600.0, gt=0, description="Market seconds: the 805 window, and how long a probe must live."
+    )
+    budget_regrow_after_s: float = Field(
+        5_400.0,
+        gt=0,
+        description="Market seconds without an 805 before one given-up socket is probed back (a desk's other"
+        " program usually runs for hours: probing sooner costs it a socket for nothing).",
+    )
+    budget_regrow_max_s: float = Field(
+        4 * 3_600.0, gt=0, description="The wait doubles after a failed probe, to this."
     )
     fatal_recheck_s: float = Field(
         30.0, gt=0, description="After a fatal reason (bad/expired token…), how often the token is re-read."
@@ -159,6 +212,25 @@ class StoreSettings(BaseModel, frozen=True):
     )
 
 
+class AnalyticsSettings(BaseModel, frozen=True):
+    """Live option analytics (tickgate.analytics; docs/decisions/0006-option-analytics.md)."""
+
+    rate: float = Field(
+        0.065,
+        ge=-0.05,
+        le=0.5,
+        description="Risk-free rate, continuously compounded, for Black-76's discounting and put-call parity"
+        " (6.5 %: close to Indian short rates, and the simulator's cost of carry).",
+    )
+    min_interval_s: float = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="A chain's analytics are recomputed at most this often (and only when a leg moved),"
+        " however many REST callers and push clients read them.",
+    )
+
+
 class ApiSettings(BaseModel, frozen=True):
     """The HTTP API and its live push channel (tickgate.api)."""
 
@@ -169,6 +241,13 @@ class ApiSettings(BaseModel, frozen=True):
         description="Most updates per second sent to one push client (coalesced; a client may ask for fewer"
         " with ?max_hz=). Also the latency bound: a tick waits at most 1/max_hz for its client's next send"
         " (100: at most 10 ms, so a tick reaches 100 clients within 50 ms at p99 at 50k packets/s).",
+    )
+    push_analytics_hz: float = Field(
+        2.0,
+        gt=0,
+        le=100,
+        description="Most analytics messages a second per chain to one push client: a chain's analytics are"
+        " kilobytes, and a desk reads IV and Greeks, not their every tick (quotes go at push_max_hz).",
     )
     push_compression: bool = Field(
         False, description="Offer permessage-deflate on the push WebSocket (costs CPU per client)."
@@ -237,6 +316,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     chains: ChainSettings = Field(default_factory=ChainSettings)
     api: ApiSettings = ApiSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
 
     feed_url: str = "wss://api-feed.dhan.co"
     rest_url: str = Field(
@@ -249,6 +329,45 @@ class Settings(BaseSettings):
     )
     dhan_access_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("DHAN_ACCESS_TOKEN", "TICKGATE_DHAN_ACCESS_TOKEN")
+    )
+    dhan_pin: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("DHAN_PIN", "TICKGATE_DHAN_PIN"),
+        description="With DHAN_TOTP_SECRET: a token is generated headless when renewal fails.",
+    )
+    dhan_totp_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DHAN_TOTP_SECRET", "TICKGATE_DHAN_TOTP_SECRET")
+    )
+    bus_url: str | None = Field(
+        None,
+        description="The broker (NATS, nats://host:4222) a gateway publishes its quotes on for its API"
+        " replicas (tickgate.bus); None: no publishing (the all-in-one serve).",
+    )
+    gateway_lease_ttl_s: float = Field(
+        5.0,
+        gt=0,
+        description="The gateway's lease (tickgate gateway): renewed every fifth of it; a holder that cannot"
+        " renew steps down at 0.6 of it; a standby takes over once it has run out.",
+    )
+    bus_prefix: str = Field(
+        "", description="Prefix of the broker subjects: several deployments (or test runs) on one broker."
+    )
+    accounts_file: Path | None = Field(
+        None,
+        description="Several Dhan accounts pooled by one planner: a TOML file of [[accounts]] name,"
+        " client_id, reserved_sockets, with no secret in it (tickgate.accounts). None: DHAN_CLIENT_ID alone.",
+    )
+    secrets_file: Path | None = Field(
+        None,
+        description="The accounts' tokens, PINs and TOTP secrets (TOML, [name] access_token/pin/totp_secret),"
+        " mode 0600; the environment's DHAN_ACCESS_TOKEN_<NAME> etc. take precedence.",
+    )
+    auth_url: str = Field(
+        "https://auth.dhan.co",
+        description="Dhan's token generation (generateAccessToken); beside another feed's REST side, that.",
+    )
+    token_renew_margin_s: float = Field(
+        3_600.0, ge=0, description="Renew the Dhan token this long (market seconds) before it expires."
     )
 
     data_dir: Path = Path.home() / ".local" / "share" / "tickgate"

@@ -26,6 +26,7 @@ from tickgate.dhan.protocol import FeedMode
 DEMO_USER = "demo"
 DEMO_WATCHLIST = ("RELIANCE", "HDFCBANK", "INFY", "TCS", "SBIN")
 DEMO_RATE = 20_000.0  # packets/s across all sockets: a busy but ordinary market
+OFFLINE_FEED = "ws://127.0.0.1"  # what the demo's master is resolved for: a simulator on this machine
 
 
 def demo_settings(clock_start: dt.datetime | None = None, clock_speed: float | None = None) -> Settings:
@@ -89,7 +90,8 @@ async def run_demo(
     console.print(f"[bold]Data directory[/]: {settings.data_dir}")
     console.print(f"[bold]Clock[/]: {_describe_clock(clock.describe())}")
     with console.status("Scrip master: generating/loading a full-size master…"):
-        master = await asyncio.to_thread(resolve_master, settings, today)
+        # the demo's feed is its own simulator (below): offline, whatever TICKGATE_FEED_URL says
+        master = await asyncio.to_thread(resolve_master, settings, today, feed_url=OFFLINE_FEED)
         registry = await asyncio.to_thread(InstrumentRegistry.load, master, today=today)
     console.print(f"[bold]Scrip master[/]: {master} ({len(registry):,} instruments)")
     # Always open unless asked: a demo started in the evening still shows moving prices. ``--market-hours``

@@ -179,7 +179,7 @@ def test_metrics(api: Api) -> None:
         "tickgate_push_clients",
         'tickgate_api_request_seconds_bucket{le="0.005",method="GET",route="/api/v2/watchlist",status="200"}',
         'tickgate_store_writer{stat="audit_written"}',
-        "tickgate_connection_up{connection=",
+        'tickgate_connection_up{account="default",connection=',
         'tickgate_background_failures_total{loop="recentre"} 0.0',
         'tickgate_background_failures_total{loop="decoder"} 0.0',
     ):

@@ -100,6 +100,44 @@ def test_chain_subscription_follows_watchlist(api: Api) -> None:
         assert quotes
 
 
+def test_chain_analytics_are_pushed_when_recomputed(api: Api) -> None:
+    """``analytics:<watchlist id>``: the chain's analytics arrive as they are recomputed, with every leg's
+    IV and Greeks; the same rendering reaches every client of that chain (one per recomputation)."""
+    h = api.user("greeks")
+    added = api.client.post(
+        f"{PREFIX}/watchlist", json={"symbol": "RELIANCE", "strikes": 7}, headers=h
+    ).json()
+    wid = added["entry"]["id"]
+    other = api.user("peeker")
+    with api.client.websocket_connect(f"{PREFIX}/stream?key={other['X-API-Key']}") as ws:
+        ws.send_json({"subscribe": [f"analytics:{wid}"]})
+        assert ws.receive_json()["rejected"], "another user's chain analytics must not be streamable"
+    with api.client.websocket_connect(f"{PREFIX}/stream?key={h['X-API-Key']}") as ws:
+        ws.send_json({"subscribe": [f"analytics:{wid}"]})
+        ack = ws.receive_json()
+        assert ack["items"] == [f"analytics:{wid}"]
+        assert ack["rejected"] == []
+        deadline = time.monotonic() + 20
+        got: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(got) < 2:
+            message = ws.receive_json()
+            if message["type"] == "analytics" and message["analytics"]["atm_iv"] is not None:
+                got.append(message)
+        assert len(got) == 2, "no analytics pushed"
+        first, second = got
+        assert first["chain"] == wid
+        assert second["analytics"]["computed_at_version"] > first["analytics"]["computed_at_version"]
+        columns = first["legs"]  # one list per field, in the same order
+        legs = {
+            key: {name: values[i] for name, values in columns.items()} for i, key in enumerate(columns["key"])
+        }
+        assert set(legs) == set(added["keys"]) - {k for k in added["keys"] if k.startswith("NSE_EQ")}
+        assert first["analytics"]["atm_iv"] == pytest.approx(0.30, abs=0.03)  # the simulator's equity vol
+        priced = [leg for leg in legs.values() if leg["reason"] == "OK"]
+        assert priced
+        assert all(leg["iv"] > 0 and leg["vega"] > 0 for leg in priced)
+
+
 def test_unauthorized_closes(api: Api) -> None:
     with (
         pytest.raises(WebSocketDisconnect) as info,

@@ -522,9 +522,8 @@ def test_cors(api: Api) -> None:
 def test_openapi_has_models_for_everything(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()
     paths = schema["paths"]
-    assert (
-        len([op for p in paths.values() for op in p]) == 20
-    )  # the 16 of the seed (GET+POST /watchlist counted apart) + health + planner view + pin and unpin
+    # the 16 of the seed (GET+POST /watchlist counted apart) + health + planner view + pin, unpin, token
+    assert len([op for p in paths.values() for op in p]) == 21
     for path, ops in paths.items():
         for method, op in ops.items():
             ok = op["responses"].get("200")
@@ -567,3 +566,52 @@ def test_one_error_table_gives_the_same_answer_everywhere() -> None:
         assert f'"code":"{code}"' in direct.body.decode()
     listed = known_error(ExpiryNotListedError("not listed", [dt.date(2026, 12, 8)]))
     assert "2026-12-08" in listed.body.decode()
+
+
+def test_option_chain_analytics_are_computed_once_and_shared(api: Api) -> None:
+    """``?analytics=true``: every leg's IV and Greeks and the chain's ATM IV, PCR and max pain, in the
+    documented model; the simulator prices index options at 14 % volatility, and the chain says so."""
+    h = api.user("analyst")
+    tier_b = api.service.tier_b
+    assert tier_b is not None
+    expiry = next(g.expiry for g in tier_b.groups if g.expiry is not None and g.group.startswith("B:NIFTY:"))
+    assert expiry is not None
+    params = {"expiry": expiry.date.isoformat(), "strikes": 11, "analytics": "true"}
+
+    def fetch() -> dict[str, Any]:
+        r = api.client.get(f"{PREFIX}/option-chain/NIFTY", params=params, headers=h)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def ready() -> bool:
+        a = fetch()["analytics"]
+        return a is not None and a["atm_iv"] is not None and a["forward"] is not None
+
+    assert api.wait(ready, 20), fetch()["analytics"]
+    body = fetch()
+    assert OptionChainResponse.model_validate(body).model_dump(mode="json") == body
+    chain = body["analytics"]
+    assert chain["forward_source"] in ("future", "parity")
+    assert chain["atm_iv"] == pytest.approx(0.14, abs=0.01)
+    assert chain["max_pain_strikes"] > 0
+    assert chain["max_pain"] in {row["strike"] for row in body["rows"]}
+    assert chain["years_to_expiry"] > 0
+    atm = next(row for row in body["rows"] if row["strike"] == chain["atm_strike"])
+    for side, sign in (("ce", 1), ("pe", -1)):
+        leg = atm[side]["analytics"]
+        assert leg["reason"] == "OK"
+        assert leg["iv"] == pytest.approx(0.14, abs=0.01)
+        assert 0.3 < sign * leg["delta"] < 0.7
+        assert leg["gamma"] > 0
+        assert leg["vega"] > 0
+        assert leg["theta"] < 0
+    plain = api.client.get(
+        f"{PREFIX}/option-chain/NIFTY", params={**params, "analytics": "false"}, headers=h
+    ).json()
+    assert plain["analytics"] is None
+    assert plain["rows"][0]["ce"]["analytics"] is None
+    engine = api.service.analytics
+    before = engine.computed
+    for _ in range(30):  # thirty readers: the rendered chain is shared (and the engine reuses its work)
+        fetch()
+    assert engine.computed - before < 30

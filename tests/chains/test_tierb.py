@@ -182,6 +182,27 @@ def test_live_prices_centre_the_windows(shipped: TierBUniverse, registry: Instru
     assert other.ltp_source == "reference"
 
 
+def test_a_restart_centres_each_window_where_it_last_sat(
+    shipped: TierBUniverse, registry: InstrumentRegistry
+):
+    """Without a price, a window goes back on the ATM it last sat on (the ATM cache), not on the middle of
+    the listing that the first live price would move it from; a live price still wins."""
+    day = dt.date(2026, 7, 14)
+    placed = {("NIFTY", day): 25_500.0}
+    p = shipped.resolve(registry, TODAY, placed=lambda s, d: placed.get((s, d)))
+    w = p.group("B:NIFTY:2026-07-14").window
+    assert w is not None
+    assert (w.atm_strike, w.ltp_source) == (25_500.0, "given")
+    other = p.group("B:BANKNIFTY:2026-07-28").window
+    assert other is not None
+    assert other.ltp_source == "reference"  # nothing placed before
+    live = shipped.resolve(
+        registry, TODAY, ltp_of={NIFTY: 26_130.0}.get, placed=lambda s, d: placed.get((s, d))
+    ).group("B:NIFTY:2026-07-14")
+    assert live.window is not None
+    assert live.window.atm_strike == 26_150.0
+
+
 # ---------------------------------------------------------------------------------------------- roll
 
 

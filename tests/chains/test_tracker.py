@@ -87,6 +87,27 @@ def test_a_jump_goes_straight_to_the_nearest_strike(engine: AtmEngine, tracker: 
     assert len(r.added) == len(r.removed) == 2 * 4
 
 
+def test_a_price_beyond_the_listing_clamps_the_window_at_its_edge(engine: AtmEngine, tracker: ChainTracker):
+    """The live price runs past the highest listed strike: the window follows it to the edge of the listing
+    (truncated, never shifted past it), and further moves beyond the edge change nothing."""
+    w = start(engine, tracker, 56_410.0)
+    top = w.listing.strikes[-1]
+    prices = Prices()
+    prices.ltp[w.underlying.key] = top * 1.5
+    [r] = tracker.check(prices, 100.0)
+    assert r.new.atm_strike == top
+    assert r.new.atm_index == len(r.new.listing.strikes) - 1
+    assert (r.new.truncated_below, r.new.truncated_above) == (0, 12)
+    assert r.new.rows[-1].strike == top
+    for t, ltp in ((200.0, top * 2.0), (300.0, top * 1.1), (400.0, top + 1.0)):
+        prices.ltp[w.underlying.key] = ltp
+        assert tracker.check(prices, t) == [], ltp
+    prices.ltp[w.underlying.key] = w.listing.strikes[0] / 3  # and below the lowest
+    [down] = tracker.check(prices, 500.0)
+    assert down.new.atm_strike == w.listing.strikes[0]
+    assert down.new.truncated_below == 12
+
+
 def test_hysteresis_uses_the_local_gap_on_a_non_uniform_grid(engine: AtmEngine, tracker: ChainTracker):
     w = start(engine, tracker, 41_000.0, expiry=SEP)
     assert w.atm_strike == 41_000.0

@@ -41,6 +41,11 @@ FEED_TIMING_ENV = {
     "TICKGATE_FEED__PING_TIMEOUT_S": "6",
     "TICKGATE_FEED__STALE_AFTER_S": "8",
     "TICKGATE_FEED__FATAL_RECHECK_S": "5",
+    # Another program's sockets (the foreign fault): 805s within 30 s give sockets up, probed back after
+    # 10 s without one (a real account: 10 min and an hour).
+    "TICKGATE_FEED__BUDGET_WINDOW_S": "30",
+    "TICKGATE_FEED__BUDGET_REGROW_AFTER_S": "10",
+    "TICKGATE_FEED__BUDGET_REGROW_MAX_S": "40",
 }
 
 # The suite's one clock (tests/pinned.py): the simulator's records, the service's audit rows and these
@@ -204,6 +209,17 @@ def read_plan(db_path: Path) -> tuple[dict[int, set[PlanKey]], int, int]:
     return placed, tier_b, tier_b_unplaced
 
 
+def desired_keys(db_path: Path) -> dict[PlanKey, str]:
+    """Every key of the plan, placed or waiting, with its mode (the ``subscriptions`` table) → its owners
+    (for a report when two plans differ)."""
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = con.execute("SELECT segment, security_id, mode, owners FROM subscriptions").fetchall()
+    finally:
+        con.close()
+    return {(str(segment), int(sid), str(mode)): str(owners) for segment, sid, mode, owners in rows}
+
+
 def sim_sockets(sim: Simulator) -> dict[int, frozenset[PlanKey]]:
     return {
         sid: frozenset((k.segment.name, k.security_id, m.name) for k, m in subs.items())
@@ -307,6 +323,7 @@ class Tally:
     samples: list[Sample] = field(default_factory=list)
     corrupt_frames: dict[int, int] = field(default_factory=dict)  # incarnation -> service's counter
     unaudited: list[str] = field(default_factory=list)
+    restart_key_sets: list[int] = field(default_factory=list)  # keys compared, one entry per graceful restart
     audit_lost_to_kill: int = 0
     journal_changes: int = 0
     not_yet: Counter[str] = field(default_factory=Counter)  # why observations were not consistent

@@ -4,11 +4,13 @@ market quote (1,000 instruments a request, one request a second, 429 honoured, f
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
 import httpx
 import numpy as np
+import pytest
 
 from tickgate.config import FeedLimits
 from tickgate.dhan.batch import decode_batch
@@ -48,6 +50,21 @@ def test_queue_orders_users_then_tier_b_then_the_rest_once_a_day() -> None:
     assert q.want([k(4)], PRIORITY_USER) == 1
 
 
+def test_the_start_up_cohort_counts_down_as_it_is_answered() -> None:
+    q = BackfillQueue()
+    q.want([k(i) for i in range(2_500)], PRIORITY_TIER_B)
+    assert q.mark_cohort() == 2_500
+    q.want([k(9_000)], PRIORITY_USER)  # an add after start: asked first, not part of the start-up
+    first = q.take(1_000)
+    assert first[0] == k(9_000)
+    q.done(first)
+    assert q.cohort_left == 1_501
+    rest = q.take(5_000)
+    assert rest == [k(i) for i in range(999, 2_500)]
+    q.done(rest)
+    assert (q.cohort_left, len(q)) == (0, 0)
+
+
 def test_request_body_and_dhan_answer() -> None:
     assert request_body([k(1), InstrumentKey(ExchangeSegment.IDX_I, 13), k(2)]) == {
         "NSE_FNO": [1, 2],
@@ -69,10 +86,24 @@ def test_request_body_and_dhan_answer() -> None:
         },
         "status": "success",
     }
-    quotes = {q.key: q for q in parse_quotes(answer)}
+    quotes = {q.key: q for q in parse_quotes(json.dumps(answer).encode())}
     leg = quotes[k(49081)]
     assert (leg.ltp, leg.prev_close, leg.open, leg.oi, leg.volume) == (368.15, 350.5, None, 1200, 0)
     assert quotes[InstrumentKey(ExchangeSegment.IDX_I, 13)].ltp == 26012.35
+
+
+def test_a_malformed_value_loses_that_value_and_a_malformed_answer_fails_clearly() -> None:
+    body = {
+        "data": {"NSE_FNO": {"7": {"last_price": "n/a", "ohlc": {"close": 12.5}, "oi": -1, "volume": 40}}}
+    }
+    (leg,) = parse_quotes(json.dumps(body).encode())
+    assert (leg.key, leg.ltp, leg.prev_close, leg.oi, leg.volume) == (k(7), None, 12.5, None, 40)
+    with pytest.raises(ValueError, match="malformed"):
+        parse_quotes(b"<html>502 Bad Gateway</html>")
+    with pytest.raises(ValueError, match="malformed"):
+        parse_quotes(b'{"data": {"NSE_FNO": [1, 2]}}')
+    with pytest.raises(ValueError, match="without a data object"):
+        parse_quotes(b'{"status": "failure"}')
 
 
 def _ticker(key: InstrumentKey, ltp: float) -> bytes:
@@ -145,16 +176,15 @@ async def test_a_429_is_honoured_and_the_keys_come_back(make_sim: Callable[..., 
     store = QuoteStore()
     backfill = Backfiller(sim.rest_url, credentials, store, FeedLimits())
     try:
-        backfill.start()  # its first request waits one interval (a restart must not race its predecessor)
-        backfill.want(keys, PRIORITY_USER)
-        await asyncio.sleep(0.85)
-        async with httpx.AsyncClient(base_url=sim.rest_url) as other:
+        async with httpx.AsyncClient(base_url=sim.rest_url) as other:  # another program on the account
             r = await other.post(
                 "/v2/marketfeed/ltp",
                 json={"NSE_FNO": [keys[0].security_id]},
                 headers={"access-token": DEFAULT_TOKEN, "client-id": DEFAULT_CLIENT_ID},
             )
             assert r.status_code == 200
+        backfill.start()  # nothing of this process asked before: its first request goes at once, a 429
+        backfill.want(keys, PRIORITY_USER)
         began = time.monotonic()
         while not all((q := store.get(key)) is not None and q.ltp for key in keys):
             assert time.monotonic() - began < 10, backfill.stats
@@ -162,6 +192,11 @@ async def test_a_429_is_honoured_and_the_keys_come_back(make_sim: Callable[..., 
         assert backfill.stats.rate_limited == 1
         assert sim.state(subscriptions=False, history=False)["rest"]["max_per_second"] == 1
         assert np.isfinite(store.get(keys[-1]).prev_close)  # type: ignore[union-attr,arg-type]
+        await backfill.stop()
+        backfill = Backfiller(sim.rest_url, credentials, store, FeedLimits())  # a restart in this process
+        backfill.start()  # waits out its predecessor's last answer
+        assert len(await backfill.quote_now(keys[:1], timeout=5)) == 1
+        assert sim.state(subscriptions=False, history=False)["rest"]["rate_limited"] == 1
     finally:
         await backfill.stop()
         await sim.close()

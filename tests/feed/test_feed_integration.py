@@ -219,7 +219,10 @@ async def test_corrupt_frames_are_counted_not_fatal(
     )
     await manager.wait_until(lambda: manager.metrics.corrupt_frames > 5, 10)
     assert manager.metrics.corrupt_frames > 5
-    assert manager.all_up()
+    # Skipped, never fatal. (A busy CI machine can miss a ping deadline and drop a socket meanwhile: it
+    # comes back, which is what "all up" waits for.)
+    assert manager.pool.fatal is None
+    assert await manager.wait_until(manager.all_up, 10)
     assert manager.store.packets > 0
     await _converged(manager, sim)
 
@@ -388,3 +391,129 @@ async def test_previous_close_and_change_under_both_of_dhan_s_behaviours(
         assert quote.change == pytest.approx(quote.ltp - quote.prev_close)
     if mode == "indices":
         assert manager.metrics.packets_by_code.get(6, 0) == 0  # option legs: no code 6 at all
+
+
+async def test_a_stop_while_sockets_connect_leaves_none_open(make_sim: Callable[..., Simulator]) -> None:
+    """A stop can land at any moment of a handshake. On Python 3.11 ``asyncio.wait_for`` could hand back a
+    connection completed at the instant of the cancel, losing the cancel: that socket stayed open and the
+    stop waited on it forever (seen as a hung test teardown in CI). Stops across the handshake's window."""
+    universe, groups = big_universe(2)
+    sim = make_sim(universe=universe)
+    await sim.start()
+    try:
+        for step in range(24):
+            settings = fast_settings(None, startup_barrier_s=0.0)
+            planner = Planner(settings.limits)
+            add_groups(planner, groups, Tier.B, "B")
+            manager = FeedManager(settings, planner, credentials, url=sim.url)
+            start = asyncio.create_task(manager.start())
+            await asyncio.sleep(step * 0.002)
+            async with asyncio.timeout(10):  # a lost cancel hangs here
+                await manager.stop()
+                start.cancel()
+                await asyncio.gather(start, return_exceptions=True)
+            async with asyncio.timeout(5):
+                while sim.open_sockets():
+                    await asyncio.sleep(0.01)
+    finally:
+        await sim.close()
+
+
+async def _feed_on_sim(
+    make_sim: Callable[..., Simulator],
+    running: list[object],
+    chains: int,
+    limits: FeedLimits | None = None,
+    **feed: float,
+) -> tuple[Simulator, FeedManager]:
+    """A simulator and a started feed carrying ``chains`` chains as Tier B, every socket up (both closed by
+    the ``running`` fixture)."""
+    universe, groups = big_universe(chains)
+    sim = make_sim(universe=universe)
+    await sim.start()
+    running.append(sim)
+    settings = fast_settings(limits, startup_barrier_s=0.0, **feed)
+    planner = Planner(settings.limits)
+    add_groups(planner, groups, Tier.B, "B")
+    manager = FeedManager(settings, planner, credentials, url=sim.url)
+    await manager.start()
+    running.append(manager)
+    assert await manager.wait_until(manager.all_up, 10)
+    return sim, manager
+
+
+async def test_a_recycle_and_a_stop_say_goodbye_first(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    """Closing on purpose sends Dhan's disconnect request (code 12) before the close: the simulator records
+    each socket so closed as the client's request, with its subscriptions dropped."""
+    sim, manager = await _feed_on_sim(make_sim, running, 3)
+    sockets = manager.settings.limits.feed_sockets
+    first = sim.open_sockets()[0].id
+    await manager.pool.recycle(0, "test")
+    assert await manager.wait_until(lambda: sim.socket(first).close_reason is not None, 5)
+    assert sim.socket(first).close_reason == "client_request"
+    await manager.stop()
+    assert sim.open_sockets() == []
+    assert sim.stats.goodbyes == manager.pool.goodbyes >= sockets  # the recycled one, then the rest
+    assert all(r.close_reason == "client_request" for r in sim.history if r.authenticated)
+
+
+async def test_reserved_sockets_leave_room_for_the_desk_s_other_programs(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    """With two sockets reserved, tickgate opens three and plans 15,000 on them; another program on the same
+    client id opens its two, and nobody is dropped with 805."""
+    from simulator.helpers import FeedClient
+
+    with pytest.raises(ValueError, match="at least one"):
+        FeedLimits(reserved_sockets=5)
+    sim, manager = await _feed_on_sim(make_sim, running, 3, FeedLimits(reserved_sockets=2))
+    assert manager.planner.total_capacity == 15_000
+    others = [await FeedClient.open(sim.feed_url()) for _ in range(2)]
+    try:
+        await asyncio.sleep(0.5)
+        assert len(sim.open_sockets(DEFAULT_CLIENT_ID)) == 5
+        assert manager.all_up()
+        assert sim.stats.max_sockets_per_client[DEFAULT_CLIENT_ID] == 5
+        assert all(not c.disconnects for c in others)
+        assert manager.pool.reconnects_by_reason["805"] == 0
+    finally:
+        for c in others:
+            await c.close()
+
+
+async def test_a_429_cools_the_whole_account_off_once(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    """Dhan's 429 at a handshake means the client id is blocked (or its plan lapsed): every socket waits
+    together, for one cool-off, instead of each retrying on its own; then the feed comes back."""
+    sim, manager = await _feed_on_sim(make_sim, running, 2, block_cooloff_s=1.5, block_cooloff_max_s=6.0)
+    sim.faults.block(1.0)
+    sim.faults.drop("all")
+    assert await manager.wait_until(lambda: manager.pool.blocks == 1, 5)
+    alert = manager.alert
+    assert alert is not None
+    assert "429" in alert
+    await asyncio.sleep(1.0)  # within the cool-off: nobody knocks again
+    refused = sim.stats.refused
+    assert refused <= manager.settings.limits.sockets_per_account  # at most each socket's first attempt
+    assert await manager.wait_until(manager.all_up, 10)
+    assert manager.pool.blocks == 1
+    assert sim.stats.refused == refused
+    assert manager.alert is None
+
+
+async def test_an_804_is_one_socket_s_problem(
+    make_sim: Callable[..., Simulator], running: list[object]
+) -> None:
+    """804 (too many instruments) is one socket's count: that socket reconnects and is planned again, the
+    others never stop, and the account is not fatal."""
+    sim, manager = await _feed_on_sim(make_sim, running, 3)
+    others = {s.id for s in sim.open_sockets()}
+    (kicked,) = sim.faults.disconnect(sorted(others)[0], 804)
+    assert await manager.wait_until(lambda: manager.pool.reconnects_by_reason["804"] == 1, 5)
+    assert manager.pool.fatal is None
+    assert manager.alert is None
+    assert await manager.wait_until(manager.all_up, 10)
+    assert others - {kicked} <= {s.id for s in sim.open_sockets()}  # the others never went down

@@ -36,6 +36,31 @@ def test_every_socket_silent_is_a_quiet_market_not_a_recycle() -> None:
     assert v.quiet == NSE
 
 
+def test_a_staggered_silence_is_a_quiet_market_not_a_recycle() -> None:
+    """A close (or a halt) as it really happens: the sockets fall silent seconds apart. At no moment is the
+    first one stale, although a peer heard data within the last ``stale_after_s``: that peer's last data
+    came before the first socket had been silent for ``stale_after_s``. (The old rule compared each with
+    now and recycled the first socket here; CI caught it under load.)"""
+    j = judge()
+    lasts = [0.0, 5.0, 12.0, 20.0, 29.0]
+    for now in (31.0, 40.0, 50.0, 59.5, 100.0):
+        sockets = [SocketSilence(i, NSE, t) for i, t in enumerate(lasts)]
+        v = j.judge(sockets, NSE, now)
+        assert (v.recycle, v.held) == ((), ()), now
+    assert j.judge(sockets, NSE, 100.0).quiet == NSE
+
+
+def test_a_reconnect_snapshot_is_not_evidence_against_its_peers() -> None:
+    """A halted market; socket 1 reconnects and is answered with a snapshot of last values. That is not
+    the market moving: the silent peers stay unrecycled until the fresh socket hears real data."""
+    j = judge()
+    sockets = [SocketSilence(0, NSE, 0.0), SocketSilence(1, NSE, 101.0, up_since=100.0)]
+    assert j.judge(sockets, NSE, 110.0).recycle == ()
+    # Later it hears the market move while socket 0 still hears nothing: now socket 0 is stale.
+    sockets = [SocketSilence(0, NSE, 0.0), SocketSilence(1, NSE, 140.0, up_since=100.0)]
+    assert j.judge(sockets, NSE, 141.0).recycle == (0,)
+
+
 def test_closed_markets_are_never_judged() -> None:
     """17:00 on a Tuesday: NSE sockets silent, the MCX socket streaming; nothing is stale."""
     sockets = [SocketSilence(0, NSE, 0.0), SocketSilence(1, NSE, 0.0), SocketSilence(2, MCX, 99.0)]
@@ -86,6 +111,10 @@ def test_never_more_recycles_than_the_limits(
             s = sockets[sid]
             assert s.markets & trading, "a socket of closed markets recycled"
             assert now - s.last_data > j.stale_after_s
+            assert any(
+                p.markets & s.markets & trading and p.last_data - s.last_data > j.stale_after_s
+                for p in sockets
+            ), "recycled without a peer that heard its market after it fell silent"
             done.append((now, sid))
     for t, sid in done:
         assert sum(1 for u, _ in done if t - 60.0 < u <= t) <= 3

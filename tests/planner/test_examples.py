@@ -33,7 +33,7 @@ class Harness:
         self.p = Planner(limits)
         self.server = ServerModel(limits)
         if up:
-            for c in range(limits.sockets_per_account):
+            for c in range(limits.feed_sockets):
                 self.run(self.p.connection_up(c))
 
     def run(self, result: PlanResult) -> PlanResult:

@@ -35,6 +35,30 @@ def test_waterfill_equals_one_at_a_time_least_loaded(case: tuple[list[int], int,
 
 
 @st.composite
+def loads_and_caps(draw: st.DrawFn) -> tuple[list[int], int, list[int]]:
+    caps = draw(st.lists(st.integers(1, 60), min_size=1, max_size=6))
+    loads = [draw(st.integers(0, c)) for c in caps]
+    n = draw(st.integers(0, sum(caps) - sum(loads)))
+    return loads, n, caps
+
+
+@given(loads_and_caps())
+def test_waterfill_under_per_connection_ceilings_equals_one_at_a_time(
+    case: tuple[list[int], int, list[int]],
+) -> None:
+    """A socket Dhan answered 804 on has a lower ceiling: keys go one at a time to the least-loaded socket
+    that still has room."""
+    loads, n, caps = case
+    naive = list(loads)
+    for _ in range(n):
+        i = min((j for j in range(len(naive)) if naive[j] < caps[j]), key=lambda j: (naive[j], j))
+        naive[i] += 1
+    counts = _waterfill(loads, n, caps)
+    assert [a + b for a, b in zip(loads, counts, strict=True)] == naive
+    assert all(x <= c for x, c in zip(naive, caps, strict=True))
+
+
+@st.composite
 def rebalance_cases(draw: st.DrawFn) -> tuple[int, int, list[int], int]:
     """(connections, per connection, Tier B group sizes that fit, connection to bounce)."""
     conns = draw(st.integers(2, 5))

@@ -20,7 +20,7 @@ from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import FeedMode, InstrumentKey
 from tickgate.planner import DuplicateGroupError, EventKind, KeyState, Planner, PlanResult, Tier
 
-from .model import ServerModel, key
+from .model import ServerModel, check_chain_placed, key
 
 MODES = st.sampled_from(list(FeedMode))
 
@@ -42,10 +42,12 @@ class PlannerMachine(RuleBasedStateMachine):
 
     LIMITS: ClassVar[list[FeedLimits]]
     SMALL_GROUP: ClassVar[int] = 12
+    MAX_ACCOUNTS: ClassVar[int] = 4
 
     def __init__(self) -> None:
         super().__init__()
         self.limits = FeedLimits()
+        self.accounts = [self.limits.feed_sockets]
         self.p = Planner(self.limits)
         self.server = ServerModel(self.limits)
         self.shadow: dict[str, Shadow] = {}
@@ -60,7 +62,11 @@ class PlannerMachine(RuleBasedStateMachine):
 
     @property
     def total(self) -> int:
-        return self.limits.total_capacity
+        return sum(self.accounts) * self.limits.instruments_per_socket
+
+    @property
+    def n_conns(self) -> int:
+        return sum(self.accounts)
 
     def tick(self) -> float:
         self.now += 1.0
@@ -70,7 +76,7 @@ class PlannerMachine(RuleBasedStateMachine):
         return frozenset(key((start + j * stride) % self.key_space) for j in range(size))
 
     def apply(self, result: PlanResult) -> None:
-        self.server.apply(result, self.p.live_connections())
+        self.server.apply(result, self.p.live_connections(), self.p.ceilings())
         assert self.p.drain_events() == list(result.events), "event stream differs from the result's events"
         for ref in result.evicted:
             assert ref.tier is Tier.A, "Tier B evicted"
@@ -121,10 +127,15 @@ class PlannerMachine(RuleBasedStateMachine):
     def init(self, data: st.DataObject) -> None:
         self.limits = data.draw(st.sampled_from(self.LIMITS), label="limits")
         tol = data.draw(st.one_of(st.none(), st.integers(0, 5)), label="tolerance")
-        self.p = Planner(self.limits, rebalance_tolerance=tol)
-        self.server = ServerModel(self.limits)
+        # 1 to 4 accounts, each with its own sockets left after what it reserves for other programs.
+        per_account = st.integers(1, self.limits.feed_sockets)
+        self.accounts = data.draw(
+            st.lists(per_account, min_size=1, max_size=self.MAX_ACCOUNTS), label="accounts"
+        )
+        self.p = Planner(self.limits, accounts=self.accounts, rebalance_tolerance=tol)
+        self.server = ServerModel(self.limits, self.accounts)
         self.key_space = self.total + self.total // 2 + 7
-        n = self.limits.sockets_per_account
+        n = self.n_conns
         start_up = data.draw(
             st.one_of(st.just(list(range(n))), st.lists(st.integers(0, n - 1), max_size=n + 1)), label="up"
         )
@@ -144,7 +155,11 @@ class PlannerMachine(RuleBasedStateMachine):
         self.counter += 1
         gid = f"{tier}:{owner}:{self.counter}"
         before = self.state()
-        result = self.p.add_group(gid, tier, sorted(new), mode, owner, self.tick(), pinned=pinned)
+        carried = self.p.actual()
+        family = data.draw(st.sampled_from(["NIFTY", "BANKNIFTY", None]), label="family")
+        result = self.p.add_group(
+            gid, tier, sorted(new), mode, owner, self.tick(), pinned=pinned, family=family
+        )
         self.check_admission(result, tier, new, None)
         if not result.accepted:
             assert self.state() == before, "a rejected add changed state"
@@ -154,6 +169,15 @@ class PlannerMachine(RuleBasedStateMachine):
             return
         victims = {r.group: self.shadow[r.group] for r in result.evicted}
         self.apply(result)
+        if not (result.evicted or result.suspended or result.resumed):
+            check_chain_placed(
+                carried,
+                self.p.actual(),
+                sorted(new),
+                live=self.p.live_connections(),
+                ceilings=self.p.ceilings(),
+                account_of=self.account_of if tier is Tier.B else None,
+            )
         self.shadow[gid] = Shadow(tier, owner, mode, new, pinned, start, size, stride)
         self.lru[tier].append(gid)
         self.check_evictions_minimal(result, victims)
@@ -167,6 +191,7 @@ class PlannerMachine(RuleBasedStateMachine):
         self.counter += 1
         gid = f"A:u1:{self.counter}"
         before = self.state()
+        carried = self.p.actual()
         result = self.p.add_group(gid, Tier.A, new, mode, "u1", self.tick())
         self.check_admission(result, Tier.A, new, None)
         if not result.accepted:
@@ -175,6 +200,10 @@ class PlannerMachine(RuleBasedStateMachine):
             return
         victims = {r.group: self.shadow[r.group] for r in result.evicted}
         self.apply(result)
+        if not (result.evicted or result.suspended or result.resumed):
+            check_chain_placed(
+                carried, self.p.actual(), new, live=self.p.live_connections(), ceilings=self.p.ceilings()
+            )
         self.shadow[gid] = Shadow(Tier.A, "u1", mode, new, False, start, size, 1)
         self.lru[Tier.A].append(gid)
         self.check_evictions_minimal(result, victims)
@@ -250,23 +279,66 @@ class PlannerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), reason=st.sampled_from([None, 805, "socket closed"]))
     def connection_down(self, data: st.DataObject, reason: int | str | None) -> None:
-        c = data.draw(st.integers(0, self.limits.sockets_per_account - 1))
+        c = data.draw(st.integers(0, self.n_conns - 1))
         self.server.drop(c)
         result = self.p.connection_down(c, reason=reason)
         assert not self.p.is_live(c)
         self.apply(result)
 
+    @rule(data=st.data())
+    def set_ceiling(self, data: st.DataObject) -> None:
+        """Dhan's 804 on a socket: it carries less; what no longer fits moves or is suspended."""
+        c = data.draw(st.integers(0, self.n_conns - 1))
+        per = self.limits.instruments_per_socket
+        value = data.draw(st.one_of(st.none(), st.integers(max(1, per // 2), per)))
+        placed_before = sum(len(r) for r in self.p.actual().values())
+        result = self.p.set_ceiling(c, value, reason="804")
+        self.apply(result)
+        assert self.p.ceilings()[c] == (per if value is None else value)
+        assert len(self.p.actual()[c]) <= self.p.ceilings()[c]
+        if value is None:
+            assert sum(len(r) for r in self.p.actual().values()) >= placed_before  # room only grew
+
+    def even_caps(self) -> bool:
+        return len({self.p.ceilings()[c] for c in self.p.live_connections()}) <= 1
+
     @rule(data=st.data(), rebalance=st.booleans())
     def connection_up(self, data: st.DataObject, rebalance: bool) -> None:
-        c = data.draw(st.integers(0, self.limits.sockets_per_account - 1))
+        c = data.draw(st.integers(0, self.n_conns - 1))
         was_live = self.p.is_live(c)
         result = self.p.connection_up(c, rebalance=rebalance)
         if was_live:
             assert result.actions == ()
         self.apply(result)
-        if rebalance and not was_live:
+        if rebalance and not was_live and self.even_caps():
             loads = [len(self.p.actual()[c]) for c in self.p.live_connections()]
             assert max(loads) - min(loads) <= max(self.p.rebalance_tolerance, 1)
+
+    @rule(data=st.data(), reason=st.sampled_from([807, 429, "foreign program"]))
+    def account_down(self, data: st.DataObject, reason: int | str) -> None:
+        """An account is a failure domain: all its sockets go at once; its chains move to the others'
+        sockets while they have room, Tier A (least recently used first) is suspended past that."""
+        a = data.draw(st.integers(0, len(self.accounts) - 1), label="account")
+        conns = list(self.p.account_connections(a))
+        for c in conns:
+            self.server.drop(c)
+        b_active_before = {
+            g for g, sg in self.shadow.items() if sg.tier is Tier.B and not self.p.is_suspended(g)
+        }
+        result = self.p.account_down(a, reason=reason)
+        self.apply(result)
+        assert not any(self.p.is_live(c) for c in conns)
+        # What the others had room for moved: a Tier B chain that ran before still runs unless every Tier A
+        # chain already waits (the placement invariant checks the room itself).
+        lost_b = b_active_before & set(self.p.suspended())
+        if lost_b:
+            assert all(self.p.is_suspended(g) for g, sg in self.shadow.items() if sg.tier is Tier.A)
+
+    @rule(data=st.data())
+    def account_up(self, data: st.DataObject) -> None:
+        """The account returns: its sockets come back in one call, what waited resumes."""
+        a = data.draw(st.integers(0, len(self.accounts) - 1), label="account")
+        self.apply(self.p.connections_up(self.p.account_connections(a)))
 
     @rule(
         max_moves=st.one_of(st.none(), st.integers(0, 30)), tolerance=st.one_of(st.none(), st.integers(0, 10))
@@ -281,7 +353,7 @@ class PlannerMachine(RuleBasedStateMachine):
         assert moved == sum(e.count for e in result.events if e.kind is EventKind.MOVE)
         if max_moves is not None:
             assert moved <= max_moves
-        else:
+        elif self.even_caps():
             loads = [len(self.p.actual()[c]) for c in self.p.live_connections()]
             if loads:
                 tol = self.p.rebalance_tolerance if tolerance is None else tolerance
@@ -318,13 +390,31 @@ class PlannerMachine(RuleBasedStateMachine):
             else:
                 self.view.pop(k, None)
         assert self.view == self.p.key_states()
+        users = {k for k, st in self.view.items() if any(not g.startswith("B:") for g in st.owners)}
+        assert set(self.p.wanted_by_tier_a(self.view)) == users
+
+    @property
+    def account_of(self) -> list[int]:
+        return [a for a, n in enumerate(self.accounts) for _ in range(n)]
+
+    @invariant()
+    def limits_hold_per_account(self) -> None:
+        """Per account: never more connections than its sockets (less its reserved ones), each connection
+        within its ceiling and Dhan's per-socket limit (the per-message limit is checked on every action)."""
+        assert self.p.accounts == tuple(self.accounts)
+        for a, n in enumerate(self.accounts):
+            conns = self.p.account_connections(a)
+            assert len(conns) == n <= self.limits.feed_sockets
+            assert all(self.p.account_of(c) == a for c in conns)
+            for c in conns:
+                assert len(self.server.books[c].subscriptions) <= self.limits.instruments_per_socket
 
     @invariant()
     def connections_match_model(self) -> None:
         actual = self.p.actual()
         assert actual == self.server.conns, "planner's actual differs from the replayed actions"
         for c, row in actual.items():
-            assert len(row) <= self.limits.instruments_per_socket
+            assert len(row) <= self.p.ceilings()[c] <= self.limits.instruments_per_socket
             if not self.p.is_live(c):
                 assert not row, f"down connection {c} carries keys"
 
@@ -405,12 +495,17 @@ class SmallLimitsMachine(PlannerMachine):
         FeedLimits(sockets_per_account=2, instruments_per_socket=20, instruments_per_message=3),
         FeedLimits(sockets_per_account=1, instruments_per_socket=40, instruments_per_message=7),
         FeedLimits(sockets_per_account=4, instruments_per_socket=30, instruments_per_message=100),
+        # two of five sockets left to the desk's other programs: the plan never touches a 4th or 5th
+        FeedLimits(
+            sockets_per_account=5, reserved_sockets=2, instruments_per_socket=25, instruments_per_message=6
+        ),
     ]
 
 
 class RealLimitsMachine(PlannerMachine):
     LIMITS: ClassVar[list[FeedLimits]] = [FeedLimits()]
     SMALL_GROUP: ClassVar[int] = 300
+    MAX_ACCOUNTS: ClassVar[int] = 2  # 4 accounts of real size run in the examples and the bench
 
 
 TestPlannerSmallLimits = SmallLimitsMachine.TestCase

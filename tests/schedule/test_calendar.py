@@ -13,6 +13,7 @@ from tickgate.schedule.calendar import (
     IST,
     CalendarWarning,
     TradingCalendar,
+    contract_close,
     mcx_close_time,
     us_dst_in_effect,
 )
@@ -77,6 +78,16 @@ def test_mcx_trades_the_evening_of_an_nse_holiday(calendar: TradingCalendar) -> 
 def test_mcx_close_follows_us_daylight_saving(day: dt.date, close: dt.time) -> None:
     assert mcx_close_time(day) == close
     assert us_dst_in_effect(day) == (close == dt.time(23, 30))
+    assert contract_close(day, "MCX") == dt.datetime.combine(day, close, IST)
+
+
+def test_contracts_stop_at_their_segment_s_close() -> None:
+    """Equity and index derivatives at 15:30, currency ones at 17:00 (whatever exchange lists them)."""
+    day = dt.date(2026, 3, 10)
+    assert contract_close(day, "NSE").time() == dt.time(15, 30)
+    assert contract_close(day, "BSE").time() == dt.time(15, 30)
+    assert contract_close(day, "NSE", currency=True).time() == dt.time(17, 0)
+    assert contract_close(day, "CUR").time() == dt.time(17, 0)
 
 
 def test_is_open_and_last_close(calendar: TradingCalendar) -> None:

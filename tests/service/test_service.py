@@ -140,6 +140,40 @@ async def test_restart_restores_watchlists(make_service: ServiceFactory, simulat
     await converged(svc2, simulator)
 
 
+async def test_each_users_chain_comes_back_on_its_own_window(
+    make_service: ServiceFactory, simulator: Simulator
+) -> None:
+    """Two users' windows of one chain can sit on different strikes (one added while the price sat between
+    two strikes, inside the other's hysteresis). The ATM cache holds one per underlying and expiry; each
+    chain's row keeps its own, so a restart gives back both windows, key for key."""
+    svc = await make_service()
+    ann, _ = await svc.store.users.create("ann")
+    bob, _ = await svc.store.users.create("bob")
+    first = await svc.watchlists.add(ann.id, "SBIN")
+    window = svc.tracker.window(first.entry.group_id)
+    assert window is not None
+    between = window.atm_strike + 0.55 * window.step  # nearer the next strike, not past the hysteresis
+    await converged(svc, simulator)
+    simulator.set_price("SBIN", between)
+    under = window.underlying.key
+    assert await svc.feed.wait_until(
+        lambda: (
+            (q := svc.quotes.get(under)) is not None
+            and q.ltp is not None
+            and abs(q.ltp - between) < 0.1 * window.step
+        ),
+        10,
+    )
+    second = await svc.watchlists.add(bob.id, "SBIN", expiry=window.expiry.date)
+    assert second.entry.group_id != first.entry.group_id
+    before = {r.entry.group_id: svc.planner.group_keys(r.entry.group_id) for r in (first, second)}
+    assert before[first.entry.group_id] != before[second.entry.group_id]  # two windows of one chain
+    await svc.store.writer.flush()
+    await svc.stop()
+    svc2 = await make_service()
+    assert {g: svc2.planner.group_keys(g) for g in before} == before
+
+
 async def test_a_pin_survives_a_restart_and_goes_with_its_chain(
     make_service: ServiceFactory, simulator: Simulator
 ) -> None:

@@ -52,6 +52,27 @@ async def test_drop_aborts_tcp_without_close_frame(sim: Simulator, open_client, 
 
 
 @pytest.mark.parametrize("via", ["python", "http"])
+async def test_a_fault_can_target_one_account_of_several(sim: Simulator, open_client, via: str) -> None:
+    """``<client id>/<selector>``: one account's sockets only (issue 19: each account its own faults)."""
+    sim.faults.set_token("second-account-token", "2200000002")
+    first = await streaming_client(sim, open_client)
+    other: FeedClient = await open_client(sim.feed_url(token="second-account-token", client_id="2200000002"))
+    await other.subscribe(FeedMode.TICKER, [NIFTY])
+    await other.wait(lambda: len(other.packets) > 5, what="the second account's data")
+    mine = [r.id for r in sim.open_sockets("2200000002")]
+    assert len(mine) == 1
+    if via == "python":
+        assert sim.faults.disconnect("2200000002/all", 807) == mine
+    else:
+        assert (await control(sim, "disconnect", socket="2200000002/random", code=807))["sockets"] == mine
+    await other.wait_closed()
+    assert other.disconnects == [807]
+    assert first.disconnects == []
+    assert [r.client_id for r in sim.open_sockets()] == [sim.client_id]
+    assert not sim.open_sockets("2200000002")
+
+
+@pytest.mark.parametrize("via", ["python", "http"])
 async def test_disconnect_code_then_close(sim: Simulator, open_client, via: str) -> None:
     first = await streaming_client(sim, open_client)
     second = await streaming_client(sim, open_client)
@@ -246,6 +267,7 @@ async def test_control_state_view_rate_and_errors(sim: Simulator, open_client) -
         "instruments_per_message": 100,
         "quote_instruments_per_request": 1000,
         "quote_requests_per_second": 1.0,
+        "reserved_sockets": 0,
     }
     light = await control(sim, "state", subs=0, history=0)
     assert "subscriptions" not in light["sockets"]["1"]

@@ -48,6 +48,22 @@ async def test_after_the_nse_close_only_mcx_trades(universe: StaticUniverse) -> 
         await sim.close()
 
 
+async def test_a_snapshot_on_subscribe_after_hours_is_a_switch(universe: StaticUniverse) -> None:
+    """With the switch, a subscribe after the NSE close answers one Quote of the last values for each NSE
+    instrument (MCX still trades and streams as usual); without it, the NSE legs stay silent (above)."""
+    sim, client = await _stream(universe, (17, 0), snapshot_after_hours=True)
+    try:
+        for key in (NIFTY_FUT, RELIANCE):
+            (snapshot,) = client.of(Quote, key)
+            assert snapshot.ltp == sim.model.snapshot(key)["ltp"]  # type: ignore[index]
+        assert len(client.of(Quote, CRUDE_FUT)) > 10
+        assert sim.state(subscriptions=False, history=False)["config"]["snapshot_after_hours"] is True
+        assert sim.stats.snapshots_after_hours == 3  # NIFTY_FUT, RELIANCE and the NIFTY index
+    finally:
+        await client.close()
+        await sim.close()
+
+
 async def test_in_session_both_trade_and_pre_open_is_silent(universe: StaticUniverse) -> None:
     sim, client = await _stream(universe, (10, 0))
     try:

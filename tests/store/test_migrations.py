@@ -33,7 +33,7 @@ TABLES = {
 async def test_upgrade_from_empty_creates_every_table_at_head(db: Db) -> None:
     store = await Store.open(db.url, settings=db.settings)
     try:
-        assert await store.schema_revision() == head_revision() == "0002"
+        assert await store.schema_revision() == head_revision() == "0005"
         async with store._engines.read.connect() as conn:
             names = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
         assert names >= TABLES | {"alembic_version"}

@@ -64,12 +64,12 @@ async def test_transient_errors_are_retried_without_loss(store: Store) -> None:
     failures = 3
 
     def wrapper(inner: Batch) -> Batch:
-        async def flaky(audit: list[Any], atm: list[Any], subs: Any, *rest: Any) -> None:
+        async def flaky(audit: list[Any], atm: list[Any], subs: Any, **rest: Any) -> None:
             nonlocal failures
             if failures:
                 failures -= 1
                 raise sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
-            await inner(audit, atm, subs, *rest)
+            await inner(audit, atm, subs, **rest)
 
         return flaky
 
@@ -83,10 +83,10 @@ async def test_transient_errors_are_retried_without_loss(store: Store) -> None:
 
 async def test_a_refused_row_costs_only_itself(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     def wrapper(inner: Batch) -> Batch:
-        async def picky(audit: list[Any], atm: list[Any], subs: Any, *rest: Any) -> None:
+        async def picky(audit: list[Any], atm: list[Any], subs: Any, **rest: Any) -> None:
             if any(r["actor"] == "poison" for r in audit):
                 raise sa_exc.IntegrityError("INSERT", {}, Exception("refused"))
-            await inner(audit, atm, subs, *rest)
+            await inner(audit, atm, subs, **rest)
 
         return picky
 
@@ -105,9 +105,9 @@ async def test_backpressure_queues_everything_and_waits_for_room(db: Db) -> None
     gate = asyncio.Event()
 
     def wrapper(inner: Batch) -> Batch:
-        async def stalled(audit: list[Any], atm: list[Any], subs: Any, *rest: Any) -> None:
+        async def stalled(audit: list[Any], atm: list[Any], subs: Any, **rest: Any) -> None:
             await gate.wait()  # the database "stops answering"
-            await inner(audit, atm, subs, *rest)
+            await inner(audit, atm, subs, **rest)
 
         return stalled
 

@@ -8,6 +8,7 @@ Playwright-downloaded one. Limits are tiny so that capacity, and an eviction, ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import threading
@@ -129,17 +130,9 @@ class Live:
         return key
 
 
-@pytest.fixture(scope="module")
-def live(
-    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, registry: InstrumentRegistry
-) -> Iterator[Live]:
-    service = TickgateService(
-        web_settings(tmp_path_factory.mktemp("web")),
-        credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
-        feed_url=simulator.url,
-        registry=registry,
-        scheduler=False,
-    )
+@contextlib.contextmanager
+def serving(service: TickgateService) -> Iterator[Live]:
+    """``service`` behind a real uvicorn on 127.0.0.1:<free port>, in a thread of its own, its feed up."""
     server = uvicorn.Server(
         uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_config=None, lifespan="on")
     )
@@ -154,10 +147,27 @@ def live(
     while not service.feed.all_up() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert service.feed.all_up(), "feed connections never came up"
-    yield Live(f"http://127.0.0.1:{port}", service, loop)
-    server.should_exit = True
-    thread.join(15)
-    loop.close()
+    try:
+        yield Live(f"http://127.0.0.1:{port}", service, loop)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def live(
+    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, registry: InstrumentRegistry
+) -> Iterator[Live]:
+    service = TickgateService(
+        web_settings(tmp_path_factory.mktemp("web")),
+        credentials=lambda: Credentials(DEFAULT_CLIENT_ID, DEFAULT_TOKEN),
+        feed_url=simulator.url,
+        registry=registry,
+        scheduler=False,
+    )
+    with serving(service) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import httpx
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect, sync_playwright
 
+from tickgate.sim import Simulator
+
 from .conftest import CHROMIUM_ARGS, Live
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "bench" / "out" / "dashboard.png"
@@ -189,3 +191,74 @@ def test_dashboard_live_chain_and_eviction(live: Live, page: Page) -> None:
     expect(page.locator("#results li.empty")).to_contain_text("<b>zz</b>")
     assert page.locator("#results b").count() == 0
     assert time.monotonic() - started < 60
+
+
+ANALYTICS_SCREENSHOT = SCREENSHOT.with_name("dashboard-analytics.png")
+
+
+def test_the_chain_shows_the_server_s_analytics(live: Live, page: Page) -> None:
+    """IV and delta columns, OI change bars, the header (spot, forward, ATM IV, PCR, max pain, time to
+    expiry) and the two charts, from the server's analytics: the numbers on the page are the API's."""
+    key = live.new_user("quant")
+    added = httpx.post(
+        f"{live.url}/api/v2/watchlist", json={"symbol": "INFY", "strikes": 9}, headers={"X-API-Key": key}
+    )
+    assert added.status_code == 200, added.text
+    entry = added.json()["entry"]
+    page.goto(live.url + "/")
+    page.fill("#key-input", key)
+    page.click("#key-submit")
+    page.locator(f'#watchlist li.wl-item[data-id="{entry["id"]}"]').click()
+    expect(page.locator("#chain-analytics")).to_be_visible()
+    expect(page.locator("#an-atm-iv")).to_have_text(re.compile(r"^\d+\.\d{2}%$"), timeout=20_000)
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('#chain-body td.f-iv')].filter(td => /%$/.test(td.textContent))"
+        ".length >= n",
+        arg=6,
+    )
+    expect(page.locator("#oi-chart canvas")).to_have_count(1)
+    expect(page.locator("#smile-chart canvas")).to_have_count(1)
+    # The page's numbers against the API's, read right after (the simulator's equity volatility is 30 %).
+    shown_iv = float(page.locator("#an-atm-iv").inner_text().rstrip("%"))
+    chain = httpx.get(
+        f"{live.url}/api/v2/option-chain/INFY",
+        params={"expiry": entry["expiry"], "strikes": 9, "analytics": "true"},
+        headers={"X-API-Key": key},
+    ).json()
+    a = chain["analytics"]
+    assert shown_iv == pytest.approx(100 * a["atm_iv"], abs=0.5)
+    assert shown_iv == pytest.approx(30.0, abs=3.0)
+    pain = page.locator("#an-max-pain").inner_text()
+    assert pain.startswith(f"{a['max_pain']:,.0f}") or pain.startswith(f"{a['max_pain']:,.2f}"), (pain, a)
+    strike = a["atm_strike"]
+    as_js = str(int(strike)) if strike == int(strike) else str(strike)  # String(1290.0) is "1290" in JS
+    atm_row = page.locator(f'#chain-body tr[data-strike="{as_js}"]')
+    call_iv = float(atm_row.locator("td.ce.f-iv").inner_text().rstrip("%"))
+    api_leg = next(r for r in chain["rows"] if r["strike"] == a["atm_strike"])["ce"]["analytics"]
+    assert call_iv == pytest.approx(100 * api_leg["iv"], abs=0.5)
+    delta = float(atm_row.locator("td.ce.f-delta").inner_text())
+    assert 0.3 < delta < 0.7
+    ANALYTICS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ANALYTICS_SCREENSHOT), full_page=True)
+
+
+def test_the_account_banner_says_why_sockets_were_left_to_another_program(
+    live: Live, page: Page, simulator: Simulator
+) -> None:
+    """Another program opens two sockets on the client id: Dhan drops two of ours with 805, tickgate gives
+    them up rather than crowd it out in turn, and the page says so in a banner that stays."""
+    key = live.new_user("operator")
+    page.goto(live.url + "/")
+    page.fill("#key-input", key)
+    page.click("#key-submit")
+    expect(page.locator('#connections li.conn[data-state="up"]')).to_have_count(5)
+    expect(page.locator("#account")).to_be_hidden()
+    r = httpx.get(
+        f"{simulator.http_url}/control/foreign", params={"count": 2, "seconds": 3_600, "reconnect_s": 60}
+    )
+    assert r.status_code == 200, r.text
+    expect(page.locator('#connections li.conn[data-state="given_up"]')).to_have_count(2)
+    expect(page.locator("#account")).to_be_visible()
+    expect(page.locator("#account-notes li.warn").first).to_contain_text("Holding 3 of 5 sockets")
+    expect(page.locator("#account-notes li.warn").first).to_contain_text("805")
+    expect(page.locator("#token-state")).to_be_hidden()  # credentials handed in: no token to show

@@ -163,7 +163,10 @@ def _serve_dashboard(app: FastAPI) -> None:
     answer a wrong-method API call (``GET`` on a ``POST`` route) with its own 404 instead of the 405 the
     API documents."""
     files = {"/": STATIC_DIR / "index.html"}
-    files.update({f"/{p.name}": p for p in STATIC_DIR.iterdir() if p.is_file()})
+    # Vendored libraries live under vendor/<name-version>/ with their licences (served too).
+    files.update(
+        {f"/{p.relative_to(STATIC_DIR).as_posix()}": p for p in STATIC_DIR.rglob("*") if p.is_file()}
+    )
     for path, file in files.items():
 
         async def serve(file: Path = file) -> FileResponse:

@@ -1,17 +1,28 @@
-"""``tickgate serve``, ``tickgate users add``, ``tickgate eod --now`` (registered in :mod:`tickgate.cli`).
+"""``tickgate serve``, ``tickgate users add``, ``tickgate eod --now``, ``tickgate accounts check``
+(registered in :mod:`tickgate.cli`).
 
 Heavy imports stay inside the functions so ``tickgate --help`` stays fast."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from tickgate.accounts import Account
+    from tickgate.config import Settings
+
 users_app = typer.Typer(help="API users and their keys.", no_args_is_help=True, rich_markup_mode=None)
+accounts_app = typer.Typer(
+    help="The Dhan accounts tickgate pools (TICKGATE_ACCOUNTS_FILE, or DHAN_CLIENT_ID alone).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 NO_CREDENTIALS = (
-    "DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN are not set: refusing to connect to Dhan's feed without them.\n"
+    "DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN are not set (nor an accounts file's tokens): refusing to connect to"
+    " Dhan's feed without them.\n"
     "To try tickgate without an account, run `make demo` (or `tickgate demo`): it starts the built-in"
     " simulator."
 )
@@ -23,8 +34,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default TICKGATE_PORT, 8000).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
-    """Run the API and the live feed in one process (uvicorn). Needs DHAN_CLIENT_ID/DHAN_ACCESS_TOKEN;
-    every other setting comes from TICKGATE_* variables (see `tickgate.config.Settings`)."""
+    """Run the API and the live feed in one process (uvicorn). Needs DHAN_CLIENT_ID/DHAN_ACCESS_TOKEN, or
+    an accounts file (TICKGATE_ACCOUNTS_FILE); every other setting comes from TICKGATE_* variables (see
+    `tickgate.config.Settings`)."""
     import logging
 
     import uvicorn
@@ -34,7 +46,8 @@ def serve(
     from tickgate.config import VirtualClockError, get_settings
 
     settings = get_settings()
-    if settings.dhan_client_id is None or settings.dhan_access_token is None:
+    accounts = _accounts_or_exit(settings, "serve")
+    if any(a.access_token is None for a in accounts):
         typer.echo(NO_CREDENTIALS, err=True)
         raise typer.Exit(2)
     try:
@@ -47,6 +60,28 @@ def serve(
     configure_logging(getattr(logging, log_level.upper(), logging.INFO))
     app = create_app(settings=settings)
     uvicorn.Server(uvicorn_config(app, settings)).run()
+
+
+def gateway(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Hold the Dhan sockets while holding the lease (PostgreSQL), publish quotes and answer the API
+    replicas' commands on the broker (TICKGATE_BUS_URL); a second gateway waits as the standby."""
+    import asyncio
+    import logging
+
+    from tickgate.api.logs import configure_logging
+    from tickgate.config import get_settings
+    from tickgate.gateway import SplitModeError, check_split_mode, run_gateway
+
+    settings = get_settings()
+    try:
+        check_split_mode(settings, "gateway")
+    except SplitModeError as exc:
+        typer.echo(f"tickgate gateway: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(getattr(logging, log_level.upper(), logging.INFO))
+    asyncio.run(run_gateway(settings))
 
 
 @users_app.command("add")
@@ -136,3 +171,84 @@ def eod(
     import json
 
     typer.echo(json.dumps(asyncio.run(offline()), default=str))
+
+
+@accounts_app.command("check")
+def accounts_check(
+    *,
+    handshake: Annotated[
+        bool,
+        typer.Option(
+            help="Open one feed socket per account (it counts against the account's five: run the check"
+            " while the gateway is stopped or leaves a socket free)."
+        ),
+    ] = True,
+) -> None:
+    """Validate each account: its token (Dhan's profile), its data plan, a feed handshake; print a table.
+    Exit 1 when any account fails. No secret is printed."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from tickgate.config import get_settings
+    from tickgate.dhan.check import AccountCheck, check_account
+    from tickgate.dhan.client import Credentials
+
+    settings = get_settings()
+    accounts = _accounts_or_exit(settings, "accounts check")
+
+    async def run() -> list[AccountCheck]:
+        checks = []
+        for account in accounts:
+            token = account.access_token
+            credentials = None if token is None else Credentials(account.client_id, token.get_secret_value())
+            checks.append(
+                await check_account(
+                    account.name,
+                    credentials,
+                    rest_url=settings.rest_url,
+                    feed=settings.feed_url,
+                    handshake=handshake,
+                )
+            )
+        return checks
+
+    results = asyncio.run(run())
+    table = Table(title=f"{len(results)} Dhan account(s)")
+    for column in ("account", "client id", "token", "valid until", "data plan", "handshake", "ok"):
+        table.add_column(column)
+    failed = 0
+    for r in results:
+        failed += not r.ok
+        table.add_row(
+            r.name,
+            r.client_id,
+            r.token,
+            r.token_valid_until or "",
+            r.data_plan,
+            r.handshake,
+            "yes" if r.ok else "NO",
+        )
+    Console(width=160).print(table)
+    capacity = settings.limits.instruments_per_socket * sum(
+        a.limits(settings.limits).feed_sockets for a in accounts
+    )
+    typer.echo(f"capacity if all pass: {capacity:,} instruments on {len(accounts)} account(s)")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _accounts_or_exit(settings: Settings, command: str) -> list[Account]:
+    """The configured accounts, or exit 2 with the reason (a bad accounts file, or none at all)."""
+    from tickgate.accounts import AccountsError, load_accounts
+
+    try:
+        accounts = load_accounts(settings)
+    except AccountsError as exc:
+        typer.echo(f"tickgate {command}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not accounts:
+        typer.echo(NO_CREDENTIALS, err=True)
+        raise typer.Exit(2)
+    return accounts

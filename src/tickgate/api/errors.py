@@ -90,6 +90,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "Not found"}}
 FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"model": ErrorResponse, "description": "Admin only"}}
+NOT_CONFIGURED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "Not configured in this deployment"}
+}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ErrorResponse,

@@ -8,6 +8,7 @@ planner-event counts (evictions, suspensions, reconnects by reason) are accumula
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections import Counter
@@ -131,16 +132,16 @@ class ServiceCollector(Collector):
             "Groups suspended (no room while connections are down)",
             value=len(planner.suspended()),
         )
-        status = feed.pool.status()
         up = GaugeMetricFamily(
-            "tickgate_connection_up", "1 if the feed connection is up", labels=["connection"]
+            "tickgate_connection_up", "1 if the feed connection is up", labels=["connection", "account"]
         )
         rc = CounterMetricFamily(
-            "tickgate_connection_reconnects", "Reconnects per connection", labels=["connection"]
+            "tickgate_connection_reconnects", "Reconnects per connection", labels=["connection", "account"]
         )
-        for s in status:
-            up.add_metric([str(s.id)], 1 if s.state is ConnectionState.UP else 0)
-            rc.add_metric([str(s.id)], s.reconnects)
+        for sid, s in feed.statuses():
+            labels = [str(sid), feed.accounts[planner.account_of(sid)].name]
+            up.add_metric(labels, 1 if s.state is ConnectionState.UP else 0)
+            rc.add_metric(labels, s.reconnects)
         yield up
         yield rc
         m = feed.metrics
@@ -189,6 +190,81 @@ class ServiceCollector(Collector):
         yield g
         yield CounterMetricFamily(
             "tickgate_recentres", "ATM recentres of tracked chains", value=svc.recentres
+        )
+        yield from self._account(svc, feed)
+
+    @staticmethod
+    def _account(svc: TickgateService, feed: FeedManager) -> Iterator[Metric]:
+        """Each account's life (issues 17, 19), labelled by account: the token's expiry and renewals, a 429
+        cool-off, the sockets tickgate may use, goodbyes. No token appears here, not even a fingerprint."""
+        a = ["account"]
+        blocked = GaugeMetricFamily(
+            "tickgate_feed_blocked_seconds", "Seconds the account still cools off after a 429", labels=a
+        )
+        fatal = GaugeMetricFamily(
+            "tickgate_account_alert", "1 if the account's feed stopped retrying", labels=a
+        )
+        blocks = CounterMetricFamily("tickgate_feed_blocks", "429 episodes at the handshake", labels=a)
+        goodbyes = CounterMetricFamily(
+            "tickgate_feed_goodbyes", "Disconnect requests (code 12) sent before closing on purpose", labels=a
+        )
+        budget = GaugeMetricFamily(
+            "tickgate_feed_sockets", "The account's sockets", labels=["account", "kind"]
+        )
+        shrinks = CounterMetricFamily(
+            "tickgate_feed_sockets_given_up",
+            "Sockets left to another program on the client id after repeated 805s",
+            labels=a,
+        )
+        expires = GaugeMetricFamily(
+            "tickgate_token_expires_in_seconds",
+            "Market seconds until the Dhan token expires (NaN: unknown)",
+            labels=a,
+        )
+        renewals = CounterMetricFamily("tickgate_token_renewals", "Dhan token renewals", labels=a)
+        generations = CounterMetricFamily(
+            "tickgate_token_generations", "Dhan tokens generated from the PIN and TOTP", labels=a
+        )
+        failures = CounterMetricFamily("tickgate_token_failures", "Failed renewals and generations", labels=a)
+        for i, (link, pool) in enumerate(zip(svc.links, feed.pools, strict=True)):
+            name = [link.name]
+            limits = link.limits
+            blocked.add_metric(name, pool.blocked_for)
+            fatal.add_metric(name, 0 if feed.account_alert(i) is None else 1)
+            blocks.add_metric(name, pool.blocks)
+            goodbyes.add_metric(name, pool.goodbyes)
+            for kind, value in (
+                ("account", limits.sockets_per_account),
+                ("reserved", limits.reserved_sockets),
+                ("tickgate", limits.feed_sockets),
+                ("given_up", len(pool.budget.given_up)),
+            ):
+                budget.add_metric([link.name, kind], value)
+            shrinks.add_metric(name, pool.budget.shrinks)
+            tokens = link.tokens
+            if tokens is None:
+                continue
+            until = tokens.status()["expires_at"]
+            left = (
+                float("nan")
+                if not isinstance(until, str)
+                else (dt.datetime.fromisoformat(until) - svc.clock.now()).total_seconds()
+            )
+            expires.add_metric(name, left)
+            renewals.add_metric(name, tokens.stats.renewals)
+            generations.add_metric(name, tokens.stats.generations)
+            failures.add_metric(name, tokens.stats.failures)
+        yield from (
+            blocked,
+            fatal,
+            blocks,
+            goodbyes,
+            budget,
+            shrinks,
+            expires,
+            renewals,
+            generations,
+            failures,
         )
 
     def _events(self) -> Iterator[Metric]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 JSONScalar = str | int | float | bool | None
 
@@ -82,10 +82,11 @@ class QuoteOut(BaseModel):
     total_buy_qty: int | None = None
     total_sell_qty: int | None = None
     updates: int = Field(0, description="Packets folded into this quote so far (0: no data yet).")
-    source: Literal["feed", "rest", "saved", "none"] = Field(
+    source: Literal["feed", "rest", "saved", "stale", "none"] = Field(
         "none",
         description="Where the price came from: the live feed, a REST snapshot (before the first trade),"
-        " the last close saved at end of day, or nowhere yet.",
+        " the last close saved at end of day, or nowhere yet; stale: an API replica's copy of a live price"
+        " whose stream it lost (never served as live).",
     )
     quoted_at: float | None = Field(
         None, description="When the price was received (epoch seconds, market clock): its age."
@@ -100,10 +101,26 @@ class QuotesResponse(BaseModel):
 # -- option chain ---------------------------------------------------------------------------------------
 
 
+class LegAnalyticsOut(BaseModel):
+    """A leg's Black-76 analytics (``?analytics=true``); null fields carry a ``reason``."""
+
+    iv: float | None = Field(description="Implied volatility, a fraction a year (0.14 = 14 %).")
+    delta: float | None = Field(description="Per unit of the forward (Black-76, discounted).")
+    gamma: float | None
+    theta: float | None = Field(description="Per calendar day.")
+    vega: float | None = Field(description="Per volatility point (+0.01 of IV).")
+    oi_change: float | None = Field(description="OI against the previous day's.")
+    reason: str = Field(
+        description="OK, or why the fields are null: NO_PRICE, CROSSED, BELOW_INTRINSIC, EXPIRED,"
+        " NO_UNDERLYING, ABOVE_MAX, NO_TIME_VALUE, NO_CONVERGENCE."
+    )
+
+
 class LegOut(BaseModel):
     security_id: int
     key: str
     quote: QuoteOut | None = None
+    analytics: LegAnalyticsOut | None = None
 
 
 class ChainRowOut(BaseModel):
@@ -111,6 +128,26 @@ class ChainRowOut(BaseModel):
     atm: bool = False
     ce: LegOut | None = None
     pe: LegOut | None = None
+
+
+class ChainAnalyticsOut(BaseModel):
+    """The chain's analytics (docs/decisions/0006-option-analytics.md); null where not computable."""
+
+    spot: float | None
+    forward: float | None
+    forward_source: str = Field(description="future (the same expiry's), parity (nearest the money) or none.")
+    years_to_expiry: float = Field(description="Calendar time to the expiry's close, ACT/365.")
+    rate: float
+    atm_strike: float | None = Field(description="The strike nearest the forward.")
+    atm_iv: float | None
+    pcr_oi: float | None = Field(description="Put OI over call OI.")
+    pcr_volume: float | None
+    max_pain: float | None
+    max_pain_strikes: int = Field(description="Strikes with known OI that max pain was computed over.")
+    risk_reversal_25d: float | None = Field(description="IV of the 25-delta call minus the 25-delta put.")
+    oi_change_calls: float | None
+    oi_change_puts: float | None
+    computed_at_version: int = Field(description="Bumps at each recomputation (once per change at most).")
 
 
 class OptionChainResponse(BaseModel):
@@ -128,6 +165,7 @@ class OptionChainResponse(BaseModel):
     truncated_above: int
     underlying: LegOut
     rows: list[ChainRowOut]
+    analytics: ChainAnalyticsOut | None = Field(None, description="With ``?analytics=true``.")
     watchlist_id: int | None = Field(None, description="The caller's watchlist entry for this chain, if any.")
 
 
@@ -262,12 +300,20 @@ class SubscriptionsResponse(BaseModel):
     placed: int
     by_tier: dict[str, int]
     by_connection: dict[str, int]
+    by_account: dict[str, int] = Field(
+        default_factory=dict,
+        description="Instruments each Dhan account's sockets carry, by its name.",
+    )
+    account_connections: dict[str, list[int]] = Field(
+        default_factory=dict, description="Each account's connection ids (the keys of by_connection)."
+    )
     groups: list[GroupOut]
     suspended: list[str]
 
 
 class ConnectionOut(BaseModel):
     id: int
+    account: str = Field(description="The Dhan account (its name in the accounts file) the socket is of.")
     state: str
     instruments: int
     connects: int
@@ -279,13 +325,60 @@ class ConnectionOut(BaseModel):
     next_attempt_in_s: float | None
 
 
+class AccountTokenOut(BaseModel):
+    source: str = Field(description="Where the token in use came from: env, file, renewed, generated, admin.")
+    expires_at: str | None
+    last_renewal: str = Field(description="When the token in use was obtained (renewed, generated or set).")
+    renew_at: str | None
+    headless_generation: bool = Field(description="DHAN_PIN and DHAN_TOTP_SECRET are set.")
+    failures: int
+    last_error: str | None
+
+
+class SocketsOut(BaseModel):
+    account: int
+    reserved: int
+    tickgate: int = Field(description="Sockets tickgate may hold now.")
+    configured: int = Field(description="The account's sockets less the reserved ones.")
+    given_up: list[int] = Field(description="Sockets left to another program on the client id.")
+    why: str | None
+    next_probe_in_s: float | None
+
+
+class FatalOut(BaseModel):
+    reason: str
+    how_to_leave: str
+
+
+class MasterOut(BaseModel):
+    file: str | None
+    day: str | None = Field(description="The day the loaded master was downloaded for (None: a set file).")
+    age_days: int | None
+
+
+class AccountOut(BaseModel):
+    """The account's state (tickgate.service.account): never a token, PIN or TOTP secret."""
+
+    name: str = Field(description="The account's name in the accounts file (default: the one account).")
+    client_id: str | None
+    instruments: int | None = Field(description="Instruments its sockets carry now.")
+    token: AccountTokenOut | None
+    blocked_until: str | None = Field(description="Dhan answered 429: no connect before this (IST).")
+    sockets: SocketsOut | None
+    fatal: FatalOut | None
+    master: MasterOut
+
+
 class WsStatusResponse(BaseModel):
     connections: list[ConnectionOut]
     alert: str | None = Field(description="A fatal account condition: the feed stopped retrying.")
     warning: str | None = Field(
-        None, description="Every socket of a trading market silent at once (quiet or halted market?)."
+        None,
+        description="Worth a look: every socket of a trading market silent at once, or sockets given up.",
     )
     backlog: int
+    account: AccountOut | None = Field(None, description="The first account (the one-account case's).")
+    accounts: list[AccountOut] = Field(default_factory=list, description="Every pooled account.")
 
 
 class HealthResponse(BaseModel):
@@ -298,7 +391,10 @@ class HealthResponse(BaseModel):
     feed_up: int
     feed_connections: int
     alert: str | None = None
+    warning: str | None = None
     uptime_s: float | None = None
+    account: AccountOut | None = Field(None, description="The first account (the one-account case's).")
+    accounts: list[AccountOut] = Field(default_factory=list, description="Every pooled account.")
 
 
 # -- admin ----------------------------------------------------------------------------------------------
@@ -374,6 +470,19 @@ class FeedStatsOut(BaseModel):
     instruments_in_store: int
 
 
+class TokenIn(BaseModel):
+    """A Dhan access token set at runtime (held as a secret: never echoed, not even in a validation error)."""
+
+    token: SecretStr = Field(description="The new access token.")
+    client_id: str | None = Field(None, max_length=64, description="Only if it changes with the token.")
+
+
+class TokenOut(BaseModel):
+    """The token's state: a fingerprint, never the token."""
+
+    token: dict[str, JSONScalar]
+
+
 class StatsResponse(BaseModel):
     version: str
     uptime_s: float | None
@@ -385,6 +494,11 @@ class StatsResponse(BaseModel):
     backfill: dict[str, JSONScalar] | None = Field(
         None,
         description="REST market-quote backfill: requests, instruments, priced, 429s, failures, pending.",
+    )
+    token: dict[str, JSONScalar] | None = Field(
+        None,
+        description="The Dhan token's fingerprint, source, expiry, next renewal, renewals and failures"
+        " (None: credentials injected, or no REST side to renew them with).",
     )
     push_clients: int
     recentres: int

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ from tickgate.service import TickgateService
 log = structlog.get_logger("tickgate.api.push")
 
 CHAIN_PREFIX = "chain:"
+ANALYTICS_PREFIX = "analytics:"  # a watchlist chain's analytics, pushed when recomputed
 CHAIN_REFRESH_S = 1.0
 
 # Close codes (RFC 6455 + application range).
@@ -78,6 +80,7 @@ class PushHub:
         self.messages_sent = 0
         self.quotes_sent = 0
         self.coalesced = 0
+        self.analytics_sent = 0  # analytics messages (one per chain recomputation per client taking it)
         self.dropped: Counter[str] = Counter()
         self._tick: asyncio.Future[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -121,6 +124,8 @@ class PushClient:
         self.max_hz = min(max_hz or self.settings.push_max_hz, self.settings.push_max_hz)
         self.keys: set[InstrumentKey] = set()
         self.chains: dict[int, str] = {}  # watchlist id -> group id
+        self.analytics: dict[int, str] = {}  # watchlist id -> group id, for chains whose analytics it takes
+        self._analytics_sent: dict[int, int] = {}  # watchlist id -> version last sent
         self.watch: QuoteWatch = service.quotes.watch(())
         self._coalesced_seen = 0
 
@@ -162,7 +167,12 @@ class PushClient:
         """Send what changed on the hub's ticks, at most ``max_hz`` times a second; pull-based, so nothing
         queues: a client that is slow to take a message simply gets fewer, fuller ones."""
         interval = 1.0 / self.max_hz
+        analytics_interval = 1.0 / min(self.settings.push_analytics_hz, self.max_hz)
         last_refresh = last_sent = 0.0
+        # Each client's analytics on its own phase: a hundred clients of one chain then send theirs spread
+        # over the interval's ticks, not all in the tick after a recomputation (which would delay the quotes
+        # of whoever the loop serves after them).
+        last_analytics = time.monotonic() - random.uniform(0.0, analytics_interval)
         while True:
             await self.hub.next_tick()
             started = time.monotonic()
@@ -179,6 +189,28 @@ class PushClient:
                 await self.send_raw(self.renderer.quotes_message(taken, coalesced, binary=self.binary))
                 self.hub.quotes_sent += len(taken)
                 last_sent = started
+            if self.analytics and started - last_analytics >= analytics_interval:
+                last_analytics = started
+                await self._send_analytics()
+
+    async def _send_analytics(self) -> None:
+        """Each analytics chain's latest, when it was recomputed since the last send: computed once per
+        change by the service's engine and rendered once per recomputation, whatever the clients."""
+        svc = self.service
+        for wid, group in list(self.analytics.items()):
+            window = svc.tracker.window(group)
+            if window is None:
+                continue
+            computed = svc.analytics.of(window)
+            if self._analytics_sent.get(wid) == computed.version:
+                continue
+            self._analytics_sent[wid] = computed.version
+            body = self.renderer.analytics_body(computed, svc.analytics.rate)
+            if self.binary:
+                await self.send(json.loads(b'{"type":"analytics","chain":%d,%s}' % (wid, body)))
+            else:
+                await self.send_raw(b'{"type":"analytics","chain":%d,%s}' % (wid, body))
+            self.hub.analytics_sent += 1
 
     # -- receiving -----------------------------------------------------------------------------------------
 
@@ -217,27 +249,46 @@ class PushClient:
             {
                 "type": "subscribed",
                 "keys": len(self.watch.keys),
-                "items": sorted([str(k) for k in self.keys] + [f"{CHAIN_PREFIX}{c}" for c in self.chains]),
+                "items": sorted(
+                    [str(k) for k in self.keys]
+                    + [f"{CHAIN_PREFIX}{c}" for c in self.chains]
+                    + [f"{ANALYTICS_PREFIX}{c}" for c in self.analytics]
+                ),
                 "accepted": accepted,
                 "rejected": rejected,
             }
         )
 
+    async def _watchlist_group(self, op: str, item: str, prefix: str) -> tuple[int, str | None]:
+        """``<prefix><watchlist id>``: the id, and (to subscribe) the caller's subscribed chain's group."""
+        ident = item[len(prefix) :]
+        if not ident.isdigit() or len(ident) > 18:
+            raise ValueError(f"{prefix[:-1]} id must be {prefix}<watchlist id>, got {item!r}")
+        wid = int(ident)
+        if op == "unsubscribe":
+            return wid, None
+        entry = await self.service.store.watchlists.get(wid)
+        if entry is None or entry.user_id != self.principal.user_id:
+            raise ValueError(f"no watchlist entry {wid} for this user")
+        if not self.service.planner.has_group(entry.group_id):
+            raise ValueError(f"watchlist entry {wid} is not subscribed ({entry.state})")
+        return wid, entry.group_id
+
     async def _apply(self, op: str, item: str) -> None:
+        if item.startswith(ANALYTICS_PREFIX):
+            wid, group = await self._watchlist_group(op, item, ANALYTICS_PREFIX)
+            if group is None:
+                self.analytics.pop(wid, None)
+                self._analytics_sent.pop(wid, None)
+            else:
+                self.analytics[wid] = group
+            return
         if item.startswith(CHAIN_PREFIX):
-            ident = item[len(CHAIN_PREFIX) :]
-            if not ident.isdigit() or len(ident) > 18:
-                raise ValueError(f"chain id must be chain:<watchlist id>, got {item!r}")
-            wid = int(ident)
-            if op == "unsubscribe":
+            wid, group = await self._watchlist_group(op, item, CHAIN_PREFIX)
+            if group is None:
                 self.chains.pop(wid, None)
                 return
-            entry = await self.service.store.watchlists.get(wid)
-            if entry is None or entry.user_id != self.principal.user_id:
-                raise ValueError(f"no watchlist entry {wid} for this user")
-            if not self.service.planner.has_group(entry.group_id):
-                raise ValueError(f"watchlist entry {wid} is not subscribed ({entry.state})")
-            self.chains[wid] = entry.group_id
+            self.chains[wid] = group
         else:
             key = InstrumentKey.parse(item)  # ValueError names the problem
             if op == "unsubscribe":

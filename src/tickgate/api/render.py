@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from tickgate.analytics.black76 import Reason
+from tickgate.analytics.engine import Computed
 from tickgate.chains.atm import ChainWindow
 from tickgate.clock import Clock
 from tickgate.dhan.protocol import InstrumentKey
@@ -59,6 +62,7 @@ class QuoteRenderer:
         self.store = store
         self._json: dict[int, tuple[int, int, bytes]] = {}
         self._msgpack: dict[int, tuple[int, int, bytes]] = {}
+        self._analytics: dict[int, bytes] = {}  # analytics version -> rendered push body
         self.generation = 0
         self.rendered = 0
         self.reused = 0
@@ -111,6 +115,23 @@ class QuoteRenderer:
         body = b",".join([self.slot_json(s, this_tick=True) for s in slots])
         return b'{"type":"quotes","quotes":[%s],"coalesced":%d}' % (body, coalesced)
 
+    def analytics_body(self, computed: Computed, rate: float) -> bytes:
+        """A chain's analytics for the push channel, ``"analytics": {…}, "legs": {"key": [...], "iv": [...],
+        …}`` (columns: a third of the bytes of one object per leg), rendered once per recomputation (its
+        version) for every client."""
+        hit = self._analytics.get(computed.version)
+        if hit is not None:
+            return hit
+        have = [i for i, key in enumerate(computed.keys) if key is not None]
+        legs = {"key": [str(computed.keys[i]) for i in have]}
+        legs.update({name: [values[i] for i in have] for name, values in leg_columns(computed).items()})
+        chain = _dumps(chain_analytics_dict(computed, rate)).encode()
+        body = b'"analytics":%s,"legs":%s' % (chain, _dumps(legs).encode())
+        if len(self._analytics) >= 512:
+            self._analytics.pop(next(iter(self._analytics)))
+        self._analytics[computed.version] = body
+        return body
+
     def quote(self, key: InstrumentKey) -> bytes:
         """The key's quote as JSON, ``null`` when the store has never heard of it."""
         slot = self.store.slot_of(key)
@@ -120,16 +141,75 @@ class QuoteRenderer:
         """A :class:`~tickgate.api.models.LegOut` (or ``null``)."""
         if key is None:
             return NULL
-        return b'{"security_id":%d,"key":"%s","quote":%s}' % (
+        return b'{"security_id":%d,"key":"%s","quote":%s,"analytics":null}' % (
             key.security_id,
             str(key).encode(),
             self.quote(key),
         )
 
 
-def chain_json(window: ChainWindow, renderer: QuoteRenderer) -> bytes:
+def _num(value: float) -> float | None:
+    return None if not math.isfinite(value) else float(value)
+
+
+def chain_analytics_dict(computed: Computed, rate: float) -> dict[str, Any]:
+    """A :class:`~tickgate.api.models.ChainAnalyticsOut` (NaN as null: JSON has no NaN)."""
+    a = computed.analytics
+    return {
+        "spot": computed.spot,
+        "forward": _num(a.forward),
+        "forward_source": a.forward_source,
+        "years_to_expiry": max(a.years, 0.0),
+        "rate": rate,
+        "atm_strike": _num(a.atm_strike),
+        "atm_iv": _num(a.atm_iv),
+        "pcr_oi": _num(a.pcr_oi),
+        "pcr_volume": _num(a.pcr_volume),
+        "max_pain": _num(a.max_pain),
+        "max_pain_strikes": a.max_pain_strikes,
+        "risk_reversal_25d": _num(a.risk_reversal_25d),
+        "oi_change_calls": _num(a.oi_change_calls),
+        "oi_change_puts": _num(a.oi_change_puts),
+        "computed_at_version": computed.version,
+    }
+
+
+def leg_columns(computed: Computed) -> dict[str, list[Any]]:
+    """Every leg's :class:`~tickgate.api.models.LegAnalyticsOut` fields, one list per field, in the engine's
+    leg order (NaN as null): what the REST chain and the push channel both render."""
+    a = computed.analytics
+    g = a.greeks
+    columns: dict[str, list[Any]] = {
+        name: [_num(float(v)) for v in values]
+        for name, values in (
+            ("iv", a.iv),
+            ("delta", g.delta),
+            ("gamma", g.gamma),
+            ("theta", g.theta),
+            ("vega", g.vega),
+            ("oi_change", a.oi_change),
+        )
+    }
+    columns["reason"] = [Reason(int(r)).name for r in a.reason]
+    return columns
+
+
+def leg_analytics(computed: Computed) -> list[bytes]:
+    """Each leg's :class:`~tickgate.api.models.LegAnalyticsOut` as JSON, in the engine's leg order."""
+    columns = leg_columns(computed)
+    names = list(columns)
+    return [
+        _dumps(dict(zip(names, values, strict=True))).encode()
+        for values in zip(*columns.values(), strict=True)
+    ]
+
+
+def chain_json(
+    window: ChainWindow, renderer: QuoteRenderer, analytics: tuple[Computed, float] | None = None
+) -> bytes:
     """An :class:`~tickgate.api.models.OptionChainResponse` without its closing ``,"watchlist_id":…}`` (that
-    part is the caller's: it differs per user)."""
+    part is the caller's: it differs per user). With ``analytics`` (the engine's, and the rate), every leg
+    and the chain carry theirs."""
     atm = window.atm_strike
     head = _dumps(
         {
@@ -148,17 +228,36 @@ def chain_json(window: ChainWindow, renderer: QuoteRenderer) -> bytes:
         }
     ).encode()
     leg = renderer.leg
+    if analytics is None:
+        per_leg: list[bytes] | None = None
+        chain = NULL
+    else:
+        computed, rate = analytics
+        per_leg = leg_analytics(computed)
+        chain = _dumps(chain_analytics_dict(computed, rate)).encode()
+    half = len(window.rows)
+
+    def side(key: InstrumentKey | None, i: int) -> bytes:
+        """A leg, with its analytics in place of the null the quote renderer leaves for them."""
+        body = leg(key)
+        return body if key is None or per_leg is None else body[: -len(b"null}")] + per_leg[i] + b"}"
+
     rows = b",".join(
         b'{"strike":%s,"atm":%s,"ce":%s,"pe":%s}'
         % (
             repr(float(r.strike)).encode(),
             b"true" if r.strike == atm else b"false",
-            leg(r.ce),
-            leg(r.pe),
+            side(r.ce, i),
+            side(r.pe, half + i),
         )
-        for r in window.rows
+        for i, r in enumerate(window.rows)
     )
-    return b'%s,"underlying":%s,"rows":[%s]' % (head[:-1], leg(window.underlying.key), rows)
+    return b'%s,"underlying":%s,"rows":[%s],"analytics":%s' % (
+        head[:-1],
+        leg(window.underlying.key),
+        rows,
+        chain,
+    )
 
 
 def finish_chain(body: bytes, watchlist_id: int | None) -> bytes:

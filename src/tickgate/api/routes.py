@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, Response
 
 from tickgate import __version__
 from tickgate.api.auth import Admin, Principal, Service, User
-from tickgate.api.errors import CONFLICT, ERROR_RESPONSES, FORBIDDEN, NOT_FOUND, invalid
+from tickgate.api.errors import CONFLICT, ERROR_RESPONSES, FORBIDDEN, NOT_CONFIGURED, NOT_FOUND, invalid
 from tickgate.api.logs import redact
 from tickgate.api.models import (
+    AccountOut,
     AuditEntryOut,
     AuditResponse,
     CapacityOut,
@@ -38,6 +39,8 @@ from tickgate.api.models import (
     SubscriptionsResponse,
     TierBGroupOut,
     TierBReloadResponse,
+    TokenIn,
+    TokenOut,
     WatchlistAdd,
     WatchlistAddResponse,
     WatchlistEntryOut,
@@ -61,6 +64,7 @@ from tickgate.planner import EventKind, GroupInfo, Planner
 from tickgate.planner.types import CapacityPlan
 from tickgate.schedule.eod import SESSIONS
 from tickgate.service import AddResult, TickgateService
+from tickgate.service.account import accounts_view
 from tickgate.service.errors import NotFound, NotReady
 from tickgate.service.watchlists import WatchlistView, group_id_for
 from tickgate.store.types import WatchlistEntry
@@ -278,8 +282,12 @@ async def option_chain(
     strikes: Annotated[int | None, Query(ge=1, le=1001, description="Strikes around the ATM.")] = None,
     ltp: Annotated[float | None, Query(gt=0, lt=1e9, description="Centre here if no live price.")] = None,
     exchange: Exchange = None,
+    analytics: Annotated[
+        bool, Query(description="Add each leg's IV and Greeks and the chain's ATM IV, PCR, max pain, …")
+    ] = False,
 ) -> Response:
-    """The chain around the ATM with every leg's live quote. Rendered once per ``api.chain_cache_s`` per
+    """The chain around the ATM with every leg's live quote (and, with ``analytics=true``, the analytics
+    the server computes once per change for every reader). Rendered once per ``api.chain_cache_s`` per
     distinct request and shared by every caller (only ``watchlist_id`` is the caller's own); repeats are
     answered by :mod:`tickgate.api.fastpath`."""
     cache: ChainCache = request.app.state.chains
@@ -293,7 +301,8 @@ async def option_chain(
             window is None or exp is None
         ):  # strikes >= 1 always yields a window; keep mypy and reality aligned
             raise invalid("no option chain for this request")
-        body = chain_json(window, request.app.state.renderer)
+        extra = (svc.analytics.of(window), svc.analytics.rate) if analytics else None
+        body = chain_json(window, request.app.state.renderer, extra)
         chain = CachedChain(cache.clock.monotonic(), body, sym, exch, exp)
         cache.put(shape, chain)
     group = watched_group(svc, user.user_id, chain)
@@ -390,6 +399,13 @@ async def subscriptions(svc: Service, _user: User) -> SubscriptionsResponse:
         placed=totals.placed,
         by_tier={str(t): n for t, n in totals.by_tier.items()},
         by_connection={str(c): n for c, n in totals.by_connection.items()},
+        by_account={
+            link.name: sum(totals.by_connection.get(c, 0) for c in planner.account_connections(i))
+            for i, link in enumerate(svc.links)
+        },
+        account_connections={
+            link.name: list(planner.account_connections(i)) for i, link in enumerate(svc.links)
+        },
         groups=[group_out(g) for g in planner.groups()],
         suspended=list(planner.suspended()),
     )
@@ -403,6 +419,8 @@ async def ws_status(svc: Service, _user: User) -> WsStatusResponse:
         alert=feed.alert,
         warning=feed.warning,
         backlog=feed.backlog,
+        account=(views := [AccountOut.model_validate(v) for v in accounts_view(svc)])[0],
+        accounts=views,
     )
 
 
@@ -423,12 +441,17 @@ async def health(svc: Service) -> Any:
         database = False
     try:
         states = [row["state"] for row in svc.feed.connection_status()]
-        alert = svc.feed.alert
+        alert, warning = svc.feed.alert, svc.feed.warning
+        # Ready while an account streams: one account's fatal state degrades the service, not stops it.
+        serving = any(svc.feed.account_alert(a) is None for a in range(len(svc.feed.pools)))
     except NotReady:
-        states, alert = [], None
+        states, alert, warning, serving = [], None, None, False
     up = sum(1 for s in states if s == str(ConnectionState.UP))
     registry_loaded = instruments >= 0
-    ready = registry_loaded and database and up > 0 and alert is None and svc.started_at is not None
+    sole_alert = alert is not None and len(svc.links) == 1
+    ready = (
+        registry_loaded and database and up > 0 and serving and not sole_alert and svc.started_at is not None
+    )
     status: Literal["ok", "degraded", "starting"]
     if svc.started_at is None:
         status = "starting"
@@ -446,7 +469,10 @@ async def health(svc: Service) -> Any:
         feed_up=up,
         feed_connections=len(states),
         alert=alert,
+        warning=warning,
         uptime_s=svc.uptime_s(),
+        account=(views := [AccountOut.model_validate(v) for v in accounts_view(svc)])[0],
+        accounts=views,
     )
     if not ready:
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
@@ -539,6 +565,19 @@ async def admin_unpin(svc: Service, _admin: Admin, group_id: str) -> GroupOut:
     return group_out(await svc.pins.set(group_id, False, svc.store.meta))
 
 
+@router.post(
+    "/admin/token",
+    response_model=TokenOut,
+    responses={**ADMIN, **NOT_CONFIGURED},
+    tags=["admin"],
+)
+async def admin_token(svc: Service, _admin: Admin, body: TokenIn) -> TokenOut:
+    """Set the Dhan access token at runtime: used for every connect and REST request from now on, kept in
+    the data directory (0600) for the next start, and every socket in the fatal state (807) reconnects at
+    once. The answer carries the token's fingerprint and expiry, never the token."""
+    return TokenOut(token=svc.set_token(body.token.get_secret_value(), body.client_id))
+
+
 @router.get("/admin/stats", response_model=StatsResponse, responses=ADMIN, tags=["admin"])
 async def admin_stats(svc: Service, _admin: Admin, request: Request) -> StatsResponse:
     m = svc.feed.metrics
@@ -575,6 +614,7 @@ async def admin_stats(svc: Service, _admin: Admin, request: Request) -> StatsRes
             **{k: redact(v) if isinstance(v, str) else v for k, v in svc.backfill.stats.to_json().items()},
             "pending": svc.backfill.pending,
         },
+        token=svc.tokens.status() if svc.tokens is not None else None,
         push_clients=request.app.state.push.clients,
         recentres=svc.recentres,
         eod_runs=len(svc.eod_runs),

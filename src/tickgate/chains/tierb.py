@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +38,9 @@ from tickgate.instruments.registry import InstrumentRegistry
 from tickgate.planner.types import GroupId
 
 SHIPPED = "tickgate/data/tier_b.toml"
+
+PlacedLookup = Callable[[str, dt.date], float | None]
+"""(symbol, expiry) → the ATM strike its window last sat on (the ATM cache), or None."""
 
 
 class TierBConfigError(ValueError):
@@ -288,16 +291,19 @@ class TierBUniverse:
         ltp_of: LtpLookup | None = None,
         *,
         engine: AtmEngine | None = None,
+        placed: PlacedLookup | None = None,
     ) -> TierBPlan:
         """The groups for ``today``: expiries chosen among those not expired on ``today`` (an expiry
-        today still trades), windows centred on ``ltp_of(underlying)`` when given, else on the middle of
-        each listing."""
+        today still trades), windows centred on the underlying's price (``ltp_of`` when given, else the
+        engine's quotes), else on the ATM each window last sat on (``placed``: a restart comes back on the
+        same windows, not on guesses that the first live prices would move), else on the middle of each
+        listing."""
         engine = engine if engine is not None else AtmEngine(registry)
         quotes = quotes_from_ltp(ltp_of) if ltp_of is not None else None
         groups: list[TierBGroup] = []
         reports: list[EntryReport] = []
         for o in self.options:
-            g, r = self._options(o, registry, engine, today, quotes)
+            g, r = self._options(o, registry, engine, today, quotes, placed=placed)
             groups += g
             reports.append(r)
         for fe in self.futures:
@@ -313,6 +319,8 @@ class TierBUniverse:
         engine: AtmEngine,
         today: dt.date,
         quotes: QuoteLookup | None,
+        *,
+        placed: PlacedLookup | None = None,
     ) -> tuple[list[TierBGroup], EntryReport]:
         mode = o.mode or self.defaults.mode
         count = o.strikes or self.defaults.strikes
@@ -325,8 +333,11 @@ class TierBUniverse:
         notes: list[str] = []
         groups: list[TierBGroup] = []
         for e in selection.expiries:
+            atm = placed(o.symbol, e.date) if placed is not None else None  # below any price known
             try:
-                w = engine.window(o.symbol, e.date, count, quotes=quotes, exchange=o.exchange, today=today)
+                w = engine.window(
+                    o.symbol, e.date, count, ltp=atm, quotes=quotes, exchange=o.exchange, today=today
+                )
             except ChainError as exc:
                 short.append(f"{e.date}: {exc}")
                 continue

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import logging
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,20 +27,46 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tickgate.config import FeedClientSettings, FeedLimits
+from tickgate.dhan.budget import SocketBudget
 from tickgate.dhan.fastws import FeedConnection
 from tickgate.dhan.protocol import (
     FATAL_DISCONNECT_CODES,
     HEADER_SIZE,
     ResponseCode,
     decode_frame,
+    disconnect_message,
     disconnect_reason,
 )
 
 TOO_MANY_CONNECTIONS = 805
+TOO_MANY_INSTRUMENTS = 804
+BLOCKED = 429  # at the handshake: the client id is blocked or its data plan lapsed
 # Bytes asyncio reads from a socket per callback (its default is 256 KiB). websockets parses everything read
 # in that callback, so a smaller read keeps five busy sockets from holding the loop for long stretches
 # (pongs, decoding and the API wait behind them; docs/decisions/0002-measured-tradeoffs.md).
 READ_CHUNK_BYTES = 64 * 1024
+
+
+class RedactTokens(logging.Filter):
+    """Secrets travel in query strings: Dhan's token in the feed's connect URL (websockets logs the request
+    line at DEBUG), the PIN and TOTP in headless generation's (httpx logs every request's URL at INFO).
+    Their values go before any handler sees the record."""
+
+    _SECRET = re.compile(r"((?:token|pin|totp)=)[^&\s\"']+", re.IGNORECASE)
+    _NAMES = ("token=", "pin=", "totp=")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        lowered = message.lower()
+        if any(name in lowered for name in self._NAMES):
+            record.msg, record.args = self._SECRET.sub(r"\1***", message), None
+        return True
+
+
+log = logging.getLogger(__name__)
+WS_LOG = logging.getLogger("tickgate.dhan.ws")
+"""The feed sockets' own logger (websockets logs through it), with the token redacted."""
+WS_LOG.addFilter(RedactTokens())
 
 
 def _limit_read_size(ws: ClientConnection) -> None:
@@ -118,6 +146,7 @@ class ConnectionState(StrEnum):
     CONNECTING = "connecting"
     UP = "up"
     BACKOFF = "backoff"
+    GIVEN_UP = "given_up"  # left to another program on the client id (tickgate.dhan.budget)
     FATAL = "fatal"
     STOPPED = "stopped"
 
@@ -131,7 +160,9 @@ class DownReason:
 
     @property
     def fatal(self) -> bool:
-        return self.code in FATAL_DISCONNECT_CODES
+        """The account cannot go on until someone acts (a token, the data plan). 804 (too many instruments)
+        is one socket's count, not the account's: that socket reconnects and is planned again."""
+        return self.code in FATAL_DISCONNECT_CODES and self.code != TOO_MANY_INSTRUMENTS
 
     def __str__(self) -> str:
         return f"{self.code}: {self.text}" if self.code is not None else self.text
@@ -159,7 +190,8 @@ FramesSink = Callable[[int, list[bytes], int], None]
 
 
 class FeedPool:
-    """Up to ``limits.sockets_per_account`` connections of one account, each reconnecting on its own.
+    """Up to ``limits.feed_sockets`` connections of one account (its sockets less those reserved for other
+    programs), each reconnecting on its own.
 
     Callbacks run on the event loop, synchronously: ``on_up(conn)`` right after a socket opened (only then
     may requests be sent: nothing is acknowledged before the socket is ready), ``on_down(conn, reason)``
@@ -179,6 +211,7 @@ class FeedPool:
         on_frames: FramesSink | None = None,
         connections: int | None = None,
         rng: random.Random | None = None,
+        market_seconds: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_url = base_url
         self._credentials = credentials
@@ -186,14 +219,14 @@ class FeedPool:
         self.settings = settings
         self._on_up, self._on_down, self._on_frame = on_up, on_down, on_frame
         self._on_frames = on_frames
-        count = limits.sockets_per_account if connections is None else connections
-        if not 1 <= count <= limits.sockets_per_account:
-            raise ValueError(f"connections must be 1..{limits.sockets_per_account}, got {count}")
+        count = limits.feed_sockets if connections is None else connections
+        if not 1 <= count <= limits.feed_sockets:
+            raise ValueError(f"connections must be 1..{limits.feed_sockets}, got {count}")
         self._rng = rng or random.Random()
         self.connections = [_Connection(i, self) for i in range(count)]
         # Held for a socket's whole life, released only once it is closed: never a 6th socket,
         # even mid-restart.
-        self._slots = asyncio.Semaphore(limits.sockets_per_account)
+        self._slots = asyncio.Semaphore(limits.feed_sockets)
         self._open_lock = asyncio.Lock()
         self._last_open = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -204,17 +237,38 @@ class FeedPool:
         self.reconnects_by_reason: Counter[str] = Counter()
         self.open_sockets = 0
         self.max_open_sockets = 0
+        self.goodbyes = 0  # disconnect requests (code 12) sent before closing on purpose
+        self.blocked_until = 0.0  # monotonic: the account cools off after a 429 until then
+        self.blocks = 0  # 429 episodes
+        self._block_streak = 0  # episodes since the last successful connect (the cool-off grows)
+        # The sockets other programs on the client id leave us (tickgate.dhan.budget), on market seconds:
+        # a virtual day's foreign program holds its sockets for market hours, not real ones.
+        self._market_seconds = market_seconds
+        self.budget = SocketBudget(
+            count,
+            settings.budget_strikes,
+            settings.budget_window_s,
+            settings.budget_regrow_after_s,
+            settings.budget_regrow_max_s,
+        )
+        self._down_on_805: set[int] = set()
+        # Told when a socket parks on a fatal reason (the token's owner refreshes at once on 807/808).
+        # ``(reason, fingerprint of the refused token)``.
+        self.on_fatal: Callable[[DownReason, str], None] | None = None
+        self._budget_changed = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._stopping.clear()
         self._tasks = [asyncio.create_task(c.run(), name=f"feed-conn-{c.id}") for c in self.connections]
+        self._tasks.append(asyncio.create_task(self._budget_loop(), name="feed-budget"))
 
     async def stop(self) -> None:
         """Close every socket politely and wait for the tasks to end."""
         self._stopping.set()
         self._fatal_cleared.set()
+        self._budget_changed.set()
         for conn in self.connections:
             conn.wake()
             await conn.close("shutdown")
@@ -255,13 +309,80 @@ class FeedPool:
 
     # -- internals used by connections ----------------------------------------------------------------
 
+    def _block(self) -> None:
+        """A 429 at the handshake is the account's, not the socket's: every socket cools off together, a
+        little longer each time it happens again before a connection succeeds."""
+        now = time.monotonic()
+        if now < self.blocked_until:
+            return  # another socket of the same episode
+        self.blocks += 1
+        cool = min(
+            self.settings.block_cooloff_s * 2 ** (self._block_streak), self.settings.block_cooloff_max_s
+        )
+        self._block_streak += 1
+        self.blocked_until = now + cool
+        log.warning("Dhan answered 429 at the handshake: the account cools off for %.0f s", cool)
+
+    @property
+    def blocked_for(self) -> float:
+        """Seconds the account still cools off after a 429 (0: not blocked)."""
+        return max(0.0, self.blocked_until - time.monotonic())
+
+    def _on_805(self, conn: int) -> None:
+        """Another program took a socket of the client id: count it; enough of them give sockets up."""
+        self._down_on_805.add(conn)
+        given = self.budget.on_805(conn, set(self._down_on_805), self._market_seconds())
+        if given:
+            for socket in given:  # one may be sleeping out its 805 back-off: it waits in the budget now
+                self.connections[socket].wake()
+            log.warning(
+                "another program holds sockets of this client id: tickgate now holds %d of %d (%s)",
+                self.budget.size,
+                self.budget.sockets,
+                self.budget.reason,
+            )
+
+    async def _budget_loop(self) -> None:
+        """Probe a given-up socket back once the account has been quiet long enough; never dies."""
+        while not self.stopping:
+            try:
+                socket = self.budget.due(self._market_seconds())
+                if socket is not None:
+                    log.info("no 805 for a while: probing socket %d back", socket)
+                    self._budget_changed.set()
+            except Exception:
+                log.exception("the socket budget's loop failed; it goes on")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._stopping.wait()
+
+    async def _wait_in_budget(self, conn: int) -> None:
+        """Wait while ``conn`` is given up (it comes back as a probe, with no further backoff)."""
+        while conn in self.budget.given_up and not self.stopping:
+            self._budget_changed.clear()
+            await self._budget_changed.wait()
+
     def _set_fatal(self, reason: DownReason, fingerprint: str) -> None:
+        # The listener hears of each token refused, not only the first: sockets opened before a renewal
+        # still carry the old token, so the first 807 may name a token already replaced (nothing to do)
+        # and the next one the token in use (renew now), or the pool would wait on it forever.
+        news = self.fatal is None or fingerprint != self._fatal_fingerprint
         self.fatal = reason
         self._fatal_fingerprint = fingerprint
         self._fatal_cleared.clear()
+        if news and self.on_fatal is not None:
+            try:
+                self.on_fatal(reason, fingerprint)
+            except Exception:
+                log.exception("the fatal-state listener failed")
 
     async def _wait_until_allowed(self) -> None:
-        """Block while the account is in a fatal state; re-read the token now and then (daily rollover)."""
+        """Block while the account cools off after a 429, or is in a fatal state (the token re-read now and
+        then: a new one clears it)."""
+        while (wait := self.blocked_for) > 0 and not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._stopping.wait()
         while self.fatal is not None and not self.stopping:
             try:
                 credentials = await self.credentials()
@@ -271,7 +392,8 @@ class FeedPool:
                 self.clear_fatal()
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._fatal_cleared.wait(), self.settings.fatal_recheck_s)
+                async with asyncio.timeout(self.settings.fatal_recheck_s):
+                    await self._fatal_cleared.wait()
 
     @contextlib.asynccontextmanager
     async def _socket_slot(self) -> AsyncIterator[None]:
@@ -310,15 +432,25 @@ class _Connection:
         return True
 
     async def close(self, why: str) -> None:
+        """Close on purpose (shutdown, recycle) with Dhan's goodbye first: a disconnect request (code 12)
+        has Dhan drop the socket's subscriptions at once, instead of holding them until it notices the
+        socket gone (which could count against the account's next connection)."""
         ws = self.ws
         if ws is not None:
             self._close_reason = why
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(code=1000, reason=why[:120]), 5)
+                async with asyncio.timeout(5):
+                    await ws.send(disconnect_message())
+                    self.pool.goodbyes += 1
+                    await ws.close(code=1000, reason=why[:120])
 
     async def run(self) -> None:
         pool = self.pool
         while not pool.stopping:
+            if self.id in pool.budget.given_up:
+                self.status.state = ConnectionState.GIVEN_UP
+                self.status.next_attempt_in = None
+                await pool._wait_in_budget(self.id)
             await pool._wait_until_allowed()
             if pool.stopping:
                 break
@@ -330,13 +462,17 @@ class _Connection:
             self.status.next_attempt_in = delay
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self.status.next_attempt_in = None
         self.status.state = ConnectionState.STOPPED
 
     def _delay_after(self, reason: DownReason) -> float:
         pool = self.pool
         if reason.code == TOO_MANY_CONNECTIONS:
+            pool._on_805(self.id)
+            if self.id in pool.budget.given_up:
+                return 0.0  # it waits in the budget instead, for as long as it stays given up
             # Dhan warns that hammering after 805 may block the user: wait long, with jitter.
             base = pool.settings.backoff_805_s
             self.backoff.failures += 1
@@ -352,8 +488,11 @@ class _Connection:
             self._disconnect = None
             self._close_reason = None
             try:
-                ws = await asyncio.wait_for(
-                    connect(
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can return a connection that
+                # completes at the moment the task is cancelled, losing the cancel (a stopped pool then
+                # kept one socket open and its stop() waited forever).
+                async with asyncio.timeout(pool.settings.connect_timeout_s + 1):
+                    ws = await connect(
                         url,
                         ping_interval=pool.settings.ping_interval_s,
                         ping_timeout=pool.settings.ping_timeout_s,
@@ -364,12 +503,16 @@ class _Connection:
                         open_timeout=pool.settings.connect_timeout_s,
                         user_agent_header=None,
                         create_connection=FeedConnection,
-                    ),
-                    pool.settings.connect_timeout_s + 1,
-                )
+                        logger=WS_LOG,
+                    )
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 reason = DownReason(None, f"connect refused: HTTP {status}")
+                if status == BLOCKED:
+                    reason = DownReason(
+                        None, "connect refused: HTTP 429 (account blocked or data plan lapsed)"
+                    )
+                    pool._block()
                 if status in (401, 403):
                     reason = DownReason(808, f"authentication rejected: HTTP {status}")
                     pool._set_fatal(reason, credentials.fingerprint)
@@ -378,6 +521,11 @@ class _Connection:
                 text = credentials.redact(f"connect failed: {type(exc).__name__}: {exc}")
                 return self._record_down(DownReason(None, text), was_up=False)
 
+            if pool.stopping:  # stopped while the handshake finished: this socket must not outlive the pool
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await ws.close()
+                return DownReason(None, "closed by tickgate: shutdown")
             self.ws = ws
             _limit_read_size(ws)
             self._outbox = asyncio.Queue()
@@ -389,16 +537,19 @@ class _Connection:
             self.status.up_since = now
             self.status.last_data = None
             self.backoff.connected(now)
+            pool._block_streak = 0  # a connection succeeded: the next 429 starts the cool-off afresh
+            pool._down_on_805.discard(self.id)
             writer = asyncio.create_task(self._write(ws, self._outbox), name=f"feed-writer-{self.id}")
             try:
                 pool._on_up(self.id)
                 await self._read(ws)
             finally:
                 writer.cancel()
-                with contextlib.suppress(BaseException):
-                    await writer
+                # gather: the writer's own cancellation is a result, ours (a stop meanwhile) still raises.
+                await asyncio.gather(writer, return_exceptions=True)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 5)
+                    async with asyncio.timeout(5):
+                        await ws.close()
                 self.ws = None
                 self._outbox = None
                 pool.open_sockets -= 1

@@ -19,13 +19,16 @@ A price from the feed is never overwritten (:meth:`tickgate.feed.quotes.QuoteSto
 from __future__ import annotations
 
 import asyncio
-import json
+import heapq
+import itertools
 import logging
+import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 
 from tickgate.config import FeedLimits
 from tickgate.dhan.client import Credentials, CredentialsProvider
@@ -36,50 +39,74 @@ log = logging.getLogger(__name__)
 
 PRIORITY_USER, PRIORITY_TIER_B, PRIORITY_OTHER = 0, 1, 2
 QUOTE_PATH = "/v2/marketfeed/quote"
+FILL_SLICE = 200  # quotes built and stored between two turns of the event loop
 
 
 class BackfillQueue:
-    """Keys wanted, by priority then arrival; each key at most once until :meth:`new_day`."""
+    """Keys wanted, by priority then first arrival; each key at most once until :meth:`new_day`.
+
+    A heap with lazy deletion, so taking a request's worth costs in proportion to the request, not to a
+    start-up's 25,000 waiting keys (this runs on the event loop)."""
 
     def __init__(self) -> None:
-        self._pending: dict[InstrumentKey, int] = {}
+        self._heap: list[tuple[int, int, InstrumentKey]] = []  # (priority, arrival, key); stale entries too
+        self._queued: dict[InstrumentKey, tuple[int, int]] = {}  # key -> its live (priority, arrival)
+        self._arrivals = itertools.count()
         self._done: set[InstrumentKey] = set()
+        self._cohort: set[InstrumentKey] = set()
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._queued)
 
     def want(self, keys: Iterable[InstrumentKey], priority: int) -> int:
-        """Queue ``keys`` (a key already queued keeps the better priority); returns how many are new."""
+        """Queue ``keys`` (a key already queued keeps the better priority, and its place of arrival);
+        returns how many are new."""
         added = 0
-        pending = self._pending
+        queued, done, heap = self._queued, self._done, self._heap
         for key in keys:
-            if key in self._done:
+            if key in done:
                 continue
-            old = pending.get(key)
+            old = queued.get(key)
             if old is None:
                 added += 1
-                pending[key] = priority
-            elif priority < old:
-                pending[key] = priority
+                entry = (priority, next(self._arrivals))
+            elif priority < old[0]:
+                entry = (priority, old[1])
+            else:
+                continue
+            queued[key] = entry
+            heapq.heappush(heap, (*entry, key))
         return added
 
     def take(self, n: int) -> list[InstrumentKey]:
         """Up to ``n`` keys, best priority first (arrival order within one), removed from the queue."""
-        if not self._pending:
-            return []
-        best = sorted(self._pending.items(), key=lambda kv: kv[1])[:n]  # stable: arrival order kept
-        keys = [k for k, _ in best]
-        for key in keys:
-            del self._pending[key]
+        keys: list[InstrumentKey] = []
+        queued, heap = self._queued, self._heap
+        while heap and len(keys) < n:
+            priority, arrival, key = heapq.heappop(heap)
+            if queued.get(key) == (priority, arrival):  # else stale: taken already, or moved up
+                del queued[key]
+                keys.append(key)
         return keys
 
     def done(self, keys: Iterable[InstrumentKey]) -> None:
+        keys = list(keys)
         self._done.update(keys)
+        self._cohort.difference_update(keys)
 
     def retry(self, keys: Iterable[InstrumentKey], priority: int = PRIORITY_USER) -> None:
         """A request that failed: its keys go back, ahead of what waited behind them."""
-        for key in keys:
-            self._pending.setdefault(key, priority)
+        self.want(keys, priority)
+
+    def mark_cohort(self) -> int:
+        """Remember what is queued now (a start-up's whole plan); :attr:`cohort_left` counts down as it is
+        answered. Returns its size."""
+        self._cohort = set(self._queued)
+        return len(self._cohort)
+
+    @property
+    def cohort_left(self) -> int:
+        return len(self._cohort)
 
     def new_day(self) -> None:
         """A new trading day: every key may be filled again."""
@@ -93,36 +120,61 @@ def request_body(keys: Sequence[InstrumentKey]) -> dict[str, list[int]]:
     return body
 
 
-def parse_quotes(answer: Mapping[str, Any]) -> list[RestQuote]:
+class _Quote(msgspec.Struct):
+    """The fields of one instrument's market quote that backfill keeps. Typed loosely (a malformed value
+    loses that value, not the answer); the rest of Dhan's answer (depth, circuit limits) is skipped by the
+    decoder without building it."""
+
+    last_price: Any = None
+    ohlc: Any = None
+    average_price: Any = None
+    volume: Any = None
+    oi: Any = None
+    last_quantity: Any = None
+
+
+class _Answer(msgspec.Struct):
+    data: dict[str, dict[str, _Quote]] | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Answer)
+
+
+def parse_quotes(content: bytes) -> list[RestQuote]:
     """Dhan's ``/marketfeed/quote`` (or ``/ohlc``, ``/ltp``) answer → one :class:`RestQuote` per instrument.
     During the day ``ohlc.close`` is the previous close; an instrument Dhan leaves out is simply absent."""
-    out: list[RestQuote] = []
-    data = answer.get("data") or {}
-    if not isinstance(data, Mapping):
+    return list(iter_quotes(content))
+
+
+def iter_quotes(content: bytes) -> Iterator[RestQuote]:
+    """:func:`parse_quotes`, lazily: the answer is decoded at the first step, the quotes built as they are
+    taken, so that the event loop can take them a slice at a time.
+
+    Decoded by ``msgspec`` into the few fields kept: a 1,000-quote answer carries five levels of depth a
+    side, and building all of it as Python objects held the interpreter (and so the feed) for many times as
+    long."""
+    try:
+        data = _DECODER.decode(content).data
+    except msgspec.DecodeError as exc:  # a malformed answer fails its request (retried), not the backfill
+        raise ValueError(f"market quote answer malformed: {exc}") from None
+    if data is None:
         raise ValueError("market quote answer without a data object")
     for segment_name, by_id in data.items():
         segment = ExchangeSegment.from_name(segment_name)
-        if not isinstance(by_id, Mapping):
-            continue
         for sid, q in by_id.items():
-            if not isinstance(q, Mapping):
-                continue
-            ohlc = q.get("ohlc") or {}
-            out.append(
-                RestQuote(
-                    key=InstrumentKey(segment, int(sid)),
-                    ltp=_number(q.get("last_price")),
-                    prev_close=_number(ohlc.get("close")),
-                    open=_number(ohlc.get("open")),
-                    high=_number(ohlc.get("high")),
-                    low=_number(ohlc.get("low")),
-                    atp=_number(q.get("average_price")),
-                    volume=_integer(q.get("volume")),
-                    oi=_integer(q.get("oi")),
-                    ltq=_integer(q.get("last_quantity")),
-                )
+            ohlc = q.ohlc if isinstance(q.ohlc, Mapping) else {}
+            yield RestQuote(
+                key=InstrumentKey(segment, int(sid)),
+                ltp=_number(q.last_price),
+                prev_close=_number(ohlc.get("close")),
+                open=_number(ohlc.get("open")),
+                high=_number(ohlc.get("high")),
+                low=_number(ohlc.get("low")),
+                atp=_number(q.average_price),
+                volume=_integer(q.volume),
+                oi=_integer(q.oi),
+                ltq=_integer(q.last_quantity),
             )
-    return out
 
 
 def _number(value: Any) -> float | None:
@@ -137,6 +189,10 @@ def _integer(value: Any) -> int | None:
     )
 
 
+_LAST_ANSWER: dict[str, float] = {}
+"""REST base URL → when (monotonic) this process last had an answer from it, whichever backfiller asked."""
+
+
 class BackfillStats:
     """Counters for ``/admin/stats`` (``wanted``: keys queued, each at most once a day; ``priced``: legs the
     REST answer priced, the feed not having done it first)."""
@@ -145,6 +201,10 @@ class BackfillStats:
         self.wanted = self.requests = self.instruments = self.priced = self.rate_limited = self.failures = 0
         self.last_error: str | None = None
         self.last_fill_s = 0.0  # when the queue last emptied after work, since the backfiller started
+        self.request_ms_last = self.request_ms_max = 0.0  # sending to answer, which paces the next request
+        self.startup_wanted = 0  # the plan queued at start ...
+        self.startup_left = 0  # ... how much of it is still unanswered ...
+        self.startup_filled_s: float | None = None  # ... and when the last of it was answered, since start
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -162,13 +222,16 @@ class Backfiller:
         *,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        speed: float = 1.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._store = store
         self._per_request = limits.quote_instruments_per_request
-        # A hair over the limit's interval: two requests must never land in one of Dhan's seconds.
-        self._interval = 1.0 / limits.quote_requests_per_second * 1.02
+        # Counted from each answer (see _request), so two requests never land within one interval at Dhan.
+        # The limit is per market second: a virtual clock ``speed`` times faster than real time (a simulated
+        # day; never against Dhan, where only the system clock is allowed) fits ``speed`` times more.
+        self._interval = 1.0 / (limits.quote_requests_per_second * speed)
         self._timeout = timeout_s
         self._transport = transport
         self.queue = BackfillQueue()
@@ -197,10 +260,23 @@ class Backfiller:
             base_url=self.base_url, timeout=self._timeout, transport=self._transport
         )
         self._started = time.monotonic()
-        # The first request waits one interval: a restart must not race its predecessor's last request
-        # (same client id, same second: Dhan would answer 429).
-        self._next_at = self._started + self._interval
+        # A restart must not race its predecessor's last request (same account, same second: a 429). A new
+        # process takes longer than an interval to come this far; a restart inside this process (tests, an
+        # embedding application) waits out the last answer its predecessor had.
+        self._next_at = _LAST_ANSWER.get(self.base_url, -math.inf) + self._interval
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tickgate-backfill")
+
+    def mark_startup(self) -> None:
+        """What is queued now is the start-up's plan: ``/admin/stats`` says when the last of it was answered
+        (``startup_filled_s``, seconds since :meth:`start`)."""
+        self.stats.startup_wanted = self.stats.startup_left = self.queue.mark_cohort()
+        self.stats.startup_filled_s = None
+
+    def _count_startup(self) -> None:
+        left = self.queue.cohort_left
+        if self.stats.startup_filled_s is None and self.stats.startup_wanted and not left:
+            self.stats.startup_filled_s = round(time.monotonic() - self._started, 3)
+        self.stats.startup_left = left
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -270,6 +346,7 @@ class Backfiller:
                 backoff = min(backoff * 2, 30.0)
             else:
                 self.queue.done(keys)
+                self._count_startup()
                 self._answer(waiting, quotes)
                 backoff = self._interval
 
@@ -285,24 +362,38 @@ class Backfiller:
 
     async def _request(self, keys: list[InstrumentKey]) -> list[RestQuote]:
         assert self._client is not None
-        self._next_at = time.monotonic() + self._interval
         creds: Credentials = await _resolve(self._credentials)
         self.stats.requests += 1
         self.stats.instruments += len(keys)
+        sent = time.monotonic()
+        self._next_at = sent + self._interval  # should the request fail before an answer
         response = await self._client.post(
             QUOTE_PATH,
             json=request_body(keys),
             headers={"access-token": creds.access_token, "client-id": creds.client_id},
         )
+        # Dhan counted this request somewhere between its sending and its answer: counting the interval
+        # from the answer keeps the next one an interval after it there, whatever delayed the sending.
+        answered = time.monotonic()
+        self._next_at = answered + self._interval
+        _LAST_ANSWER[self.base_url] = answered
+        self.stats.request_ms_last = round((answered - sent) * 1000, 1)
+        self.stats.request_ms_max = max(self.stats.request_ms_max, self.stats.request_ms_last)
         if response.status_code == 429:
             self.stats.rate_limited += 1
             self._next_at = time.monotonic() + self._interval * 2
             raise RateLimitedError("market quote answered 429")
         if response.status_code != 200:
             raise BackfillError(f"market quote answered {response.status_code}: {_error_text(response)}")
-        # 1,000 quotes of JSON: parsed off the event loop, so the feed and the API do not wait for it.
-        quotes = await asyncio.to_thread(_parse_body, response.content)
-        self.stats.priced += self._store.fill(quotes, time.monotonic_ns())
+        # 1,000 quotes: decoded at once (the fields kept only), then built and stored a slice at a time with
+        # the loop free between slices, so the feed, pushes and the API wait at most one slice. (A thread
+        # would hold the interpreter for whole switch intervals instead.)
+        quotes: list[RestQuote] = []
+        taking = iter_quotes(response.content)
+        while chunk := list(itertools.islice(taking, FILL_SLICE)):
+            quotes += chunk
+            self.stats.priced += self._store.fill(chunk, time.monotonic_ns())
+            await asyncio.sleep(0)
         return quotes
 
     def _failed(self, exc: BaseException) -> None:
@@ -324,10 +415,6 @@ async def _resolve(provider: CredentialsProvider) -> Credentials:
     if isinstance(value, Credentials):
         return value
     return await value
-
-
-def _parse_body(content: bytes) -> list[RestQuote]:
-    return parse_quotes(json.loads(content))
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -14,16 +14,19 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from tickgate.config import Settings
+from tickgate.config import FeedLimits, Settings
 from tickgate.dhan.batch import PacketBatch, decode_batch
 from tickgate.dhan.client import (
+    TOO_MANY_INSTRUMENTS,
     ConnectionState,
+    ConnectionStatus,
     CredentialsProvider,
     DownReason,
     FeedPool,
@@ -61,6 +64,16 @@ class FeedMetrics:
     loop_failures: Counter[str] = field(default_factory=Counter)  # decoder/watchdog exceptions survived
 
 
+@dataclass(frozen=True)
+class FeedAccount:
+    """One Dhan account's side of the feed: a name for operators, its credentials, its limits (its own
+    reserved sockets). The planner's connections run account by account in this order."""
+
+    name: str
+    credentials: CredentialsProvider
+    limits: FeedLimits
+
+
 def _events_to(callback: Callable[[list[PlannerEvent]], None]) -> Callable[[PlanChange], None]:
     def forward(change: PlanChange) -> None:
         if change.events:
@@ -70,13 +83,14 @@ def _events_to(callback: Callable[[list[PlannerEvent]], None]) -> Callable[[Plan
 
 
 class FeedManager:
-    """Executes the planner's actions on a :class:`FeedPool` and folds received frames into a store."""
+    """Executes the planner's actions on one :class:`FeedPool` per account and folds received frames into a
+    store. The planner's connection ids are global; each maps to (its account's pool, the pool's socket)."""
 
     def __init__(
         self,
         settings: Settings,
         planner: Planner,
-        credentials: CredentialsProvider,
+        credentials: CredentialsProvider | Sequence[FeedAccount],
         *,
         store: QuoteStore | None = None,
         url: str | None = None,
@@ -84,6 +98,7 @@ class FeedManager:
         on_events: Callable[[list[PlannerEvent]], None] | None = None,
         on_batch: Callable[[PacketBatch, int], None] | None = None,
         orchestrator: Orchestrator | None = None,
+        market_seconds: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.limits = settings.limits
@@ -105,28 +120,66 @@ class FeedManager:
             feed_cfg.recycle_window_s,
         )
         self.quiet: frozenset[Market] = frozenset()  # trading markets on which every socket is silent
+        # The last stale recycles: (market seconds, socket, the markets it carried), for a run's audit of
+        # the watchdog (a socket whose markets are all closed must never be recycled as stale).
+        self.recycle_log: deque[tuple[float, int, frozenset[Market]]] = deque(maxlen=1_000)
+        self._market_seconds = market_seconds
         self._session_mask: tuple[int, Array] | None = None
         self._on_batch = on_batch  # after each batch is in the store: push fan-out, benchmarks
-        self.pool = FeedPool(
-            url or settings.feed_url,
-            credentials,
-            limits=settings.limits,
-            settings=settings.feed,
-            on_up=self._on_up,
-            on_down=self._on_down,
-            on_frame=self._on_frame,
-            on_frames=self._on_frames,
+        # The frames of each batch, told right after the store applied them (the gateway's publisher numbers
+        # them in that same step: tickgate.bus).
+        self.on_applied: Callable[[list[bytes]], None] | None = None
+        self.accounts: list[FeedAccount] = (
+            list(credentials)
+            if isinstance(credentials, Sequence)
+            else [FeedAccount("default", credentials, settings.limits)]
         )
+        shares = tuple(a.limits.feed_sockets for a in self.accounts)
+        if planner.accounts != shares:
+            raise ValueError(
+                f"the planner plans on {planner.accounts} sockets per account, the feed has {shares}"
+            )
+        self.pools: list[FeedPool] = []
+        self._where: list[tuple[FeedPool, int]] = []  # global connection id -> (pool, its socket id)
+        for account in self.accounts:
+            base = len(self._where)
+            pool = FeedPool(
+                url or settings.feed_url,
+                account.credentials,
+                limits=account.limits,
+                settings=settings.feed,
+                on_up=partial(self._pool_up, base),
+                on_down=partial(self._pool_down, base),
+                on_frame=self._on_frame,
+                on_frames=self._on_frames,
+                market_seconds=market_seconds,
+            )
+            self.pools.append(pool)
+            self._where.extend((pool, local) for local in range(len(pool.connections)))
         self._frames: deque[bytes] = deque()
         self._times: deque[int] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()  # sockets of an account gone down, being closed
         self._running = False
         # Start-up barrier: connections that opened before the others are reported together.
         self._barrier_open = False
         self._waiting_up: list[int] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> FeedPool:
+        """The first account's pool (the one-account case's only one)."""
+        return self.pools[0]
+
+    def statuses(self) -> list[tuple[int, ConnectionStatus]]:
+        """Every socket's status with its global connection id, account by account."""
+        out: list[tuple[int, ConnectionStatus]] = []
+        for pool in self.pools:
+            base = len(out)
+            out.extend((base + s.id, s) for s in pool.status())
+        return out
 
     async def start(self) -> None:
         self._running = True
@@ -137,11 +190,12 @@ class FeedManager:
             asyncio.create_task(self._watchdog_loop(), name="feed-watchdog"),
             asyncio.create_task(self._release_barrier_later(), name="feed-startup-barrier"),
         ]
-        await self.pool.start()
+        for pool in self.pools:
+            await pool.start()
 
     async def stop(self) -> None:
         self._running = False
-        await self.pool.stop()
+        await asyncio.gather(*(pool.stop() for pool in self.pools))
         self._wake.set()
         for task in self._tasks:
             task.cancel()
@@ -166,7 +220,8 @@ class FeedManager:
             if action.op == "subscribe":
                 self.store.register(action.keys)
             messages = list(encode(action.mode, action.keys, per_message=per_message))
-            if self.pool.send(action.connection, messages):
+            pool, local = self._where[action.connection]
+            if pool.send(local, messages):
                 self.metrics.requests_sent += len(messages)
             else:
                 self.metrics.undelivered_actions += 1
@@ -175,10 +230,16 @@ class FeedManager:
         """Apply one planner call through the orchestrator: ``manager.plan(lambda p: p.rebalance())``."""
         return self.orchestrator.apply(cause, change)
 
+    def _pool_up(self, base: int, local: int) -> None:
+        self._on_up(base + local)
+
+    def _pool_down(self, base: int, local: int, reason: DownReason) -> None:
+        self._on_down(base + local, reason)
+
     def _on_up(self, connection: int) -> None:
         if not self._barrier_open:
             self._waiting_up.append(connection)
-            if len(self._waiting_up) == len(self.pool.connections):
+            if len(self._waiting_up) == len(self._where):
                 self._open_barrier()
             return
         self.orchestrator.apply(f"connection {connection} up", Planner.connection_up, connection)
@@ -190,20 +251,80 @@ class FeedManager:
             self._waiting_up.remove(connection)  # never reported up: nothing to re-plan
             return
         why = str(reason)
+        account = self.planner.account_of(connection)
+        if reason.fatal and len(self.accounts) > 1:
+            self._account_down(account, connection, why)
+            return
+        carried = self.planner.loads()[connection]  # (actual() would copy the whole plan)
         self.orchestrator.apply(
             f"connection {connection} down: {why}", Planner.connection_down, connection, why
         )
+        if reason.code == TOO_MANY_INSTRUMENTS:
+            self._lower_ceiling(connection, carried)
+
+    def _account_down(self, account: int, connection: int, why: str) -> None:
+        """A reason that is the account's, not the socket's (its token refused: 807/808/809): every socket
+        of that account goes in one re-plan, so nothing is moved onto a sibling about to fail too. Its
+        sockets still open are closed (they reconnect when the token is good again); the other accounts
+        take what they have room for, and past that Tier A waits, least recently used first."""
+        name = self.accounts[account].name
+        self.orchestrator.apply(
+            f"account {name} down (connection {connection}: {why})",
+            Planner.account_down,
+            account,
+            f"account {name}: {why}",  # each connection's audit row says whose it was
+        )
+        pool = self.pools[account]
+        for status in pool.status():
+            if status.state is ConnectionState.UP:
+                task = asyncio.get_running_loop().create_task(pool.recycle(status.id, f"account down: {why}"))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def _lower_ceiling(self, connection: int, carried: int) -> None:
+        """Dhan answered 804 (too many instruments) on a socket tickgate kept within the limit: Dhan counts
+        more than we do there. That socket carries a tenth of the limit less than it did (never below half
+        the limit) until the next pre-open; the other sockets carry on, and what no longer fits is
+        suspended, Tier A first."""
+        per = self.limits.instruments_per_socket
+        ceiling = max(per // 2, min(self.planner.ceilings()[connection], carried) - per // 10)
+        self.orchestrator.apply(
+            f"connection {connection}: Dhan answered 804, ceiling {ceiling}",
+            Planner.set_ceiling,
+            connection,
+            ceiling,
+            "804",
+        )
+        log.warning(
+            "Dhan answered 804 (too many instruments) on connection %d, which carried %d: it now carries"
+            " at most %d until the next pre-open",
+            connection,
+            carried,
+            ceiling,
+        )
+
+    def reset_ceilings(self) -> None:
+        """A new day: every socket may carry the full limit again (Dhan's count starts afresh)."""
+        per = self.limits.instruments_per_socket
+        for connection, ceiling in enumerate(self.planner.ceilings()):
+            if ceiling < per:
+                self.orchestrator.apply(
+                    f"connection {connection}: ceiling restored",
+                    Planner.set_ceiling,
+                    connection,
+                    None,
+                    "new day",
+                )
 
     def _open_barrier(self) -> None:
         """Report every socket that is up at once; rebalance only after the last of them."""
         if self._barrier_open:
             return
         self._barrier_open = True
-        waiting, self._waiting_up = self._waiting_up, []
-        last = len(waiting) - 1
-        for i, connection in enumerate(sorted(waiting)):
-            cause = f"connection {connection} up"
-            self.orchestrator.apply(cause, Planner.connection_up, connection, rebalance=i == last)
+        waiting, self._waiting_up = sorted(self._waiting_up), []
+        if waiting:
+            cause = f"connections {', '.join(map(str, waiting))} up"
+            self.orchestrator.apply(cause, Planner.connections_up, waiting)
 
     async def _release_barrier_later(self) -> None:
         await asyncio.sleep(self.settings.feed.startup_barrier_s)
@@ -279,6 +400,8 @@ class FeedManager:
         batch = decode_batch(frames)
         now = time.monotonic_ns()
         self.store.apply(batch, now, self._in_session())
+        if self.on_applied is not None:
+            self.on_applied(frames)
         if self._on_batch is not None:
             self._on_batch(batch, now)
         m, stats = self.metrics, batch.stats
@@ -320,28 +443,33 @@ class FeedManager:
     async def _recycle_stale(self, stale_after: float) -> None:
         now = time.monotonic()
         loads = self.planner.loads()
-        silent: list[tuple[int, float]] = []
-        heard: list[tuple[int, float]] = []
-        for status in self.pool.status():
-            if status.state is not ConnectionState.UP or status.up_since is None or loads[status.id] == 0:
+        silent: dict[int, float] = {}
+        rows: list[tuple[int, float, float]] = []
+        for sid, status in self.statuses():
+            if status.state is not ConnectionState.UP or status.up_since is None or loads[sid] == 0:
                 continue
             last = max(status.last_data or 0.0, status.up_since)
-            (silent if now - last > stale_after else heard).append((status.id, last))
+            rows.append((sid, last, status.up_since))
+            if now - last > stale_after:
+                silent[sid] = last
         if not silent:
             self._set_quiet(frozenset())
             return
         actual = self.planner.actual()
         sockets = [
-            SocketSilence(sid, frozenset(market_of(k.segment) for k in actual[sid]), last)
-            for sid, last in (*silent, *heard)
+            SocketSilence(sid, frozenset(market_of(k.segment) for k in actual[sid]), last, up)
+            for sid, last, up in rows
         ]
         verdict = self.judge.judge(sockets, self.trading(), now)
         self._set_quiet(verdict.quiet)
         self.metrics.recycles_held += len(verdict.held)
+        carried = {s.id: s.markets for s in sockets}
         for sid in verdict.recycle:
             self.metrics.stale_recycles += 1
+            self.recycle_log.append((self._market_seconds(), sid, carried[sid]))
             try:
-                await self.pool.recycle(sid, f"stale: no data for {now - dict(silent)[sid]:.0f}s")
+                pool, local = self._where[sid]
+                await pool.recycle(local, f"stale: no data for {now - silent[sid]:.0f}s")
             except Exception:  # this socket's recycle failed; the others are still handled
                 self.metrics.loop_failures["recycle"] += 1
                 log.exception("recycling stale connection %d failed", sid)
@@ -363,10 +491,11 @@ class FeedManager:
         loads = self.planner.loads()
         now = time.monotonic()
         rows = []
-        for status in self.pool.status():
+        for sid, status in self.statuses():
             rows.append(
                 {
-                    "id": status.id,
+                    "id": sid,
+                    "account": self.accounts[self.planner.account_of(sid)].name,
                     "state": str(status.state),
                     "instruments": loads[status.id],
                     "connects": status.connects,
@@ -382,20 +511,53 @@ class FeedManager:
 
     @property
     def alert(self) -> str | None:
-        """A fatal account-level condition a human must fix (bad or expired token, data plan missing)."""
-        fatal = self.pool.fatal
+        """An account-level condition: a 429 cool-off (Dhan blocked the client id, or its data plan lapsed),
+        or a fatal one a human must fix (a bad or expired token); with several accounts, each one's, named."""
+        notes = [
+            note if len(self.pools) == 1 else f"account {self.accounts[a].name}: {note}"
+            for a in range(len(self.pools))
+            if (note := self.account_alert(a)) is not None
+        ]
+        return "; ".join(notes) or None
+
+    def account_alert(self, account: int) -> str | None:
+        pool = self.pools[account]
+        blocked = pool.blocked_for
+        if blocked > 0:
+            return (
+                f"Dhan answered 429 (client id blocked or data plan lapsed): the account cools off,"
+                f" next connect in {blocked:.0f} s"
+            )
+        fatal = pool.fatal
         return None if fatal is None else f"feed stopped retrying: {fatal}"
 
     @property
     def warning(self) -> str | None:
-        """Every socket of a trading market silent at once: worth a look, not a reason to reconnect (nor to
-        report the service unready: a quiet market is not a broken feed)."""
-        if not self.quiet:
-            return None
-        return f"no data from {', '.join(sorted(self.quiet))} while it trades (a quiet or halted market?)"
+        """Worth a look, not a reason to report the service unready: every socket of a trading market silent
+        at once (a quiet market is not a broken feed), or sockets left to another program on the client id
+        (the plan runs on fewer; what does not fit is suspended, Tier A first)."""
+        notes = []
+        if self.quiet:
+            notes.append(
+                f"no data from {', '.join(sorted(self.quiet))} while it trades (a quiet or halted market?)"
+            )
+        per = self.limits.instruments_per_socket
+        lowered = [(c, x) for c, x in enumerate(self.planner.ceilings()) if x < per]
+        if lowered:
+            notes.append(
+                "Dhan answered 804 (too many instruments): "
+                + ", ".join(f"socket {c} carries at most {x:,}" for c, x in lowered)
+                + " until the next pre-open"
+            )
+        for account, pool in zip(self.accounts, self.pools, strict=True):
+            budget = pool.budget
+            if budget.given_up:
+                who = "" if len(self.pools) == 1 else f"account {account.name}: "
+                notes.append(f"{who}holding {budget.size} of {budget.sockets} sockets: {budget.reason}")
+        return "; ".join(notes) or None
 
     def all_up(self) -> bool:
-        return all(s.state is ConnectionState.UP for s in self.pool.status())
+        return all(s.state is ConnectionState.UP for _, s in self.statuses())
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Poll ``predicate`` until true or ``timeout`` (seconds) passes; for start-up and tests."""

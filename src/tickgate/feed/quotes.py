@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ from tickgate.dhan.protocol import DEPTH_LEVELS, ExchangeSegment, InstrumentKey,
 
 Array = np.ndarray[Any, np.dtype[Any]]
 
-SOURCE_NONE, SOURCE_FEED, SOURCE_REST, SOURCE_SAVED = 0, 1, 2, 3
-SOURCE_NAMES = ("none", "feed", "rest", "saved")
+SOURCE_NONE, SOURCE_FEED, SOURCE_REST, SOURCE_SAVED, SOURCE_STALE = 0, 1, 2, 3, 4
+# "stale": a replica's copy of a live price whose stream it lost (tickgate.bus): shown, never as live.
+SOURCE_NAMES = ("none", "feed", "rest", "saved", "stale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,8 @@ class QuoteStore:
         self.batches = 0
         self.packets = 0
         self._changed = asyncio.Event()
+        # Told of every fill after it is applied (the gateway forwards fills to its replicas: tickgate.bus).
+        self.on_fill: Callable[[Sequence[RestQuote], int], None] | None = None
 
     # -- storage -----------------------------------------------------------------------------------------
 
@@ -361,7 +364,39 @@ class QuoteStore:
         cols["updates"][slots] += 1
         cols["updated_ns"][slots] = now_ns
         self._changed.set()
+        if self.on_fill is not None:
+            self.on_fill(quotes, source)
         return priced
+
+    # -- copying (a replica's store follows the gateway's: tickgate.bus) ------------------------------------
+
+    def layout(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """Each column's name, dtype and per-row shape, in a fixed order: what a row export carries."""
+        return [(name, col.dtype.str, col.shape[1:]) for name, col in sorted(self._cols.items())]
+
+    def export_rows(self, start: int, stop: int) -> tuple[Array, dict[str, Array]]:
+        """Slots ``start:stop``: their packed keys and a copy of every column."""
+        stop = min(stop, len(self._keys))
+        keys = self._keys[start:stop]
+        packed = np.fromiter((pack_key(k.segment, k.security_id) for k in keys), np.int64, len(keys))
+        return packed, {name: col[start:stop].copy() for name, col in self._cols.items()}
+
+    def import_rows(self, packed: Array, columns: dict[str, Array], now_ns: int) -> None:
+        """Another store's rows (:meth:`export_rows`) written over this one's, key by key."""
+        keys = [InstrumentKey(ExchangeSegment(int(p) >> 32), int(p) & 0xFFFFFFFF) for p in packed.tolist()]
+        self.register(keys)
+        slots = np.fromiter((self._slot_of[int(p)] for p in packed.tolist()), np.int64, len(keys))
+        for name, values in columns.items():
+            self._cols[name][slots] = values
+        self._cols["updated_ns"][slots] = now_ns
+        self._changed.set()
+
+    def mark_stale(self) -> int:
+        """Every live price becomes stale (its stream was lost); returns how many."""
+        live = self._cols["source"] == SOURCE_FEED
+        self._cols["source"][live] = SOURCE_STALE
+        self._changed.set()
+        return int(live.sum())
 
     def priced(self, segments: set[ExchangeSegment] | frozenset[ExchangeSegment]) -> list[RestQuote]:
         """Every instrument of ``segments`` with a price, as a snapshot (what end of day saves)."""
@@ -404,6 +439,32 @@ class QuoteStore:
 
     def get_many(self, keys: Sequence[InstrumentKey]) -> list[QuoteSnapshot | None]:
         return [self.get(key) for key in keys]
+
+    def option_columns(self, keys: Sequence[InstrumentKey]) -> dict[str, Array]:
+        """What option analytics read, for ``keys`` at once, as float64 arrays (NaN where unknown): ltp,
+        best bid and ask, oi, prev_oi, volume; and ``updates`` (0 for a key never seen), whose sum tells a
+        cache whether anything changed."""
+        n = len(keys)
+        found = [self._slot_of.get(pack_key(k.segment, k.security_id), -1) for k in keys]
+        slots = np.fromiter(found, np.int64, n)
+        known = slots >= 0
+        at = slots[known]
+        c = self._cols
+        out: dict[str, Array] = {}
+        for name, column in (("ltp", c["ltp"]), ("bid", c["bid_price"]), ("ask", c["ask_price"])):
+            values = np.full(n, np.nan)
+            values[known] = column[at] if column.ndim == 1 else column[at, 0]
+            out[name] = values
+        for name in ("oi", "prev_oi", "volume"):
+            values = np.full(n, np.nan)
+            raw = c[name][at].astype(np.float64)
+            raw[raw < 0] = np.nan  # never set
+            values[known] = raw
+            out[name] = values
+        updates = np.zeros(n)
+        updates[known] = c["updates"][at]
+        out["updates"] = updates
+        return out
 
     def slot_of(self, key: InstrumentKey) -> int | None:
         """The key's slot (stable for the store's lifetime), None if never registered nor ticked."""

@@ -5,8 +5,14 @@ time: an NSE-only socket is silent from 15:30 to the next morning, on NSE holida
 is the WebSocket ping/pong (the client closes a socket that stops answering pings). Silence is only
 suspicious while one of the socket's own markets trades, and only *relative to its peers*:
 
-* a socket silent for ``stale_after_s`` while another socket carrying one of the same trading markets
-  received data in that time is stale (the server stopped sending to it): recycle it;
+* a socket is stale when a peer carrying one of the same trading markets received data more than
+  ``stale_after_s`` *after* this socket's last data: the market went on while this socket heard nothing
+  (the server stopped sending to it): recycle it. Comparing the two sockets' last data, not each with
+  now, is what keeps a staggered silence quiet: at a close (or a halt) sockets fall silent moments apart,
+  and the last to fall silent is no evidence against the first;
+* a peer's data counts as evidence only once that peer has been up for ``stale_after_s``: a (re)subscribe
+  is answered with a snapshot of last values whether or not the market trades, and a halted market's
+  reconnect must not make every other socket look stale;
 * every socket carrying those markets silent at once means the market is quiet or halted (or the account's
   data stopped): raise an alert, recycle nothing;
 * recycles are rate-limited per socket (``recycle_min_interval_s``) and per account
@@ -30,6 +36,7 @@ class SocketSilence:
     id: int
     markets: frozenset[Market]  # the markets of the instruments it carries
     last_data: float  # when it last received data (its up time if it never did)
+    up_since: float = float("-inf")  # when it (re)connected: data before up_since + stale is a snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +58,23 @@ class StaleJudge:
     def judge(self, sockets: Iterable[SocketSilence], trading: frozenset[Market], now: float) -> Verdict:
         """The verdict at ``now`` for the up sockets with instruments, given the markets trading now."""
         rows = list(sockets)
-        heard = {m for s in rows if now - s.last_data <= self.stale_after_s for m in s.markets}
+        stale_after = self.stale_after_s
+        latest: dict[Market, float] = {}  # per market, the newest data on any socket
+        evidence: dict[Market, float] = {}  # per market, the newest data that is not a subscribe snapshot
+        for s in rows:
+            for m in s.markets:
+                latest[m] = max(latest.get(m, s.last_data), s.last_data)
+                if s.last_data - s.up_since > stale_after:
+                    evidence[m] = max(evidence.get(m, s.last_data), s.last_data)
         stale: list[int] = []
         quiet: set[Market] = set()
         for s in rows:
             live = s.markets & trading
-            if not live or now - s.last_data <= self.stale_after_s:
+            if not live or now - s.last_data <= stale_after:
                 continue
-            if live & heard:
+            if any(evidence.get(m, s.last_data) - s.last_data > stale_after for m in live):
                 stale.append(s.id)
-            else:
-                quiet |= live
+            quiet |= {m for m in live if now - latest[m] > stale_after}
         recycle, held = self._admit(stale, now)
         return Verdict(tuple(recycle), tuple(held), frozenset(quiet))
 

@@ -237,7 +237,10 @@ def _raw_value(source: Source, header: _Header, line: int, canon: str) -> str | 
         for n, raw in enumerate(stream, start=1):
             if n == line:
                 text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                cells = next(csv.reader([text], delimiter=header.separator), [])
+                try:
+                    cells = next(csv.reader([text], delimiter=header.separator), [])
+                except csv.Error:  # a stray carriage return inside the line: the message goes without it
+                    return None
                 pos = header.columns[canon][0]
                 return cells[pos] if pos < len(cells) else None
     return None

@@ -21,7 +21,7 @@ rebalance) collapse into the single request the wire needs.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
@@ -68,6 +68,7 @@ class _Group:
 
     __slots__ = (
         "created",
+        "family",
         "gid",
         "idx",
         "keys",
@@ -90,8 +91,11 @@ class _Group:
         keys: dict[InstrumentKey, None],
         now: float,
         pinned: bool,
+        family: str | None = None,
     ) -> None:
         self.gid = gid
+        # Tier B groups of one family (an index's chains across expiries) are spread over the accounts.
+        self.family = gid if family is None else family
         self.tier = tier
         self.owner = owner
         self.mode = mode
@@ -166,49 +170,122 @@ class _Pick:
         self.freed = 0
 
 
-def _waterfill(loads: list[int], n: int, cap: int) -> list[int]:
-    """How many of ``n`` new keys each connection gets so that the result equals placing them one at a
-    time on the least-loaded connection (ties → lowest index), without the per-key scan."""
+def _waterfill(loads: list[int], n: int, cap: int | list[int]) -> list[int]:
+    """How many of ``n`` new keys each connection gets so that the result equals placing them one at a time
+    on the least-loaded connection with room (ties → lowest index), without the per-key scan. ``cap`` is
+    one ceiling for all, or one per connection (a socket Dhan answered 804 on carries less)."""
     m = len(loads)
-    order = sorted(range(m), key=lambda i: (loads[i], i))
-    remaining = n
-    pool = 0
-    level = loads[order[0]]
-    while True:
-        while pool < m and loads[order[pool]] <= level:
-            pool += 1
-        nxt = min(loads[order[pool]], cap) if pool < m else cap
-        room = (nxt - level) * pool
-        if room >= remaining:
-            height = level + remaining // pool
-            extra = remaining % pool
+    caps = [cap] * m if isinstance(cap, int) else cap
+    if n <= 0:
+        return [0] * m
+    room_total = sum(max(0, c - x) for x, c in zip(loads, caps, strict=True))
+    if room_total < n:
+        raise AssertionError(f"no room to place {n} keys on loads {loads} (caps {caps})")
+
+    def filled(level: int) -> int:  # keys placed when every connection is raised to ``level`` (capped)
+        return sum(max(0, min(level, c) - x) for x, c in zip(loads, caps, strict=True))
+
+    lo, hi = min(loads), max(caps)  # filled(lo) == 0 < n <= filled(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if filled(mid) >= n:
+            hi = mid
+        else:
+            lo = mid
+    # Everyone to ``lo`` (fewer than n), then one more each, lowest index first, for those with room.
+    counts = [max(0, min(lo, c) - x) for x, c in zip(loads, caps, strict=True)]
+    extra = n - sum(counts)
+    for i in range(m):
+        if extra == 0:
             break
-        remaining -= room
-        level = nxt
-        if level >= cap:
-            raise AssertionError(f"no room to place {n} keys on loads {loads} (cap {cap})")
-    counts = [0] * m
-    pooled = sorted(order[:pool])
-    for i in pooled:
-        counts[i] = height - loads[i]
-    for i in pooled[:extra]:
-        counts[i] += 1
+        if max(loads[i], lo) < caps[i] and loads[i] <= lo:
+            counts[i] += 1
+            extra -= 1
     return counts
 
 
-class Planner:
-    """Desired vs actual subscriptions for one Dhan account; see the module docstring for the model.
+class _Spread:
+    """Where Tier B sits across accounts, for one placement call: per account, how many Tier B groups (and
+    how many of each family) have keys on it. Built on first use from each group's first placed key."""
 
-    Connection ids are ``0 .. limits.sockets_per_account - 1``; all start DOWN. Every mutating call returns
-    a :class:`PlanResult` whose actions the I/O layer executes in order; the planner assumes they succeed
-    (it updates its model of each connection as it emits them). Decisions are also appended to an event
-    stream drained with :meth:`drain_events`.
+    def __init__(self, planner: Planner) -> None:
+        self._p = planner
+        self._built = False
+        self.groups: list[int] = [0] * len(planner.accounts)
+        self.family: dict[tuple[str, int], int] = {}
+        self._counted: set[GroupId] = set()
+
+    def _build(self) -> None:
+        p = self._p
+        table = p._keys
+        for g in p._lru[Tier.B].values():
+            for k in g.keys:
+                slot = table[k][SLOT]
+                if slot >= 0:
+                    self.placed(g, p.account_of(slot // N_MODES))
+                    break
+        self._built = True
+
+    def placed(self, g: _Group, account: int) -> None:
+        if g.gid in self._counted:
+            return
+        self._counted.add(g.gid)
+        self.groups[account] += 1
+        key = (g.family, account)
+        self.family[key] = self.family.get(key, 0) + 1
+
+    def pick(self, g: _Group, size: int, live: list[int], loads: list[int]) -> int:
+        """The least-loaded connection with room for ``size`` keys on the account holding the fewest of
+        ``g``'s family (then the fewest Tier B groups); -1 when no connection has room."""
+        if not self._built:
+            self._build()
+        caps, account_of = self._p._caps, self._p._account_of
+        best, best_rank = -1, (0, 0, 0)
+        for c in live:
+            if caps[c] - loads[c] < size:
+                continue
+            a = account_of[c]
+            rank = (self.family.get((g.family, a), 0), self.groups[a], loads[c])
+            if best < 0 or rank < best_rank:
+                best, best_rank = c, rank
+        return best
+
+
+class Planner:
+    """Desired vs actual subscriptions for one or more Dhan accounts; see the module docstring for the model.
+
+    ``accounts`` gives each account's sockets (its ``sockets_per_account`` less those reserved for other
+    programs; default: one account of ``limits.feed_sockets``). Connection ids are dense, account by
+    account: account 0 holds ``0 .. accounts[0] - 1``, account 1 the next ``accounts[1]``, and so on, so
+    Dhan's per-account socket limit holds by construction and every other limit (per socket, per message)
+    is the same for every account. All connections start DOWN.
+
+    Every mutating call returns a :class:`PlanResult` whose actions the I/O layer executes in order; the
+    planner assumes they succeed (it updates its model of each connection as it emits them). Decisions are
+    also appended to an event stream drained with :meth:`drain_events`.
     """
 
-    def __init__(self, limits: FeedLimits, *, rebalance_tolerance: int | None = None) -> None:
+    def __init__(
+        self,
+        limits: FeedLimits,
+        *,
+        accounts: Sequence[int] | None = None,
+        rebalance_tolerance: int | None = None,
+    ) -> None:
         self._limits = limits
-        self._nconn = limits.sockets_per_account
+        sockets = (limits.feed_sockets,) if accounts is None else tuple(accounts)
+        if not sockets or not all(1 <= n <= limits.sockets_per_account for n in sockets):
+            raise PlannerError(
+                f"each account needs 1..{limits.sockets_per_account} sockets, got {list(sockets)}"
+            )
+        self._accounts = sockets
+        self._account_of = [a for a, n in enumerate(sockets) for _ in range(n)]
+        self._nconn = len(self._account_of)
         self._per_conn = limits.instruments_per_socket
+        # Each connection's ceiling: the per-socket limit, lower for a socket Dhan answered 804 on (see
+        # set_ceiling). Placement and live capacity follow it; admission does not (like a socket that is
+        # down, a lowered ceiling suspends what does not fit and never evicts).
+        self._caps = [self._per_conn] * self._nconn
         self._per_msg = limits.instruments_per_message
         # 2% of a connection: small imbalances are not worth a burst of unsubscribe/subscribe traffic.
         self._tolerance = (
@@ -247,6 +324,22 @@ class Planner:
         return self._limits
 
     @property
+    def accounts(self) -> tuple[int, ...]:
+        """Each account's sockets (the planner's connections, account by account)."""
+        return self._accounts
+
+    def account_of(self, connection: int) -> int:
+        self._check_conn(connection)
+        return self._account_of[connection]
+
+    def account_connections(self, account: int) -> range:
+        """The connection ids of ``account`` (a contiguous range)."""
+        if not 0 <= account < len(self._accounts):
+            raise PlannerError(f"no account {account}")
+        start = sum(self._accounts[:account])
+        return range(start, start + self._accounts[account])
+
+    @property
     def rebalance_tolerance(self) -> int:
         """Default load spread (keys) below which :meth:`rebalance` does nothing."""
         return self._tolerance
@@ -257,7 +350,14 @@ class Planner:
 
     @property
     def live_capacity(self) -> int:
-        return self._n_live * self._per_conn
+        return self._live_cap()
+
+    def _live_cap(self) -> int:
+        return sum(self._caps[c] for c in range(self._nconn) if self._live[c])
+
+    def ceilings(self) -> list[int]:
+        """Each connection's ceiling (the per-socket limit unless an 804 lowered it)."""
+        return list(self._caps)
 
     def is_live(self, connection: int) -> bool:
         self._check_conn(connection)
@@ -360,6 +460,12 @@ class Planner:
         out, self._changed = self._changed, set()
         return out
 
+    def wanted_by_tier_a(self, keys: Iterable[InstrumentKey]) -> list[InstrumentKey]:
+        """The ``keys`` some users' chain wants (a counter compare per key: what backfill orders by, for a
+        whole start-up's plan at once, without building :meth:`key_states`)."""
+        table = self._keys
+        return [k for k in keys if (row := table.get(k)) is not None and keystate.wanted_by_tier_a(row)]
+
     def key_states(self, keys: Iterable[InstrumentKey] | None = None) -> dict[InstrumentKey, KeyState]:
         """The subscriptions view of ``keys`` (default: every desired key); keys nobody wants are absent.
         Owners are group ids, sorted."""
@@ -407,8 +513,14 @@ class Planner:
         owner: str,
         now: float,
         pinned: bool = False,
+        *,
+        family: str | None = None,
     ) -> PlanResult:
         """Add a group atomically: all its keys become desired, or nothing changes and the result says why.
+
+        ``family`` (Tier B): groups of one family, e.g. an index's chains across expiries, are placed on
+        different accounts as far as they go, so that losing an account loses a share of every index
+        rather than all of one (default: the group is its own family).
 
         Cost = keys not already desired. Room is made by evicting least-recently-used, unpinned Tier A
         groups (Tier B may also evict pinned Tier A); only keys an eviction really frees count. An existing
@@ -420,7 +532,12 @@ class Planner:
         new = dict.fromkeys(keys)
         if not new:
             raise ValueError(f"group {group_id!r} has no keys")
-        g = _Group(group_id, tier=tier, owner=owner, mode=mode, keys=new, now=now, pinned=pinned)
+        g = _Group(
+            group_id, tier=tier, owner=owner, mode=mode, keys=new, now=now, pinned=pinned, family=family
+        )
+        fast = self._add_fresh(g, now)
+        if fast is not None:
+            return fast
         victims = self._admit(g, new, None)
         if isinstance(victims, str):
             return self._reject(g, victims, now, len(new))
@@ -433,6 +550,63 @@ class Planner:
         self._event(tx, EventKind.ADD, count=len(new), mode=mode)
         self._reconcile()
         return self._finish(tx)
+
+    def _add_fresh(self, g: _Group, now: float) -> PlanResult | None:
+        """The common add, done in bulk: every key new to the plan, room for all of them in the configured
+        capacity and on one live socket, nothing waiting to resume. Same state, actions and events as the
+        general path (the stateful test holds both to one model); None when any condition fails, and then
+        nothing was changed."""
+        table, keys = self._keys, g.keys
+        n = len(keys)
+        if (
+            g.suspended
+            or self._n_susp[Tier.A]
+            or self._n_susp[Tier.B]
+            or len(table) + n > self.total_capacity
+            or self._n_active + n > self._live_cap()
+            or not table.keys().isdisjoint(keys)
+        ):
+            return None
+        loads = [len(row) for row in self._actual]
+        best = self._socket_for(g, n, self.live_connections(), loads, self._spread())
+        if best < 0:
+            return None
+        tx = self._begin("add", g, now)
+        self._groups[g.gid] = g
+        self._lru[g.tier][g.gid] = g
+        tx.flips[g.gid] = (g, None)
+        # One template row copied per key (the spare rows of dropped keys first: no new GC-tracked lists).
+        template = BLANK[:]
+        template[REFS] = template[ACTIVE] = 1
+        template[MODE_COUNT + g.idx] = 1
+        template[SLOT] = best * N_MODES + g.idx
+        if g.tier is Tier.B:
+            template[TIER_B_REFS] = 1
+            self._n_tierb += n
+        spare = self._spare
+        rows: list[KeyRow] = []
+        for _ in range(min(n, len(spare))):
+            row = spare.pop()
+            row[:] = template
+            rows.append(row)
+        rows.extend([template[:] for _ in range(n - len(rows))])
+        table.update(zip(keys, rows, strict=True))
+        gid = g.gid
+        self._owners.update({k: {gid: None} for k in keys})
+        self._n_active += n
+        self._actual[best].update(dict.fromkeys(keys, g.mode))
+        if self._changed is not None:
+            self._changed.update(keys)
+        self._event(tx, EventKind.ADD, count=n, mode=g.mode)
+        ordered = list(keys)
+        per = self._per_msg
+        actions = tuple(
+            Action(best, "subscribe", g.mode, tuple(ordered[i : i + per])) for i in range(0, n, per)
+        )
+        self._event(tx, EventKind.SUBSCRIBE, connection=best, count=n, mode=g.mode, reason=tx.reason)
+        self._events.extend(tx.events)
+        self._tx = None
+        return PlanResult(actions=actions, events=tuple(tx.events))
 
     def remove_group(self, group_id: GroupId, now: float | None = None) -> PlanResult:
         """Drop a group; keys no other group wants are unsubscribed, freed room resumes suspended groups."""
@@ -518,27 +692,33 @@ class Planner:
     def connection_down(self, connection: int, reason: str | int | None = None) -> PlanResult:
         """The connection is gone and the server forgot its subscriptions: re-place its keys on live
         connections, suspending Tier A groups (LRU first) when live capacity no longer covers the plan."""
-        self._check_conn(connection)
+        return self.connections_down([connection], reason)
+
+    def account_down(self, account: int, reason: str | int | None = None) -> PlanResult:
+        """Every socket of ``account`` is gone (its token failed, Dhan blocked it, another program took
+        it): one re-plan for all of them, so that nothing is placed on a sibling socket about to go too."""
+        return self.connections_down(list(self.account_connections(account)), reason)
+
+    def connections_down(self, connections: Iterable[int], reason: str | int | None = None) -> PlanResult:
+        """:meth:`connection_down` for several connections in one call (one re-plan)."""
+        conns = list(dict.fromkeys(connections))
+        for connection in conns:
+            self._check_conn(connection)
         tx = self._begin("connection_down", None, None)
-        row = self._actual[connection]
-        self._event(
-            tx,
-            EventKind.CONNECTION_DOWN,
-            connection=connection,
-            count=len(row),
-            reason=None if reason is None else str(reason),
-        )
-        if not self._live[connection]:
-            return self._finish(tx)
-        self._live[connection] = False
-        self._n_live -= 1
-        dirty = self._dirty
-        keys = self._keys
-        for k in row:
-            ks = keys[k]
-            ks[SLOT] = -1
-            dirty[k] = ks
-        self._actual[connection] = {}
+        why = None if reason is None else str(reason)
+        dirty, keys = self._dirty, self._keys
+        for connection in conns:
+            row = self._actual[connection]
+            self._event(tx, EventKind.CONNECTION_DOWN, connection=connection, count=len(row), reason=why)
+            if not self._live[connection]:
+                continue
+            self._live[connection] = False
+            self._n_live -= 1
+            for k in row:
+                ks = keys[k]
+                ks[SLOT] = -1
+                dirty[k] = ks
+            self._actual[connection] = {}
         self._reconcile()
         return self._finish(tx)
 
@@ -547,16 +727,60 @@ class Planner:
         ``rebalance`` is false, e.g. while several sockets are still opening one after another).
 
         A no-op for a connection already live — report ``connection_down`` first when a socket is replaced."""
-        self._check_conn(connection)
+        return self.connections_up([connection], rebalance=rebalance)
+
+    def connections_up(self, connections: Iterable[int], *, rebalance: bool = True) -> PlanResult:
+        """:meth:`connection_up` for several connections in one call: the start-up barrier reports every
+        socket open at once, so that resumed chains are placed (and Tier B spread over the accounts) with
+        every socket in view, not piled on the first one up."""
+        conns = list(dict.fromkeys(connections))
+        for connection in conns:
+            self._check_conn(connection)
         tx = self._begin("connection_up", None, None)
-        if self._live[connection]:
+        opened = False
+        for connection in conns:
+            if self._live[connection]:
+                continue
+            self._event(tx, EventKind.CONNECTION_UP, connection=connection)
+            self._live[connection] = True
+            self._n_live += 1
+            opened = True
+        if not opened:
             return self._finish(tx)
-        self._event(tx, EventKind.CONNECTION_UP, connection=connection)
-        self._live[connection] = True
-        self._n_live += 1
         self._reconcile()
         if rebalance:
             self._rebalance(None, self._tolerance)
+        return self._finish(tx)
+
+    def set_ceiling(self, connection: int, ceiling: int | None, reason: str | None = None) -> PlanResult:
+        """Set how many keys ``connection`` may carry (None: the per-socket limit again). Dhan answering 804
+        (too many instruments) on a socket that tickgate kept within the limit means Dhan counts more than
+        we do: carry less there. Keys above the new ceiling move to other live connections, or their
+        groups are suspended (Tier A, least recently used first) when no room is left."""
+        self._check_conn(connection)
+        value = self._per_conn if ceiling is None else ceiling
+        if not 1 <= value <= self._per_conn:
+            raise PlannerError(f"ceiling must be 1..{self._per_conn}, got {value}")
+        tx = self._begin("set_ceiling", None, None)
+        self._event(
+            tx,
+            EventKind.CEILING,
+            connection=connection,
+            count=value,
+            reason=reason,
+        )
+        self._caps[connection] = value
+        row = self._actual[connection]
+        excess = len(row) - value
+        if excess > 0:
+            keys, dirty = self._keys, self._dirty
+            for k in list(islice(reversed(row), excess)):
+                ks = keys[k]
+                self._orig.setdefault(k, ks[SLOT])
+                ks[SLOT] = -1
+                dirty[k] = ks
+                del row[k]
+        self._reconcile()
         return self._finish(tx)
 
     def rebalance(self, max_moves: int | None = None, tolerance: int | None = None) -> PlanResult:
@@ -828,7 +1052,7 @@ class Planner:
 
     def _reconcile(self) -> None:
         """Make the active set fit live capacity (suspend / resume), then place or unplace dirty keys."""
-        live_cap = self._n_live * self._per_conn
+        live_cap = self._live_cap()
         if self._n_active > live_cap:
             self._suspend_to_fit(live_cap)
         if self._n_susp[Tier.B] and self._n_susp[Tier.A] < len(self._lru[Tier.A]):
@@ -923,21 +1147,103 @@ class Planner:
             self._place(new_keys, new_states, new_modes)
 
     def _place(self, keys: list[InstrumentKey], states: list[list[int]], modes: list[int]) -> None:
+        """Place newly active keys chain by chain: the keys of one chain go whole to one connection, the
+        least loaded with room for all of them (for Tier B, on the account holding the fewest of its
+        family). Only a chain no single connection has room for is split, least-loaded first key by key
+        (:func:`_waterfill`)."""
         live = [c for c in range(self._nconn) if self._live[c]]
-        counts = _waterfill([len(self._actual[c]) for c in live], len(keys), self._per_conn)
-        orig = self._orig
-        pos = 0
-        for c, n in zip(live, counts, strict=True):
-            if not n:
+        actual, caps, orig, owners, groups = self._actual, self._caps, self._orig, self._owners, self._groups
+        loads = [len(row) for row in actual]
+        spread = self._spread()
+        # The chain of each key: the call's own group when it wants the key (its window shares keys with a
+        # suspended chain), else the key's first owner. A call that changed no other group's suspension (a
+        # plain add or window move) places only its own group's keys: one batch, no lookup per key.
+        tx = self._tx
+        mine = tx.group if tx is not None else None
+        batches: dict[GroupId, list[int] | None] = {}
+        if tx is not None and mine is not None and all(gid == mine for gid in tx.flips):
+            batches[mine] = None  # every key, in order
+        else:
+            for i, k in enumerate(keys):
+                own = owners[k]
+                gid = mine if mine is not None and mine in own else next(iter(own))
+                batch = batches.get(gid)
+                if batch is None:
+                    batches[gid] = [i]
+                else:
+                    batch.append(i)
+        for gid, chosen in batches.items():
+            size = len(keys) if chosen is None else len(chosen)
+            g = groups[gid]
+            best = self._socket_for(g, size, live, loads, spread)
+            if best >= 0 and chosen is None:
+                self._put_all(best, keys, states, modes)
+                loads[best] += size
+                if spread is not None and g.tier is Tier.B:
+                    spread.placed(g, self._account_of[best])
                 continue
-            row = self._actual[c]
-            base = c * N_MODES
-            end = pos + n
-            for k, ks, t in zip(keys[pos:end], states[pos:end], modes[pos:end], strict=True):
+            idx = list(range(len(keys))) if chosen is None else chosen
+            if best >= 0:
+                segments: Iterable[tuple[int, int]] = ((best, size),)
+            else:
+                counts = _waterfill([loads[c] for c in live], size, [caps[c] for c in live])
+                segments = zip(live, counts, strict=True)
+            pos = 0
+            for c, m in segments:
+                if not m:
+                    continue
+                row = actual[c]
+                base = c * N_MODES
+                for i in idx[pos : pos + m]:
+                    k = keys[i]
+                    orig.setdefault(k, -1)
+                    t = modes[i]
+                    row[k] = MODES[t]
+                    states[i][SLOT] = base + t
+                loads[c] += m
+                if spread is not None and g.tier is Tier.B:
+                    spread.placed(g, self._account_of[c])
+                pos += m
+
+    def _spread(self) -> _Spread | None:
+        """Tier B's spread over the accounts for one placement call (None: one account, nothing to spread)."""
+        return _Spread(self) if len(self._accounts) > 1 else None
+
+    def _socket_for(
+        self, g: _Group, size: int, live: list[int], loads: list[int], spread: _Spread | None
+    ) -> int:
+        """Where ``size`` keys of chain ``g`` go whole: the least-loaded live connection with room for all
+        of them (ties: the lowest id); for Tier B over several accounts, on the account holding the fewest
+        of its family. -1 when no connection has room (the caller splits the chain)."""
+        if spread is not None and g.tier is Tier.B:
+            return spread.pick(g, size, live, loads)
+        caps = self._caps
+        best = -1
+        for c in live:
+            if caps[c] - loads[c] >= size and (best < 0 or loads[c] < loads[best]):
+                best = c
+        return best
+
+    def _put_all(self, c: int, keys: list[InstrumentKey], states: list[list[int]], modes: list[int]) -> None:
+        """Place every one of ``keys`` on connection ``c`` (one chain, whole): in bulk where the keys share
+        a mode and the call has no earlier placement to remember, as a chain's add usually does."""
+        row, orig = self._actual[c], self._orig
+        base = c * N_MODES
+        if orig:
+            for k in keys:
                 orig.setdefault(k, -1)
+        else:
+            orig.update(dict.fromkeys(keys, -1))
+        t0 = modes[0]
+        if modes.count(t0) == len(modes):
+            row.update(dict.fromkeys(keys, MODES[t0]))
+            slot = base + t0
+            for ks in states:
+                ks[SLOT] = slot
+        else:
+            for k, ks, t in zip(keys, states, modes, strict=True):
                 row[k] = MODES[t]
                 ks[SLOT] = base + t
-            pos = end
 
     def _rebalance(self, max_moves: int | None, tolerance: int) -> None:
         """Move keys from the most to the least loaded live connections until loads are even (within one)
@@ -952,6 +1258,9 @@ class Planner:
         q, r = divmod(sum(loads.values()), len(live))
         heavy_first = sorted(live, key=lambda c: (-loads[c], c))
         target = {c: q + (1 if i < r else 0) for i, c in enumerate(heavy_first)}
+        if any(target[c] > self._caps[c] for c in live):  # a lowered ceiling: fill evenly under the caps
+            even = _waterfill([0] * len(live), sum(loads.values()), [self._caps[c] for c in live])
+            target = dict(zip(live, even, strict=True))
         donors = [[c, loads[c] - target[c]] for c in heavy_first if loads[c] > target[c]]
         takers = [[c, target[c] - loads[c]] for c in reversed(heavy_first) if loads[c] < target[c]]
         budget = -1 if max_moves is None else max_moves

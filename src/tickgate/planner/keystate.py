@@ -50,6 +50,11 @@ def wanted_by_tier_b(row: KeyRow) -> bool:
     return row[TIER_B_REFS] > 0
 
 
+def wanted_by_tier_a(row: KeyRow) -> bool:
+    """Some users' chain (Tier A) wants the key, whether or not Tier B does too."""
+    return row[REFS] > row[TIER_B_REFS]
+
+
 def placement(row: KeyRow) -> tuple[int, FeedMode] | None:
     """(connection, mode) the key is placed on, None when it is not placed."""
     slot = row[SLOT]

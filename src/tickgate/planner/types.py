@@ -71,6 +71,7 @@ class EventKind(StrEnum):
     CONNECTION_DOWN = "connection_down"
     CONNECTION_UP = "connection_up"
     RESTORE = "restore"
+    CEILING = "ceiling"  # a connection's ceiling set (count: the new ceiling)
 
 
 @dataclass(frozen=True, slots=True)

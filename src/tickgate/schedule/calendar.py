@@ -51,6 +51,17 @@ def mcx_close_time(day: dt.date) -> dt.time:
     return MCX_CLOSE_US_DST if us_dst_in_effect(day) else MCX_CLOSE_US_STANDARD
 
 
+def contract_close(expiry: dt.date, exchange: str, *, currency: bool = False) -> dt.datetime:
+    """When a derivative of ``expiry`` stops trading (IST): 15:30 on NSE and BSE, 17:00 for currency
+    contracts, and MCX at that day's close, 23:30 or 23:55 by US daylight saving (the master's "23:30" is
+    not the session's close in winter). The simulator prices to it and the analytics count time to it."""
+    if exchange == "MCX":
+        close = mcx_close_time(expiry)
+    else:
+        close = dt.time(17, 0) if currency or exchange == "CUR" else dt.time(15, 30)
+    return dt.datetime.combine(expiry, close, IST)
+
+
 class TradingCalendar:
     """Trading days and session closes per exchange."""
 

@@ -10,20 +10,31 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from tickgate.accounts import DEFAULT_NAME, Account, load_accounts
+from tickgate.analytics.engine import AnalyticsEngine
+from tickgate.bus.publisher import TickPublisher
 from tickgate.chains.atm import AtmEngine, ChainWindow
 from tickgate.chains.tierb import TierBPlan, TierBUniverse
 from tickgate.chains.tracker import ChainTracker, Recentre
 from tickgate.clock import IST, Clock
-from tickgate.config import Settings, is_dhan_url
-from tickgate.dhan.client import Credentials, CredentialsProvider
+from tickgate.config import FeedLimits, Settings, is_dhan_url
+from tickgate.dhan.client import Credentials, CredentialsProvider, DownReason
 from tickgate.dhan.protocol import InstrumentKey
+from tickgate.dhan.tokens import TokenManager
 from tickgate.feed import FeedManager, QuoteStore
 from tickgate.feed.backfill import PRIORITY_TIER_B, PRIORITY_USER, Backfiller
+from tickgate.feed.manager import FeedAccount
 from tickgate.feed.quotes import SOURCE_SAVED
 from tickgate.instruments import InstrumentRegistry
 from tickgate.orchestrator import Orchestrator, PlanChange
@@ -31,7 +42,8 @@ from tickgate.planner import Planner, Tier
 from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
 from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
 from tickgate.schedule.sessions import SEGMENT_MARKET, Market, MarketSessions
-from tickgate.service.errors import NotReady
+from tickgate.service.account import master_day
+from tickgate.service.errors import InvalidInput, NotConfigured, NotReady
 from tickgate.service.pins import Pins
 from tickgate.service.runtime import RuntimePolicy
 from tickgate.service.watchlists import WatchlistManager, exchange_of_group
@@ -45,19 +57,22 @@ TIER_B_ACTOR = "tier-b"
 RECENTRE_CHECK_S = 1.0  # how often live LTPs are compared with the chains' ATMs (hysteresis does the rest)
 
 
-def resolve_master(settings: Settings, today: dt.date) -> Path:
-    """Which scrip master to load: the configured path/URL, else today's cached download, else a generated
-    full-size one (cached per day in the data directory, so restarts load the same instruments)."""
-    from tickgate.instruments import cached_master_path, fetch_master, generate_master
+def resolve_master(settings: Settings, today: dt.date, *, feed_url: str | None = None) -> Path:
+    """Which scrip master to load: a configured file; else today's cached download; else today's download
+    from a configured URL, or from Dhan's when the feed is Dhan's own (retried; if every attempt fails, the
+    newest cached copy, with an error that says how old it is; never a generated master, whose security
+    ids do not exist there); else (offline, the simulator) a generated full-size master, cached per day
+    so restarts load the same."""
+    from tickgate.instruments import cached_master_path, generate_master
 
     source = settings.instruments
-    if source:
-        if source.startswith(("http://", "https://")):
-            return fetch_master(source, settings.data_dir, today=today, progress=False).path
+    if source and not source.startswith(("http://", "https://")):
         return Path(source).expanduser()
     cached = cached_master_path(settings.data_dir, today)
     if cached.exists():
         return cached
+    if source or is_dhan_url(feed_url or settings.feed_url):
+        return download_master(settings, source or settings.master.url, today)
     generated = settings.data_dir / "masters" / f"generated-{today.isoformat()}.csv"
     if not generated.exists():
         generated.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +80,40 @@ def resolve_master(settings: Settings, today: dt.date) -> Path:
         generate_master(tmp, fmt="detailed", seed=0, today=today)
         tmp.replace(generated)
     return generated
+
+
+def download_master(settings: Settings, url: str, today: dt.date) -> Path:
+    """Today's master from ``url``, tried ``len(master.retry_pauses_s)`` times; then the newest cached copy
+    (logged as an error with its age); with none, :class:`MasterFetchError` saying what to set."""
+    from tickgate.instruments import fetch_master
+    from tickgate.instruments.fetch import MasterFetchError
+
+    pauses = settings.master.retry_pauses_s
+    for attempt, pause in enumerate(pauses, 1):
+        time.sleep(pause)
+        try:
+            # A progress bar when a person watches the start (a terminal); none in logs and services.
+            got = fetch_master(url, settings.data_dir, today=today, progress=sys.stderr.isatty())
+        except MasterFetchError as exc:
+            log.warning("scrip master download %d of %d failed: %s", attempt, len(pauses), exc)
+            if attempt == len(pauses):
+                raise MasterFetchError(
+                    f"{exc}. Against a real feed tickgate never uses a generated master: set"
+                    " TICKGATE_INSTRUMENTS to a master file, or retry when the download works"
+                ) from exc
+            continue
+        if got.stale and attempt < len(pauses):
+            log.warning("scrip master download %d of %d failed: %s", attempt, len(pauses), got.error)
+            continue
+        if got.stale:
+            log.error(
+                "the scrip master could not be downloaded (%s): using the copy of %d day(s) ago, %s",
+                got.error,
+                (today - (master_day(got.path) or today)).days,
+                got.path.name,
+            )
+        return got.path
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def credentials_from_settings(settings: Settings) -> CredentialsProvider:
@@ -76,6 +125,31 @@ def credentials_from_settings(settings: Settings) -> CredentialsProvider:
         if cid is None or token is None:
             raise NotReady("DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN are not set")
         return Credentials(cid.get_secret_value(), token.get_secret_value())
+
+    return provide
+
+
+@dataclass
+class AccountLink:
+    """One Dhan account as the service runs it: its configuration, its limits (its own reserved sockets),
+    its token manager (None: credentials injected, or no REST side to renew on) and the credentials every
+    connect of its sockets asks for."""
+
+    account: Account
+    limits: FeedLimits
+    tokens: TokenManager | None
+    credentials: CredentialsProvider
+
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+
+def _static(client_id: str, token: SecretStr | None) -> CredentialsProvider:
+    def provide() -> Credentials:
+        if token is None:
+            raise NotReady(f"no access token for client id {client_id}")
+        return Credentials(client_id, token.get_secret_value())
 
     return provide
 
@@ -95,24 +169,37 @@ class TickgateService:
         calendar: TradingCalendar | None = None,
         scheduler: bool = True,
         clock: Clock | None = None,
+        accounts: Sequence[Account] | None = None,
     ) -> None:
         self.settings = settings
         # The one clock: sessions, EOD, expiries, LRU and cooldown times, caches (see tickgate.clock).
         self.clock = clock or settings.make_clock()
-        self._credentials = credentials or credentials_from_settings(settings)
         self._feed_url = feed_url
         self._rest_url = rest_url
+        # Each account's Dhan token is renewed (or generated) and kept on disk by a token manager, when
+        # there is a REST side to ask; an injected provider is one account, used as given.
+        self.links = self._make_links(credentials, accounts)
+        self._credentials = self.links[0].credentials  # the REST backfill's (one client id's rate limit)
         self.backfill: Backfiller | None = None
+        self.publisher: TickPublisher | None = None  # with a broker (settings.bus_url): the replicas' quotes
         self._registry = registry
         self._store = store
         self.calendar = calendar or TradingCalendar.load()
         self.sessions = MarketSessions(self.calendar)
         self._use_scheduler = scheduler
         self.runtime = RuntimePolicy()
-        self.planner = Planner(settings.limits)
+        self.planner = Planner(settings.limits, accounts=[link.limits.feed_sockets for link in self.links])
         self.orchestrator = Orchestrator(self.planner)  # the one path for every change of plan
         self._subscriptions_view = PlannerSubscriptions(self.planner, self.clock)
         self.quotes = QuoteStore(clock=self.clock)
+        # Each served chain's analytics, computed once per change and at most at the push rate.
+        self.analytics = AnalyticsEngine(
+            self.quotes,
+            self.clock,
+            rate=settings.analytics.rate,
+            min_interval_s=settings.analytics.min_interval_s,
+            future_of=self._future_of,
+        )
         self.watchlists = WatchlistManager(self)
         self.tier_b_universe = TierBUniverse.load(settings=settings.chains)
         self.tier_b: TierBPlan | None = None
@@ -121,6 +208,7 @@ class TickgateService:
         self._started_mono = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._feed: FeedManager | None = None
+        self.master_path: Path | None = None  # the scrip master loaded (its name carries its day)
         self._atm: AtmEngine | None = None
         self._tracker: ChainTracker | None = None
         self.eod_runs: list[dict[str, Any]] = []
@@ -157,6 +245,10 @@ class TickgateService:
         return self._feed
 
     @property
+    def feed_or_none(self) -> FeedManager | None:
+        return self._feed
+
+    @property
     def atm(self) -> AtmEngine:
         if self._atm is None:
             raise NotReady("instrument registry not loaded yet")
@@ -177,8 +269,11 @@ class TickgateService:
         started = time.perf_counter()
         self.settings.check_clock_for(self._feed_url or self.settings.feed_url, self.clock)
         if self._registry is None:
-            path = await asyncio.to_thread(resolve_master, self.settings, self.today())
+            path = await asyncio.to_thread(
+                resolve_master, self.settings, self.today(), feed_url=self._feed_url
+            )
             self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
+            self.master_path = path
         self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
         self._tracker = ChainTracker(self._atm, self.settings.chains)
         if self._store is None:
@@ -186,14 +281,20 @@ class TickgateService:
         self._feed = FeedManager(
             self.settings,
             self.planner,
-            self._credentials,
+            [FeedAccount(link.name, link.credentials, link.limits) for link in self.links],
             store=self.quotes,
             url=self._feed_url,
             trading=self.trading_markets,
             orchestrator=self.orchestrator,
+            market_seconds=self.clock.monotonic,
         )
         caught_up_to = await self._catch_up_eod()
-        self.apply_tier_b(self.tier_b_universe.resolve(self.registry, self.today(), engine=self.atm))
+        placed = {(e.underlying, e.expiry): e.atm for e in await self.store.atm.all()}
+        self.apply_tier_b(
+            self.tier_b_universe.resolve(
+                self.registry, self.today(), engine=self.atm, placed=lambda s, d: placed.get((s, d))
+            )
+        )
         restored = await self.watchlists.restore()
         await self.pins.restore(self.store.meta)
         self.store.writer.submit_log(
@@ -204,10 +305,23 @@ class TickgateService:
         )
         await self._restore_last_quotes()
         self.backfill = self._make_backfiller()
+        for i, link in enumerate(self.links):
+            if link.tokens is not None:  # a new token brings sockets parked on a fatal 807 back at once
+                pool = self.feed.pools[i]
+                link.tokens.on_change(lambda _new, pool=pool: pool.clear_fatal())  # type: ignore[misc]
+                pool.on_fatal = partial(self._token_refused, link)
+                link.tokens.start()
+        if self.settings.bus_url is not None:  # a gateway: its replicas follow its quotes
+            self.publisher = TickPublisher(
+                self.quotes, self.settings.bus_url, prefix=self.settings.bus_prefix
+            )
+            await self.publisher.start()
+            self.feed.on_applied = self.publisher.frames
         await self.feed.start()
         if self.backfill is not None:
             self.backfill.start()
             self._backfill_keys(list(self.planner.desired(include_suspended=True)))
+            self.backfill.mark_startup()
         if self._use_scheduler:
             self.eod = EodScheduler(self.calendar, self.run_eod, self.pre_open, clock=self.clock)
             self.eod.start(since=caught_up_to)
@@ -236,13 +350,31 @@ class TickgateService:
             self.eod.shutdown()
         if self.backfill is not None:
             await self.backfill.stop()
+        for link in self.links:
+            if link.tokens is not None:
+                await link.tokens.stop()
         if self._feed is not None:
             await self._feed.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
+            self.publisher = None
         await self.pins.flush()
         if self._store is not None:
             self.snapshot_subscriptions()
             await self._store.close()
         self.runtime.uninstall()
+
+    def _token_refused(self, link: AccountLink, reason: DownReason, fingerprint: str) -> None:
+        """Dhan refused the token in use (807 expired, 808 invalid): get a new one now. (A socket still on
+        a token already replaced needs nothing: it reconnects with the new one.)"""
+        tokens = link.tokens
+        if (
+            tokens is not None
+            and reason.code in (807, 808)
+            and tokens.credentials().fingerprint == fingerprint
+        ):
+            log.warning("Dhan refused account %s's token (%s): refreshing it now", link.name, reason.code)
+            tokens.renew_now()
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
@@ -287,7 +419,11 @@ class TickgateService:
             return
         self._store.writer.submit_subscriptions(self._subscriptions_view)
 
-    def remember_atm(self, window: ChainWindow) -> None:
+    def remember_atm(self, window: ChainWindow, group: str | None = None) -> None:
+        """Where a chain's window sits: per underlying and expiry (the ATM cache, for Tier B and a chain's
+        next add) and, for a users' chain, on its own watchlist row (what its restart rebuilds)."""
+        if group is not None and not group.startswith(f"{Tier.B}:"):
+            self.store.writer.submit_window(group, window.atm_strike)
         self.store.writer.submit_atm(
             AtmEntry(
                 underlying=window.symbol,
@@ -298,6 +434,16 @@ class TickgateService:
                 computed_at=self.clock.utcnow(),
             )
         )
+
+    def _future_of(self, window: ChainWindow) -> InstrumentKey | None:
+        """The future of the window's underlying and expiry, when one is listed: the chain's forward."""
+        if self._registry is None:
+            return None
+        expiry = window.expiry.date
+        for future in self._registry.futures(window.symbol, expiry, exchange=window.exchange):
+            if future.expiry == expiry:
+                return future.key
+        return None
 
     def trading_markets(self) -> frozenset[Market]:
         """The markets in continuous session now, on the service's clock (the watchdog judges by them)."""
@@ -324,7 +470,15 @@ class TickgateService:
                 result = self.orchestrator.apply(cause, Planner.replace_keys, group.group, group.keys, now)
             else:
                 result = self.orchestrator.apply(
-                    cause, Planner.add_group, group.group, Tier.B, group.keys, group.mode, TIER_B_ACTOR, now
+                    cause,
+                    Planner.add_group,
+                    group.group,
+                    Tier.B,
+                    group.keys,
+                    group.mode,
+                    TIER_B_ACTOR,
+                    now,
+                    family=group.entry,  # an index's chains across expiries: spread over the accounts
                 )
                 if not result.accepted:
                     log.error("Tier B group %s rejected: %s", group.group, result.reason)
@@ -410,7 +564,8 @@ class TickgateService:
             actor="scheduler" if not catch_up else "startup-catch-up",
             count=len(rows),
             reason=f"{session} session closed at {close.isoformat()}",
-            details=summary,
+            # Which rows went (evicted ones too, which no planner event names): the audit shows every change.
+            details={**summary, "rows": [row.group_id for row in rows]},
         )
         self.eod_runs.append(summary)
         # A session just closed, its Tier A with it: the quietest moment of the day for a full walk of every
@@ -446,17 +601,94 @@ class TickgateService:
             return
         self.quotes.fill(saved, time.monotonic_ns(), source=SOURCE_SAVED)
 
-    def _make_backfiller(self) -> Backfiller | None:
-        """The REST backfill, when there is a REST side to ask: Dhan's beside Dhan's feed, or the one given
-        (the simulator's). A feed that is not Dhan's with no REST side given runs without (logged)."""
-        if not self.settings.feed.backfill:
-            return None
+    @property
+    def tokens(self) -> TokenManager | None:
+        """The first account's token manager (the one-account case's only one)."""
+        return self.links[0].tokens
+
+    def set_token(self, token: str, client_id: str | None = None) -> dict[str, Any]:
+        """An operator's new Dhan token: used from now on, kept on disk, and every socket parked on a fatal
+        807 tries again at once (no restart). With several accounts, ``client_id`` says whose."""
+        link = self.links[0]
+        if client_id is not None and len(self.links) > 1:
+            found = [x for x in self.links if x.account.client_id == client_id]
+            if not found:
+                raise InvalidInput(f"no account with client id {client_id}")
+            link = found[0]
+        elif len(self.links) > 1:
+            raise InvalidInput("several accounts: say whose token this is (client_id)")
+        tokens = link.tokens
+        if tokens is None:
+            raise NotConfigured("no token manager: the credentials are injected, or there is no REST side")
+        try:
+            tokens.set_token(token, client_id)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        self.store.writer.submit_log(
+            "TOKEN_SET", actor="admin", owner=link.name, reason=tokens.credentials().fingerprint
+        )
+        return tokens.status()
+
+    def _rest_side(self) -> str | None:
+        """The REST side beside the feed: Dhan's beside Dhan's feed, or the one given (the simulator's);
+        None for a feed that is not Dhan's with no REST side given (no backfill, no token renewal)."""
         rest = self._rest_url or self.settings.rest_url
         feed = self._feed_url or self.settings.feed_url
         if self._rest_url is None and is_dhan_url(rest) and not is_dhan_url(feed):
-            log.info("no REST market quote for the feed at %s: backfill off", feed)
+            log.info("no REST side for the feed at %s: backfill and token renewal off", feed)
             return None
-        return Backfiller(rest, self._credentials, self.quotes, self.settings.limits)
+        return rest
+
+    def _make_backfiller(self) -> Backfiller | None:
+        if not self.settings.feed.backfill:
+            return None
+        rest = self._rest_side()
+        return (
+            None
+            if rest is None
+            else Backfiller(
+                rest, self._credentials, self.quotes, self.settings.limits, speed=self.clock.speed
+            )
+        )
+
+    def _make_links(
+        self, credentials: CredentialsProvider | None, accounts: Sequence[Account] | None
+    ) -> list[AccountLink]:
+        """The accounts this service pools, each with its token manager and credentials."""
+        limits = self.settings.limits
+        if credentials is not None:
+            return [AccountLink(Account(DEFAULT_NAME, ""), limits, None, credentials)]
+        chosen = list(accounts) if accounts is not None else load_accounts(self.settings)
+        if not chosen:  # nothing configured: the environment is read at each connect (NotReady until set)
+            return [
+                AccountLink(Account(DEFAULT_NAME, ""), limits, None, credentials_from_settings(self.settings))
+            ]
+        links = []
+        for account in chosen:
+            tokens = self._make_tokens(account)
+            provider = (
+                tokens.credentials if tokens is not None else _static(account.client_id, account.access_token)
+            )
+            links.append(AccountLink(account, account.limits(limits), tokens, provider))
+        return links
+
+    def _make_tokens(self, account: Account) -> TokenManager | None:
+        s = self.settings
+        rest = self._rest_side()
+        if account.access_token is None or rest is None:
+            return None
+        return TokenManager(
+            account.client_id,
+            account.access_token.get_secret_value(),
+            clock=self.clock,
+            data_dir=s.data_dir,
+            token_file=account.token_file,
+            rest_url=rest,
+            auth_url=s.auth_url if is_dhan_url(rest) else rest,
+            renew_margin_s=s.token_renew_margin_s,
+            pin=account.pin.get_secret_value() if account.pin else None,
+            totp_secret=account.totp_secret.get_secret_value() if account.totp_secret else None,
+        )
 
     def _backfill_new(self, change: PlanChange) -> None:
         """Newly subscribed legs get a REST snapshot: users' chains first, then Tier B."""
@@ -468,9 +700,7 @@ class TickgateService:
 
     def _backfill_keys(self, keys: list[InstrumentKey]) -> None:
         assert self.backfill is not None
-        states = self.planner.key_states(keys)
-        users = [k for k, s in states.items() if any(not g.startswith("B:") for g in s.owners)]
-        self.backfill.want(users, PRIORITY_USER)
+        self.backfill.want(self.planner.wanted_by_tier_a(keys), PRIORITY_USER)
         self.backfill.want(keys, PRIORITY_TIER_B)
 
     async def pre_open(self, day: dt.date) -> None:
@@ -479,13 +709,16 @@ class TickgateService:
             return
         if self.backfill is not None:  # a new day: every leg gets a fresh snapshot
             self.backfill.queue.new_day()
+        if self._feed is not None:  # and every socket may carry the full limit again after an 804
+            self._feed.reset_ceilings()
         try:
-            path = await asyncio.to_thread(resolve_master, self.settings, day)
+            path = await asyncio.to_thread(resolve_master, self.settings, day, feed_url=self._feed_url)
             registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
         except Exception as exc:  # keep yesterday's registry rather than stop
             log.error("master refresh failed, keeping the loaded one: %s", exc)
         else:
             self._registry = registry
+            self.master_path = path
             self._atm = AtmEngine(registry, self.settings.chains, quotes=self.quotes.get)
             self._tracker = ChainTracker(self._atm, self.settings.chains)
         self.apply_tier_b(self.tier_b_universe.resolve(self.registry, day, self.ltp_of, engine=self.atm))
@@ -526,7 +759,7 @@ class TickgateService:
         if not result.accepted:
             self.tracker.revert(change)
             return 0
-        self.remember_atm(change.new)
+        self.remember_atm(change.new, change.group)
         return 1
 
     def _recentred(self, moved: int) -> None:

@@ -40,6 +40,13 @@ class CapacityExceeded(ServiceError):  # noqa: N818
     code = "capacity_exceeded"
 
 
+class NotConfigured(ServiceError):  # noqa: N818
+    """A feature this deployment does not have (e.g. a token manager when credentials are injected)."""
+
+    status = 409
+    code = "not_configured"
+
+
 class NotReady(ServiceError):  # noqa: N818
     status = 503
     code = "not_ready"

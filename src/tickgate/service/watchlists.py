@@ -51,7 +51,7 @@ class WatchlistHost(Protocol):
     @property
     def store(self) -> Store: ...
     def today(self) -> dt.date: ...
-    def remember_atm(self, window: ChainWindow) -> None: ...
+    def remember_atm(self, window: ChainWindow, group: str | None = None) -> None: ...
 
 
 SPOT = "SPOT"
@@ -243,7 +243,7 @@ class WatchlistManager:
         self._ids[group] = entry.id
         if window is not None:
             svc.tracker.track(group, window, now)
-            svc.remember_atm(window)
+            svc.remember_atm(window, group)
         evicted = tuple(Evicted.of(ref) for ref in result.evicted)  # marked by the service's subscriber
         svc.store.writer.submit_log(
             "WATCHLIST_ADD",
@@ -356,15 +356,16 @@ class WatchlistManager:
     async def restore(self) -> int:
         """Re-add every active row (least recently used first, so the planner's LRU matches the database).
 
-        A chain's window is rebuilt around the ATM cached when it was last placed, so a restart subscribes
-        the same strikes as before; rows whose contracts are gone are dropped with an audit entry."""
+        A chain's window is rebuilt around the ATM it sat on (its row's, else the underlying's cached one),
+        so a restart subscribes the same strikes as before; rows whose contracts are gone are dropped with an
+        audit entry."""
         svc = self.service
         restored = 0
         for entry in await svc.store.watchlists.active():
             if svc.planner.has_group(entry.group_id):
                 continue
-            ltp = None
-            if entry.expiry is not None:
+            ltp = entry.atm
+            if ltp is None and entry.expiry is not None:  # placed before rows kept their own
                 cached = await svc.store.atm.get(entry.symbol, entry.expiry)
                 ltp = cached.atm if cached is not None else None
             try:

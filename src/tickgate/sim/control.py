@@ -52,10 +52,16 @@ class ControlApi:
                 return json_response(http.HTTPStatus.BAD_REQUEST, {"ok": False, "error": str(exc)})
             return json_response(http.HTTPStatus.OK, body)
         faults = self._sim.faults
-        if time.monotonic() < faults.refuse_until:
+        client = parse_qs(query).get("clientId", [None])[-1]
+        if time.monotonic() < faults.refuse_until or faults.blocked(client):
             self._sim.stats.refused += 1
-            if faults.refuse_mode == "close":
+            if faults.refuse_mode == "close" and not faults.blocked(client):
                 connection.transport.abort()
+            if faults.refuse_mode == "429" or faults.blocked(client):
+                return json_response(
+                    http.HTTPStatus.TOO_MANY_REQUESTS,
+                    {"errorType": "Rate_Limit", "errorCode": "DH-904", "errorMessage": "client id blocked"},
+                )
             return json_response(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 {"ok": False, "error": "refusing connections (fault injected)"},
@@ -66,6 +72,15 @@ class ControlApi:
         master = self._sim.master_bytes
         if master is None:
             return json_response(http.HTTPStatus.NOT_FOUND, {"ok": False, "error": "no master loaded"})
+        faults, stats = self._sim.faults, self._sim.stats
+        if faults.master_failures > 0:
+            faults.master_failures -= 1
+            stats.master_failed += 1
+            return json_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                {"ok": False, "error": "master unavailable (fault injected)"},
+            )
+        stats.master_served += 1
         etag = f'"{self._etag}"'
         if request.headers.get("If-None-Match") == etag:
             return Response(304, "Not Modified", Headers([("ETag", etag), ("Content-Length", "0")]), b"")
@@ -130,11 +145,21 @@ class ControlApi:
         if action == "resume":
             return {"ok": True, "sockets": faults.resume(selector)}
         if action == "refuse":
-            mode = params.get("mode", "503")
-            if mode not in ("503", "close"):
-                raise ValueError(f"refuse mode must be 503 or close, got {mode!r}")
-            faults.refuse(number("seconds"), mode)  # type: ignore[arg-type]
+            # Faults.refuse checks the mode (a ValueError here is the control API's 400)
+            faults.refuse(number("seconds"), params.get("mode", "503"))  # type: ignore[arg-type]
             return {"ok": True, "refusing_for": faults.refusing_for}
+        if action == "foreign":
+            cid = params.get("client_id") or sim.client_id
+            sim.add_foreign(
+                cid, int(number("count", 1)), number("seconds", 3_600.0), number("reconnect_s", 5.0)
+            )
+            return {"ok": True, "foreign": len(sim.foreign.get(cid, []))}
+        if action == "block":
+            faults.block(number("seconds"), params.get("client_id"))
+            return {"ok": True, "refusing_for": faults.refusing_for}
+        if action == "fail_master":
+            faults.fail_master(int(number("requests")))
+            return {"ok": True, "master_failures": faults.master_failures}
         if action == "expire_token":
             return {"ok": True, "sockets": faults.expire_token(params.get("client_id"))}
         if action == "set_token":

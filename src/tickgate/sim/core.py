@@ -103,10 +103,18 @@ def sockets_to_evict(open_before: int, limits: FeedLimits) -> int:
 
 @dataclass(slots=True)
 class TokenBook:
-    """Access tokens by client id: valid ones, and expired ones (which get 807 rather than 809)."""
+    """Access tokens by client id: valid ones (each with its expiry on the market clock, or none), and
+    expired ones (which get 807 rather than 809); and each client id's PIN and TOTP secret, for headless
+    generation."""
 
     valid: dict[str, str] = field(default_factory=dict)  # token → client id
     expired: dict[str, str] = field(default_factory=dict)  # token → client id
+    expires_at: dict[str, float] = field(default_factory=dict)  # token → when it expires (absent: never)
+    logins: dict[str, tuple[str, str]] = field(default_factory=dict)  # client id → (PIN, TOTP secret)
+
+    def all_tokens(self) -> set[str]:
+        """Every token this book ever issued or was given, valid or not (what a log must never show)."""
+        return set(self.valid) | set(self.expired)
 
     @classmethod
     def of(cls, credentials: Mapping[str, str]) -> TokenBook:
@@ -118,28 +126,47 @@ class TokenBook:
         token, client_id = params.get("token", ""), params.get("clientId", "")
         if params.get("version") != "2" or params.get("authType") != "2" or not token:
             return client_id, token, 808
+        return client_id, token, self.verify(token, client_id)
+
+    def verify(self, token: str, client_id: str) -> int | None:
+        """None when ``token`` is valid for ``client_id``; else Dhan's reason (807 expired, 809 unknown,
+        810 another client's)."""
         if token in self.expired:
-            return client_id, token, 807
+            return 807
         owner = self.valid.get(token)
         if owner is None:
-            return client_id, token, 809
+            return 809
         if client_id != owner:
-            return client_id, token, 810
-        return client_id, token, None
+            return 810
+        return None
 
     def expire(self, client_id: str | None = None) -> list[str]:
         """Expire the valid tokens (of ``client_id``, default all); returns them."""
         gone = [t for t, cid in self.valid.items() if client_id is None or cid == client_id]
         for token in gone:
             self.expired[token] = self.valid.pop(token)
+            self.expires_at.pop(token, None)
         return gone
 
-    def issue(self, token: str, client_id: str) -> None:
-        """A new valid token for ``client_id`` (earlier ones stay valid until expired)."""
+    def due(self, now: float) -> list[str]:
+        """Expire the tokens whose lifetime has run out at ``now`` (market clock); returns them."""
+        gone = [t for t, at in self.expires_at.items() if at <= now]
+        for token in gone:
+            del self.expires_at[token]
+            if token in self.valid:
+                self.expired[token] = self.valid.pop(token)
+        return gone
+
+    def issue(self, token: str, client_id: str, expires_at: float | None = None) -> None:
+        """A new valid token for ``client_id`` (earlier ones stay valid until they expire)."""
         if not token:
             raise ValueError("token must not be empty")
         self.expired.pop(token, None)
         self.valid[token] = client_id
+        if expires_at is None:
+            self.expires_at.pop(token, None)
+        else:
+            self.expires_at[token] = expires_at
 
     def client_ids(self) -> list[str]:
         return sorted(set(self.valid.values()) | set(self.expired.values()))

@@ -20,7 +20,7 @@ from tickgate.sim.core import TokenBook
 from tickgate.sim.emitter import CorruptMode, Emitter, ws_frame
 
 Selector = int | str | Iterable[int] | None
-RefuseMode = Literal["503", "close"]
+RefuseMode = Literal["503", "close", "429"]
 
 
 class FaultTarget(Protocol):
@@ -47,6 +47,8 @@ class Faults:
         self.log: deque[dict[str, Any]] = deque(maxlen=history_limit)
         self.refuse_until = 0.0  # monotonic
         self.refuse_mode: RefuseMode = "503"
+        self.blocked_clients: dict[str, float] = {}  # client id -> monotonic end of its own 429 block
+        self.master_failures = 0  # the next this many /master.csv requests answer 503
 
     def _record(self, kind: str, sockets: list[int] | None = None, **params: Any) -> None:
         entry: dict[str, Any] = {"at": self._server.clock.timestamp(), "kind": kind, **params}
@@ -56,7 +58,11 @@ class Faults:
 
     def select(self, selector: Selector, client_id: str | None = None) -> list[SimSocket]:
         """The live sockets a selector names: an id, a list of ids, ``all``, ``oldest``, ``newest`` or
-        ``random``."""
+        ``random``; any of the words after a client id and a slash (``1100000022/random``) picks among that
+        account's sockets only, so every fault can target one account of several."""
+        if isinstance(selector, str) and "/" in selector:
+            client, _, rest = selector.partition("/")
+            return self.select(rest or "all", client)
         live = self._server.live(client_id)
         if selector is None or selector == "all":
             return live
@@ -151,13 +157,35 @@ class Faults:
             sock.last_pong = asyncio.get_running_loop().time()  # it was us who did not ping
 
     def refuse(self, seconds: float, mode: RefuseMode = "503") -> None:
-        """Refuse new feed connections for ``seconds``: HTTP 503 (``"503"``) or an immediate TCP abort
-        (``"close"``). Control and master requests are still answered. 0 lifts it."""
-        if mode not in ("503", "close"):
-            raise ValueError(f"refuse mode must be 503 or close, got {mode!r}")
+        """Refuse new feed connections for ``seconds``: HTTP 503 (``"503"``), an immediate TCP abort
+        (``"close"``), or Dhan's HTTP 429 of a blocked account or lapsed data plan (``"429"``, see
+        :meth:`block`). Control and master requests are still answered. 0 lifts it."""
+        if mode not in ("503", "close", "429"):
+            raise ValueError(f"refuse mode must be 503, close or 429, got {mode!r}")
         self.refuse_until = time.monotonic() + max(seconds, 0.0)
         self.refuse_mode = mode
         self._record("refuse", seconds=seconds, mode=mode)
+
+    def fail_master(self, requests: int) -> None:
+        """The next ``requests`` downloads of ``/master.csv`` answer HTTP 503 (a morning when Dhan's file
+        server is down); counted by requests, not time, so that a client's retries meet it however fast
+        its clock runs."""
+        self.master_failures = max(0, requests)
+        self._record("fail_master", requests=requests)
+
+    def block(self, seconds: float, client_id: str | None = None) -> None:
+        """The account is blocked for ``seconds``: every handshake answers HTTP 429 (sockets already open
+        carry on). With ``client_id``, only that account's handshakes (the others' connect as usual)."""
+        if client_id is None:
+            self.refuse(seconds, "429")
+            return
+        self.blocked_clients[client_id] = time.monotonic() + max(seconds, 0.0)
+        self._record("block", seconds=seconds, client_id=client_id)
+
+    def blocked(self, client_id: str | None) -> bool:
+        """Is ``client_id`` blocked on its own now (see :meth:`block`)?"""
+        until = self.blocked_clients.get(client_id or "")
+        return until is not None and time.monotonic() < until
 
     @property
     def refusing_for(self) -> float:

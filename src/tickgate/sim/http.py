@@ -86,9 +86,9 @@ class HttpShell:
                     return
             assert request is not None
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-            path = request.target.decode("latin-1").split("?", 1)[0]
+            target = request.target.decode("latin-1")  # path and query: the handler splits what it needs
             try:
-                answer = self._handler(request.method.decode("ascii"), path, headers, bytes(body))
+                answer = self._handler(request.method.decode("ascii"), target, headers, bytes(body))
             except Exception:  # a bug answers 500 and is logged; the server goes on
                 log.exception("simulator REST handler failed")
                 answer = dhan_error(500, "Other", "DH-908", "internal error")

@@ -23,8 +23,9 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
-from tickgate.clock import IST, SYSTEM_CLOCK
+from tickgate.clock import SYSTEM_CLOCK
 from tickgate.dhan.protocol import (
     DEPTH_LEVELS,
     IST_OFFSET_SECONDS,
@@ -32,7 +33,7 @@ from tickgate.dhan.protocol import (
     ResponseCode,
     empty_packets,
 )
-from tickgate.schedule.calendar import mcx_close_time
+from tickgate.schedule.calendar import contract_close
 
 Array = np.ndarray[Any, np.dtype[Any]]
 
@@ -104,13 +105,9 @@ def fallback_price(symbol: str, *, index: bool = False) -> float:
 
 @functools.lru_cache(maxsize=4096)
 def expiry_timestamp(expiry: dt.date, *, exchange: str = "NSE") -> float:
-    """Epoch seconds at which a contract stops trading: 15:30 IST; currency 17:00; MCX at that day's close,
-    23:30 or 23:55 by US daylight saving (the master's "23:30" is not the session's close in winter)."""
-    if exchange == "MCX":
-        close = mcx_close_time(expiry)
-    else:
-        close = dt.time(17, 0) if exchange == "CUR" else dt.time(15, 30)
-    return dt.datetime.combine(expiry, close, IST).timestamp()
+    """Epoch seconds at which a contract stops trading (:func:`tickgate.schedule.calendar.contract_close`;
+    ``exchange`` "CUR" for currency contracts)."""
+    return contract_close(expiry, exchange).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,17 +133,17 @@ class InstrumentSpec:
 
 
 def normal_cdf(x: Array) -> Array:
-    """Standard normal CDF, vectorised (Abramowitz–Stegun 7.1.26, |error| < 1.5e-7; numpy has no erf)."""
-    z = np.abs(x) / math.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = 1.0 - poly * np.exp(-z * z)
-    result: Array = 0.5 * (1.0 + np.sign(x) * erf)
+    """Standard normal CDF, vectorised (scipy's C ufunc: exact to double precision, so that an implied
+    volatility read from the simulator's prices is the volatility it priced them with)."""
+    result: Array = ndtr(x)
     return result
 
 
-def black76(kind: Array, forward: Array, strike: Array, years: Array, vol: Array) -> Array:
-    """Undiscounted Black-76 call/put value (``kind`` = Kind.CALL/PUT); intrinsic value once expired."""
+def black76(
+    kind: Array, forward: Array, strike: Array, years: Array, vol: Array, *, rate: float = CARRY_RATE
+) -> Array:
+    """Black-76 call/put premium (``kind`` = Kind.CALL/PUT), discounted at ``rate`` over ``years`` as a
+    premium paid today is; intrinsic value once expired."""
     live = years > 1e-7
     safe_t = np.where(live, years, 1.0)
     sd = vol * np.sqrt(safe_t)
@@ -155,7 +152,7 @@ def black76(kind: Array, forward: Array, strike: Array, years: Array, vol: Array
     d2 = d1 - sd
     call = forward * normal_cdf(d1) - strike * normal_cdf(d2)
     put = strike * normal_cdf(-d2) - forward * normal_cdf(-d1)
-    value = np.where(kind == Kind.CALL, call, put)
+    value = np.where(kind == Kind.CALL, call, put) * np.exp(-rate * safe_t)
     intrinsic = np.where(kind == Kind.CALL, forward - strike, strike - forward)
     result: Array = np.where(live, value, np.maximum(intrinsic, 0.0))
     return result

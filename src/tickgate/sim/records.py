@@ -110,6 +110,13 @@ class SimulatorStats:
     backpressure_skips: int = 0
     packets_withheld: int = 0
     packets_quiet: int = 0  # draws that did not trade: a closed segment, or a thin strike
+    goodbyes: int = 0  # disconnect requests (code 12) received
+    master_served: int = 0  # /master.csv downloads answered
+    master_failed: int = 0  # ... and refused by the fail_master fault
+    max_sockets_with_foreign: int = 0  # the client's and other programs' sockets at once (Dhan then drops)
+    foreign_805s: int = 0  # the client's sockets dropped by another program's socket opening
+    foreign_dropped: int = 0  # another program's sockets dropped by the client's opening
+    snapshots_after_hours: int = 0  # instruments answered with a snapshot on subscribe, out of session
     ticks: int = 0
     max_tick_lag_s: float = 0.0  # worst lateness of the batch timer since start: event-loop stalls
     recent_tick_lag_s: float = 0.0  # the same over the last full second

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, InstrumentKey
 from tickgate.sim.core import TokenBook
@@ -38,7 +40,7 @@ class Answer:
     instruments: int = 0
 
     def json(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":")).encode()
+        return msgspec.json.encode(self.body)  # compact, like json.dumps with tight separators, but faster
 
 
 def dhan_error(status: int, kind: str, code: str, message: str) -> Answer:

@@ -55,6 +55,7 @@ from websockets.protocol import State
 
 from tickgate.clock import Clock
 from tickgate.config import FeedLimits, get_settings
+from tickgate.dhan.client import RedactTokens
 from tickgate.dhan.protocol import (
     DisconnectRequest,
     ExchangeSegment,
@@ -68,6 +69,8 @@ from tickgate.dhan.protocol import (
 )
 from tickgate.schedule.calendar import TradingCalendar
 from tickgate.schedule.sessions import MarketSessions
+from tickgate.sim.auth import PATHS as AUTH_PATHS
+from tickgate.sim.auth import AuthApi
 from tickgate.sim.connection import SimConnection, SimSocket
 from tickgate.sim.control import ControlApi
 from tickgate.sim.core import BreachKind, TokenBook, sockets_to_evict
@@ -93,6 +96,7 @@ class _HandshakeNoise(logging.Filter):
 
 
 ws_logger = logging.getLogger(f"{__name__}.ws")
+ws_logger.addFilter(RedactTokens())  # the connect request line carries the token
 ws_logger.addFilter(_HandshakeNoise())
 
 DEFAULT_TOKEN = "sim-access-token"
@@ -148,6 +152,9 @@ class Simulator:
         calendar: TradingCalendar | None = None,
         liquidity_width: float = 0.0,
         prev_close: PrevCloseMode = "code6",
+        snapshot_after_hours: bool = False,
+        token_lifetime_s: float | None = None,
+        logins: Mapping[str, tuple[str, str]] | None = None,
         rest_port: int = 0,
     ) -> None:
         self.clock = clock if clock is not None else get_settings().make_clock()
@@ -182,6 +189,19 @@ class Simulator:
         self.rng = np.random.default_rng(seed + 1)
         self.client_id = client_id
         self.tokens = TokenBook.of(credentials or {client_id: token})
+        # The account's side of tokens: each lives ``token_lifetime_s`` of the market clock (None: forever,
+        # the default for load tests); on expiry live sockets get 807. ``logins``: client id → (PIN, TOTP
+        # secret) for headless generation.
+        self.tokens.logins.update(logins or {})
+        # Other programs on the same client ids: when each of their sockets opened (see add_foreign).
+        self.foreign: dict[str, list[float]] = {}
+        self._foreign_until: dict[str, float] = {}
+        self._foreign_reconnect_s = 5.0
+        self.auth_api = AuthApi(
+            self.tokens, lifetime_s=token_lifetime_s, plan_active=lambda cid: not self.faults.blocked(cid)
+        )
+        for issued in list(self.tokens.valid):
+            self.tokens.issue(issued, self.tokens.valid[issued], self.auth_api.expiry(self.clock.timestamp()))
         self.emitter = Emitter(
             self.model,
             self.rng,
@@ -211,6 +231,10 @@ class Simulator:
             raise ValueError(f"prev_close must be code6 or indices, got {prev_close!r}")
         self.prev_close_mode: PrevCloseMode = prev_close
         self.model.close_is_prev_close = prev_close == "indices"
+        # Whether a subscribe outside the instrument's session answers with one packet of the subscribed
+        # mode holding the last values (some brokers' feeds do; Dhan's documentation does not say): off,
+        # a client must not count on it (the REST backfill prices those legs instead).
+        self.snapshot_after_hours = snapshot_after_hours
         # Dhan's REST market quote on a port of its own (websockets' HTTP side takes GET only).
         self.quote_api = MarketQuoteApi(self.tokens, self.limits, self.rest_quotes)
         self._rest = HttpShell(self._rest_request)
@@ -374,6 +398,7 @@ class Simulator:
                 "strict_requests": self.strict_requests,
                 "market_hours": self.sessions is not None,
                 "prev_close": self.prev_close_mode,
+                "snapshot_after_hours": self.snapshot_after_hours,
                 "liquidity_width": self.emitter.liquidity_width,
                 "limits": self.limits.model_dump(),
                 "client_ids": self.tokens.client_ids(),
@@ -392,6 +417,7 @@ class Simulator:
             "journal_seq": self.journal_seq,
             "rest_url": self.rest_url,
             "rest": self.quote_api.stats.to_json(),
+            "auth": self.auth_api.stats.to_json(),
         }
 
     async def wait_for(
@@ -503,19 +529,74 @@ class Simulator:
             await self._finalize(sock)
 
     def _admit(self, sock: SimSocket) -> None:
-        """Count the socket against its client id; past the limit the *oldest* ones get 805."""
+        """Count the socket against its client id; past the limit the *oldest* ones get 805 (another
+        program's sockets on the same client id, :meth:`add_foreign`, count and can be the oldest)."""
         cid = sock.record.client_id
-        peers = self.live(cid)
         sock.admitted = True
         sock.last_pong = asyncio.get_running_loop().time()
-        count = len(peers) + 1
+        self._over_limit(cid, newcomer=sock)
+
+    def _over_limit(self, cid: str, newcomer: SimSocket | None = None) -> None:
+        """Dhan's rule once a socket of ``cid`` opened: past the limit, the oldest go with 805, whether they
+        are ours to see (:class:`SimSocket`) or another program's (foreign, dropped and reconnecting)."""
+        peers = [s for s in self.live(cid) if s is not newcomer]
+        foreign = self.foreign.get(cid, [])
+        count = len(peers) + len(foreign) + (newcomer is not None)
         stats = self.stats
-        stats.max_sockets_per_client[cid] = max(stats.max_sockets_per_client.get(cid, 0), count)
-        evict = sockets_to_evict(len(peers), self.limits)
-        if evict:
-            self._breach("sockets_per_account", sock, count, self.limits.sockets_per_account)
-            for oldest in peers[:evict]:
-                self.kick(oldest, 805)
+        own = len(peers) + (newcomer is not None)
+        stats.max_sockets_per_client[cid] = max(stats.max_sockets_per_client.get(cid, 0), own)
+        stats.max_sockets_with_foreign = max(stats.max_sockets_with_foreign, count)
+        evict = sockets_to_evict(count - 1, self.limits)
+        if not evict:
+            return
+        if newcomer is not None and own > self.limits.sockets_per_account:
+            # The client itself holds more than the limit. (Its socket crowding out another program's is
+            # Dhan's rule at work, not a breach: the client cannot see the other program's sockets.)
+            self._breach("sockets_per_account", newcomer, own, self.limits.sockets_per_account)
+        aged: list[tuple[float, SimSocket | None, int]] = [(s.record.opened_at, s, -1) for s in peers]
+        aged += [(opened, None, i) for i, opened in enumerate(foreign)]
+        aged.sort(key=lambda entry: entry[0])
+        dropped_foreign = []
+        for _opened, ours, index in aged[:evict]:
+            if ours is not None:
+                self.kick(ours, 805)
+                if newcomer is None:
+                    stats.foreign_805s += 1  # a foreign socket's arrival dropped one of the client's
+            else:
+                dropped_foreign.append(index)
+        for index in sorted(dropped_foreign, reverse=True):
+            foreign.pop(index)
+            stats.foreign_dropped += 1
+            self._foreign_return(cid)
+
+    def add_foreign(
+        self, client_id: str, count: int = 1, seconds: float = 3_600.0, reconnect_s: float = 5.0
+    ) -> None:
+        """Another program on ``client_id`` opens ``count`` sockets for ``seconds`` (market clock) and, when
+        Dhan drops one with 805, opens it again after ``reconnect_s`` (real seconds), as a charting tool
+        would: the ping-pong a well-behaved client must not feed."""
+        until = self.clock.timestamp() + seconds
+        self._foreign_until[client_id] = until
+        self._foreign_reconnect_s = reconnect_s
+        for _ in range(count):
+            self.foreign.setdefault(client_id, []).append(self.clock.timestamp())
+            self._over_limit(client_id)
+
+    def _foreign_return(self, cid: str) -> None:
+        def back() -> None:
+            if self.clock.timestamp() < self._foreign_until.get(cid, 0.0):
+                self.foreign.setdefault(cid, []).append(self.clock.timestamp())
+                self._over_limit(cid)
+
+        asyncio.get_running_loop().call_later(self._foreign_reconnect_s, back)
+
+    def expire_foreign(self) -> None:
+        """Foreign programs whose time is up close their sockets."""
+        now = self.clock.timestamp()
+        for cid, until in list(self._foreign_until.items()):
+            if now >= until:
+                self.foreign.pop(cid, None)
+                del self._foreign_until[cid]
 
     async def _finalize(self, sock: SimSocket) -> None:
         record = sock.record
@@ -562,6 +643,8 @@ class Simulator:
         while True:
             await asyncio.sleep(period)
             now = loop.time()
+            self.expire_due_tokens()
+            self.expire_foreign()
             for sock in self.live():
                 if sock.ws.silent:
                     sock.last_pong = now  # we sent no pings: nothing to answer
@@ -594,6 +677,7 @@ class Simulator:
             self._malformed(sock, str(exc))
             return
         if isinstance(request, DisconnectRequest):
+            self.stats.goodbyes += 1
             self.mark_closing(sock, "client_request")
             if record.subscriptions:
                 self._journal(sock, "close", "", ())
@@ -629,11 +713,41 @@ class Simulator:
             if new and not record.stalled:
                 prev_close = self.model.packets(ResponseCode.PREV_CLOSE, self.model.slots_of(new))
                 self.emitter.send_packets(sock, prev_close)
+            if self.snapshot_after_hours and done.new and not record.stalled:
+                self._snapshot_closed(sock, done.new, done.mode)
         else:
             sock.stream.unsubscribed([(self._slot(k), old) for k, old in done.removed])
             record.mode_mismatches += done.mismatches
             self.stats.mode_mismatches += done.mismatches
             self._journal(sock, "unsubscribe", done.mode.name, tuple(k for k, _ in done.removed))
+
+    def _snapshot_closed(self, sock: SimSocket, keys: list[InstrumentKey], mode: FeedMode) -> None:
+        """One packet of ``mode`` with the last values for each of ``keys`` whose segment is not trading."""
+        open_now = self.open_segments()  # None: always open, the stream prices them
+        keys = [k for k in keys if not open_now[int(k.segment)]] if open_now is not None else []
+        if keys:
+            self._send_current(sock, keys, mode)
+            self.stats.snapshots_after_hours += len(keys)
+
+    def _send_current(self, sock: SimSocket, keys: list[InstrumentKey], mode: FeedMode) -> None:
+        code = {FeedMode.TICKER: ResponseCode.TICKER, FeedMode.QUOTE: ResponseCode.QUOTE}.get(
+            mode, ResponseCode.FULL
+        )
+        self.emitter.send_packets(sock, self.model.packets(code, self.model.slots_of(keys)))
+
+    def send_everything_now(self) -> int:
+        """One packet of its mode for every subscribed instrument on every socket, now (tests: the client
+        has seen every current price, not only those the random stream happened to draw). Returns how
+        many were sent."""
+        sent = 0
+        for sock in self.live():
+            by_mode: dict[FeedMode, list[InstrumentKey]] = {}
+            for key, mode in sock.record.subscriptions.items():
+                by_mode.setdefault(mode, []).append(key)
+            for mode, keys in by_mode.items():
+                self._send_current(sock, keys, mode)
+                sent += len(keys)
+        return sent
 
     def _slot(self, key: InstrumentKey) -> int:
         slot = self.model.slot(key)
@@ -678,9 +792,24 @@ class Simulator:
         values = dict(zip(known, self.model.quote_values(self.model.slots_of(known)), strict=True))
         return [values.get(k) for k in keys]
 
-    def _rest_request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+    def _rest_request(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
+        path = target.split("?", 1)[0]
+        if path in AUTH_PATHS:  # tokens live on the market clock
+            return self.auth_api.handle(method, target, headers, self.clock.timestamp())
         # real-time: Dhan's rate limit is per second of wall time, whatever the market clock says
-        return self.quote_api.handle(method, path, headers, body, time.monotonic())
+        # The limit is one request a *market* second: on a virtual clock running ``speed`` times faster, a
+        # real second holds ``speed`` of them (the client paces on the same clock).
+        return self.quote_api.handle(method, path, headers, body, time.monotonic() * self.clock.speed)
+
+    def expire_due_tokens(self) -> list[str]:
+        """Tokens whose lifetime ran out on the clock: expired, and their live sockets closed with 807."""
+        gone = self.tokens.due(self.clock.timestamp())
+        if gone:
+            dead = set(gone)
+            for sock in self.live():
+                if sock.token in dead:
+                    self.kick(sock, 807)
+        return gone
 
     # -------------------------------------------------------------------------------------- streaming
 

@@ -1,6 +1,7 @@
-"""One transaction of the background writer: audit rows, watchlist touches and marks, ATM windows and a
-subscriptions change, together. This is the whole of what :class:`~tickgate.store.writer.StoreWriter`
-needs from the database (its :class:`~tickgate.store.writer.BatchSink`)."""
+"""One transaction of the background writer: audit rows, watchlist touches, marks and windows, ATM
+windows and a subscriptions change, together. This is the whole of what
+:class:`~tickgate.store.writer.StoreWriter` needs from the database (its
+:class:`~tickgate.store.writer.BatchSink`)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ class BatchWriter:
         audit_rows: list[conv.Row],
         atm_rows: list[conv.Row],
         subs: Change | None,
+        *,
         touches: Sequence[tuple[int, datetime]] = (),
         marks: Sequence[conv.StateMark] = (),
+        windows: Sequence[tuple[str, float]] = (),
     ) -> None:
         """One transaction. The subscriptions table changes by one chain per user action, so it is never
         rewritten whole on the hot path (see :mod:`tickgate.store.subscriptions`)."""
@@ -40,14 +43,16 @@ class BatchWriter:
         # PostgreSQL it runs within run_sync, and on the writer thread when a SQLite write waits there.
         if subs is None:
             await self._gate.write(
-                lambda conn: run_prepared(conn, self._statements(audit_rows, atm_rows, touches, marks)),
+                lambda conn: run_prepared(
+                    conn, self._statements(audit_rows, atm_rows, touches, marks, windows)
+                ),
                 background=True,
             )
             return
         async with self._subscriptions.change(subs) as subs_statements:
 
             def tx(conn: Connection) -> None:
-                run_prepared(conn, self._statements(audit_rows, atm_rows, touches, marks))
+                run_prepared(conn, self._statements(audit_rows, atm_rows, touches, marks, windows))
                 run_prepared(conn, subs_statements())
 
             # A whole table (25,000 rows at first write) would hold the loop too long: off the loop.
@@ -60,6 +65,7 @@ class BatchWriter:
         atm_rows: list[conv.Row],
         touches: Sequence[tuple[int, datetime]],
         marks: Sequence[conv.StateMark],
+        windows: Sequence[tuple[str, float]] = (),
     ) -> list[Prepared]:
         d = self._gate.write_dialect
         return [
@@ -74,4 +80,5 @@ class BatchWriter:
                 ],
             ),
             atm.PUT.prepare(d, atm_rows),
+            watchlists.WINDOW.prepare(d, [{"group": g, "atm": a} for g, a in windows]),
         ]

@@ -40,6 +40,7 @@ from tickgate.config import Settings, StoreSettings
 from tickgate.store.atm import AtmCache
 from tickgate.store.audit import AuditLog
 from tickgate.store.batch import BatchWriter
+from tickgate.store.commands import Commands
 from tickgate.store.engine import (
     Engines,
     create_engines,
@@ -96,6 +97,7 @@ class Store:
         self.audit = AuditLog(self.gate, self.now)
         self.atm = AtmCache(self.gate, self.now)
         self.meta = Meta(self.gate, self.now)
+        self.commands = Commands(self.gate, self.now)
         self.last_quotes = LastQuotes(self.gate, self.now)
         self._closed = False
         self._checkpointer: asyncio.Task[None] | None = None

@@ -271,7 +271,9 @@ def _sqlite_thread_writer(url: URL, cfg: StoreSettings) -> tuple[Engine, ThreadP
     return engine, ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickgate-sqlite-writer")
 
 
-def _pg_engine(url: URL, cfg: StoreSettings) -> AsyncEngine:
+def pg_engine(url: URL, cfg: StoreSettings) -> AsyncEngine:
+    """A pooled PostgreSQL engine on ``cfg``'s schema (the store's, and the gateway's lease's)."""
+    check_schema_name(cfg.pg_schema)
     connect_args: dict[str, Any] = {}
     if cfg.pg_schema:
         connect_args["server_settings"] = {"search_path": cfg.pg_schema}
@@ -307,7 +309,7 @@ def create_engines(url: str | URL, cfg: StoreSettings) -> Engines:
         read = _sqlite_engine(u, cfg, writer=False, memory=False)
         sync_write, thread = _sqlite_thread_writer(u, cfg)
         return Engines(u, write, read, "sqlite", False, sync_write, thread, cfg.busy_timeout_ms)
-    eng = _pg_engine(u, cfg)
+    eng = pg_engine(u, cfg)
     return Engines(u, eng, eng, "postgresql", single_connection=False)
 
 

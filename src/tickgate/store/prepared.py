@@ -36,6 +36,12 @@ def upsert(
     )
 
 
+def insert_new(dialect: str, table: sa.Table, keys: Sequence[str], values: dict[str, Any]) -> sa.Insert:
+    """INSERT … ON CONFLICT (``keys``) DO NOTHING in ``dialect``: a row already there is kept."""
+    ins = (pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert)(table)
+    return ins.values(values).on_conflict_do_nothing(index_elements=list(keys))
+
+
 Prepared = tuple[str, list[tuple[Any, ...]]]
 """A statement in the driver's own SQL and parameter style, and one parameter tuple per execution."""
 

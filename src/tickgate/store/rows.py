@@ -290,4 +290,5 @@ def to_watchlist(r: Mapping[Any, Any]) -> WatchlistEntry:
         last_used=r["last_used"],
         state=WatchlistState(r["state"]),
         state_reason=r["state_reason"],
+        atm=r.get("atm"),
     )

@@ -92,6 +92,7 @@ watchlist = sa.Table(
     sa.Column("last_used", UTCDateTime(), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # active / evicted
     sa.Column("state_reason", sa.Text, nullable=True),
+    sa.Column("atm", sa.Float, nullable=True),  # the strike its window sits on (a restart rebuilds it there)
     sa.Index(None, "exchange"),
 )
 
@@ -165,4 +166,28 @@ last_quotes = sa.Table(
     sa.Column("oi", sa.BigInteger, nullable=True),
     sa.Column("prev_oi", sa.BigInteger, nullable=True),
     sa.Column("saved_at", UTCDateTime(), nullable=False),
+)
+
+# Which gateway may hold the Dhan sockets (tickgate.store.lease): one row per lease, its expiry on the
+# database's clock, its epoch the fencing token every takeover increments. Used on PostgreSQL only (the
+# split mode refuses SQLite); the table exists on both so that one schema serves both.
+gateway_lease = sa.Table(
+    "gateway_lease",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# Commands a replica sent the gateway (tickgate.api.commands), by their idempotency key: the first answer
+# is kept, so a retry during a failover gets that answer instead of doing the work twice.
+command_log = sa.Table(
+    "command_log",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("op", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
 )

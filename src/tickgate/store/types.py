@@ -60,6 +60,7 @@ class AuditAction(StrEnum):
     UNPIN = "UNPIN"
     CONNECTION_DOWN = "CONNECTION_DOWN"
     CONNECTION_UP = "CONNECTION_UP"
+    CEILING = "CEILING"
     RESTORE = "RESTORE"
     RECENTRE = "RECENTRE"
     WATCHLIST_ADD = "WATCHLIST_ADD"
@@ -69,6 +70,7 @@ class AuditAction(StrEnum):
     RECOVERY = "RECOVERY"
     USER_ADD = "USER_ADD"
     KEY_REVOKE = "KEY_REVOKE"
+    TOKEN_SET = "TOKEN_SET"
 
 
 def action_for(kind: EventKind) -> AuditAction:
@@ -120,6 +122,7 @@ class WatchlistEntry:
     last_used: datetime
     state: WatchlistState
     state_reason: str | None
+    atm: float | None = None  # the strike its window sits on, once placed
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Watchlist rows: the desired Tier A, one row per user and chain, that a restart re-subscribes.
 
 A user's add and remove are awaited (acknowledged once durable); use times and eviction marks ride the
-writer's batches (:data:`TOUCH`, :data:`MARK`), since nothing waits for them.
+writer's batches (:data:`TOUCH`, :data:`MARK`, :data:`WINDOW`), since nothing waits for them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ MARK = DriverStatement(
     )
 )
 """A chain's rows evicted (or active again) by a decision at ``at``, by the writer."""
+WINDOW = DriverStatement(
+    lambda _d, _n: sa.update(_W).where(_W.c.group_id == sa.bindparam("group")).values(atm=sa.bindparam("atm"))
+)
+"""The ATM a chain's window sits on (set when placed and at each recentre), by the writer."""
 
 
 class Watchlists(Repository):

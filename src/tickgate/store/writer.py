@@ -73,8 +73,10 @@ class BatchSink(Protocol):
         audit_rows: list[conv.Row],
         atm_rows: list[conv.Row],
         subs: conv.SubIndex | conv.SubDelta | None,
+        *,
         touches: Sequence[tuple[int, datetime]] = (),
         marks: Sequence[conv.StateMark] = (),
+        windows: Sequence[tuple[str, float]] = (),
     ) -> None: ...
 
 
@@ -114,6 +116,7 @@ class _Batch:
     source: SubscriptionChanges | None = None  # told to resync if its change set is not written
     touches: list[tuple[int, datetime]] = field(default_factory=list)
     marks: list[conv.StateMark] = field(default_factory=list)
+    windows: list[tuple[str, float]] = field(default_factory=list)
 
 
 class StoreWriter:
@@ -127,6 +130,7 @@ class StoreWriter:
         self._audit: deque[tuple[int, conv.Row]] = deque()
         self._atm: dict[tuple[str, date], conv.Row] = {}
         self._touches: dict[int, datetime] = {}  # watchlist id -> last used (latest wins)
+        self._windows: dict[str, float] = {}  # a users' chain's group -> the ATM its window sits on (latest)
         self._marks: list[conv.StateMark] = []  # watchlist state changes, in decision order
         # A large subscriptions change set is written one chunk per short transaction, so that awaited writes
         # (a user's watchlist add) get the database between them; each chunk's rows are computed when it is
@@ -264,6 +268,13 @@ class StoreWriter:
         self._touches[watchlist_id] = at
         self._bump()
 
+    def submit_window(self, group_id: str, atm: float) -> None:
+        """Record the ATM a users' chain's window sits on (read back on restart: each chain comes back on
+        its own window, even where two users' windows of one chain sit on different strikes). Coalesced."""
+        self._check_accepting()
+        self._windows[group_id] = atm
+        self._bump()
+
     def submit_watchlist_state(
         self, groups: Iterable[str], state: WatchlistState, *, reason: str | None, at: datetime
     ) -> None:
@@ -357,7 +368,9 @@ class StoreWriter:
 
     def _has_rows(self) -> bool:
         """Rows waiting to be written that do not wait for the snapshot interval."""
-        return bool(self._audit or self._atm or self._touches or self._marks or self._subs_continue)
+        return bool(
+            self._audit or self._atm or self._touches or self._marks or self._windows or self._subs_continue
+        )
 
     def _bump(self) -> None:
         self._seq += 1
@@ -378,6 +391,8 @@ class StoreWriter:
         self._atm.clear()
         touches = list(self._touches.items())
         self._touches.clear()
+        windows = list(self._windows.items())
+        self._windows.clear()
         marks, self._marks = self._marks, []
         subs: conv.SubIndex | conv.SubDelta | None = None
         changes: SubscriptionChanges | None = None
@@ -403,17 +418,18 @@ class StoreWriter:
         upto = self._seq if not self._audit else taken[-1][0]
         if self._subs is not None:
             upto = min(upto, self._subs_first_seq - 1)
-        if not taken and not atm and subs is None and not touches and not marks:
+        if not taken and not atm and subs is None and not touches and not marks and not windows:
             self._done = max(self._done, upto)
             return None
-        return _Batch([row for _, row in taken], atm, subs, upto, changes, touches, marks)
+        return _Batch([row for _, row in taken], atm, subs, upto, changes, touches, marks, windows)
 
     async def _run(self) -> None:
         while True:
             wait = self._snapshot_wait()
             if not self._has_rows() and wait != 0.0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)  # None: until something arrives
+                    async with asyncio.timeout(wait):  # None: until something arrives
+                        await self._wake.wait()
             linger = self._cfg.writer_linger_s
             # Linger to gather a new batch; never between the chunks of a change set being written.
             if (
@@ -445,6 +461,7 @@ class StoreWriter:
                 and not self._audit
                 and not self._atm
                 and not self._touches
+                and not self._windows
                 and self._subs is None
             ):
                 return
@@ -454,7 +471,9 @@ class StoreWriter:
         while True:
             t0 = time.perf_counter()
             try:
-                await self._sink.write_batch(b.audit, b.atm, b.subs, b.touches, b.marks)
+                await self._sink.write_batch(
+                    b.audit, b.atm, b.subs, touches=b.touches, marks=b.marks, windows=b.windows
+                )
             except Exception as e:
                 if not is_transient(e):
                     log.error("store writer batch refused; writing it row by row", exc_info=True)
@@ -487,9 +506,15 @@ class StoreWriter:
         for row in b.atm:
             if await self._write_alone([], [row], None, "ATM cache row"):
                 self._stats.atm_written += 1
-        if b.touches or b.marks:
+        if b.touches or b.marks or b.windows:
             await self._write_alone(
-                [], [], None, "watchlist touches and states", touches=b.touches, marks=b.marks
+                [],
+                [],
+                None,
+                "watchlist touches, states and windows",
+                touches=b.touches,
+                marks=b.marks,
+                windows=b.windows,
             )
         if b.subs is not None:
             self._last_snapshot = time.monotonic()
@@ -509,13 +534,14 @@ class StoreWriter:
         *,
         touches: Sequence[tuple[int, datetime]] = (),
         marks: Sequence[conv.StateMark] = (),
+        windows: Sequence[tuple[str, float]] = (),
     ) -> bool:
         """One piece of a refused batch: retried while the database is merely unavailable, given up (and
         logged in full, so the record survives in the logs) only when the database refuses it."""
         delay = 0.05
         while True:
             try:
-                await self._sink.write_batch(audit, atm, subs, touches, marks)
+                await self._sink.write_batch(audit, atm, subs, touches=touches, marks=marks, windows=windows)
                 return True
             except Exception as e:
                 if is_transient(e):

@@ -1,6 +1,8 @@
-// tickgate dashboard: plain ES module, no build step, no dependencies.
-// REST under /api/v2 (X-API-Key header), live chain prices over WS /api/v2/stream.
+// tickgate dashboard: plain ES module, no build step; one vendored library (uPlot, for the charts).
+// REST under /api/v2 (X-API-Key header), live chain prices and analytics over WS /api/v2/stream.
 // Every server string reaches the DOM through textContent, never innerHTML.
+
+import uPlot from "./vendor/uplot-1.6.31/uPlot.esm.js";
 
 const API = "/api/v2";
 const KEY_STORE = "tickgate.apiKey";
@@ -54,7 +56,7 @@ const state = {
   chainReloadTimer: null,
   ws: null,
   wsBackoff: 500,
-  wsItem: null, // "chain:<id>" subscribed on the push channel
+  wsItem: null, // ["chain:<id>", "analytics:<id>"] subscribed on the push channel
   admin: null, // null: not known yet; true: the key may read /admin/audit (every user's evictions)
   auditSeen: 0, // highest audit entry id shown
 };
@@ -216,21 +218,42 @@ function renderConnections(status, subs) {
   const total = subs ? subs.capacity.total : 0;
   const perSocket = conns.length && total ? total / conns.length : 0;
   const list = $("connections");
+  // Several Dhan accounts: each account's sockets under a heading with its own count (a failure domain).
+  const accounts = [...new Set(conns.map((c) => c.account))];
+  const heading = (name) => {
+    const mine = conns.filter((c) => c.account === name);
+    const up = mine.filter((c) => c.state === "up").length;
+    const carried = mine.reduce((n, c) => n + c.instruments, 0);
+    return el(
+      "li",
+      { className: "account-head", dataset: { account: name } },
+      el("span", { text: `account ${name}` }),
+      el("span", { className: "mono", text: `${up}/${mine.length} up · ${fmtInt(carried)}` }),
+    );
+  };
   list.replaceChildren(
-    ...conns.map((c) => {
+    ...conns.flatMap((c, i) => {
+      const head = accounts.length > 1 && (i === 0 || conns[i - 1].account !== c.account) ? [heading(c.account)] : [];
       const share = perSocket ? Math.min(100, (100 * c.instruments) / perSocket) : 0;
       const age = c.last_data_age_s === null ? "no data yet" : `data ${c.last_data_age_s.toFixed(1)}s ago`;
       const details = [`reconnects ${c.reconnects}`, age];
       if (c.last_disconnect) details.push(`last down: ${c.last_disconnect}`);
       if (c.next_attempt_in_s !== null) details.push(`retry in ${c.next_attempt_in_s.toFixed(1)}s`);
-      return el(
-        "li",
-        { className: `conn state-${c.state}`, dataset: { conn: String(c.id), state: c.state }, title: details.join(" · ") },
-        el("span", { className: "conn-id", text: `#${c.id}` }),
-        el("span", { className: "bar" }, el("span", { className: "fill", style: `width:${share}%` })),
-        el("span", { className: "conn-count mono", text: perSocket ? `${fmtInt(c.instruments)} / ${fmtInt(perSocket)}` : fmtInt(c.instruments) }),
-        el("span", { className: `badge state-${c.state}`, text: c.state }),
-      );
+      return [
+        ...head,
+        el(
+          "li",
+          {
+            className: `conn state-${c.state}`,
+            dataset: { conn: String(c.id), state: c.state, account: c.account },
+            title: details.join(" · "),
+          },
+          el("span", { className: "conn-id", text: `#${c.id}` }),
+          el("span", { className: "bar" }, el("span", { className: "fill", style: `width:${share}%` })),
+          el("span", { className: "conn-count mono", text: perSocket ? `${fmtInt(c.instruments)} / ${fmtInt(perSocket)}` : fmtInt(c.instruments) }),
+          el("span", { className: `badge state-${c.state}`, text: c.state }),
+        ),
+      ];
     }),
   );
   const up = conns.filter((c) => c.state === "up").length;
@@ -238,6 +261,45 @@ function renderConnections(status, subs) {
   const alert = $("alert");
   alert.hidden = !status.alert;
   alert.textContent = status.alert || "";
+  renderAccount(status);
+}
+
+function fmtWhen(iso) {
+  // Market time as the server says it (IST): the wall clock of the exchange, whatever the browser's zone.
+  return iso ? iso.replace("T", " ").slice(0, 16) : "unknown";
+}
+
+// The account's state (tickgate.service.account): a persistent banner for what an operator must know.
+function renderAccount(status) {
+  const all = status.accounts && status.accounts.length ? status.accounts : [status.account];
+  const notes = [];
+  for (const a of all) {
+    if (!a) continue;
+    const who = all.length > 1 ? `Account ${a.name}: ` : "";
+    if (a.fatal) notes.push(["bad", `${who}Feed stopped: ${a.fatal.reason}. To leave it: ${a.fatal.how_to_leave}.`]);
+    if (a.blocked_until) notes.push(["bad", `${who}Dhan answered 429: the account cools off until ${fmtWhen(a.blocked_until)}.`]);
+    const s = a.sockets;
+    if (s && s.given_up.length) {
+      const probe = s.next_probe_in_s === null ? "" : ` Next probe in ${Math.round(s.next_probe_in_s / 60)} min.`;
+      notes.push(["warn", `${who}Holding ${s.tickgate} of ${s.configured} sockets: ${s.why}.${probe}`]);
+    }
+    const t = a.token;
+    if (t && t.failures && t.last_error) notes.push(["warn", `${who}Token renewal failing (${t.failures}×): ${t.last_error}`]);
+    if (a === all[0] && a.master && a.master.age_days > 0) {
+      notes.push(["warn", `Instrument master is ${a.master.age_days} day(s) old (${a.master.file}): today's download failed.`]);
+    }
+    if (a !== all[0]) continue; // the header's token pill is the first account's; the others show in the notes
+    const pill = $("token-state");
+    pill.hidden = !t;
+    if (t) {
+      const renewed = `renewed ${fmtWhen(t.last_renewal)}`;
+      setPill(pill, `token to ${fmtWhen(t.expires_at)}`, t.failures ? "warn" : "ok");
+      pill.title = `Dhan token (${t.source}) expires ${fmtWhen(t.expires_at)}, ${renewed}`;
+    }
+  }
+  if (status.warning) notes.push(["warn", status.warning]);
+  $("account-notes").replaceChildren(...notes.map(([kind, text]) => el("li", { className: kind, text })));
+  $("account").hidden = notes.length === 0;
 }
 
 // -- watchlist -----------------------------------------------------------------------------------------
@@ -423,9 +485,10 @@ async function runSearch() {
 
 // -- option chain --------------------------------------------------------------------------------------
 
-const CE_FIELDS = ["oi", "volume", "change_pct", "bid", "ask", "ltp"];
-const PE_FIELDS = ["ltp", "bid", "ask", "change_pct", "volume", "oi"];
+const CE_FIELDS = ["oi_change", "oi", "volume", "iv", "delta", "change_pct", "bid", "ask", "ltp"];
+const PE_FIELDS = ["ltp", "bid", "ask", "change_pct", "delta", "iv", "volume", "oi", "oi_change"];
 const FORMAT = { oi: fmtInt, volume: fmtInt, change_pct: fmtPct, bid: fmtPrice, ask: fmtPrice, ltp: fmtPrice };
+const ANALYTICS_FIELDS = ["iv", "delta", "oi_change"]; // filled from the server's analytics, not quotes
 
 function clearChain() {
   state.selected = null;
@@ -437,6 +500,8 @@ function clearChain() {
   $("chain-underlying").textContent = "";
   $("chain-note").hidden = true;
   $("chain-empty").hidden = false;
+  $("chain-analytics").hidden = true;
+  $("charts").hidden = true;
   for (const li of document.querySelectorAll(".wl-item.selected")) li.classList.remove("selected");
 }
 
@@ -464,6 +529,7 @@ async function loadChain(e, recentre) {
   if (e.exchange) params.set("exchange", e.exchange);
   let data;
   try {
+    params.set("analytics", "true");
     data = await api(`/option-chain/${encodeURIComponent(e.symbol)}?${params}`);
   } catch (err) {
     addEvent("error", `${e.symbol} chain: ${err.message}`);
@@ -471,7 +537,7 @@ async function loadChain(e, recentre) {
   }
   if (state.selected !== e.id) return; // the user moved on meanwhile
   renderChain(data, e, recentre);
-  pushSubscribe(`chain:${e.id}`);
+  pushSubscribe([`chain:${e.id}`, `analytics:${e.id}`]);
 }
 
 function renderChain(data, e, recentre) {
@@ -485,9 +551,10 @@ function renderChain(data, e, recentre) {
         tds[field] = el("td", { className: `${name} f-${field}`, dataset: { side: name, field } }, DASH);
       }
       if (leg) {
-        cells.set(leg.key, { side: name, tds });
+        cells.set(leg.key, { side: name, tds, strike: row.strike });
         tr.dataset[name] = leg.key;
         if (leg.quote) fillQuote(tds, leg.quote, false);
+        if (leg.analytics) fillAnalytics(tds, leg.analytics);
       }
       return fields.map((f) => tds[f]);
     };
@@ -503,6 +570,13 @@ function renderChain(data, e, recentre) {
   $("chain-title").textContent = `${data.symbol} ${data.expiry}`;
   $("chain-meta").textContent = `${data.exchange} · ${data.expiry_kind} · ATM ${fmtStrike(data.atm_strike)} · step ${fmtStrike(data.step)} · ${data.strikes} of ${data.listed} strikes`;
   renderUnderlying(data.underlying.quote, data.ltp);
+  if (data.analytics) {
+    const legs = [];
+    for (const row of data.rows) {
+      for (const leg of [row.ce, row.pe]) if (leg && leg.analytics) legs.push({ key: leg.key, ...leg.analytics });
+    }
+    applyAnalytics({ analytics: data.analytics, legs });
+  }
   updateChainNote(e);
   if (recentre) {
     const atm = $("chain-body").querySelector("tr.atm");
@@ -575,6 +649,130 @@ function fillQuote(tds, q, flash) {
   }
 }
 
+function fmtIv(v) {
+  return v === null || v === undefined ? DASH : `${(100 * v).toFixed(2)}%`;
+}
+
+function fmtGreek(v) {
+  return v === null || v === undefined ? DASH : v.toFixed(3);
+}
+
+function fillAnalytics(tds, a) {
+  tds.iv.textContent = fmtIv(a.iv);
+  tds.iv.title = a.reason === "OK" ? "" : `no IV: ${a.reason}`;
+  tds.delta.textContent = fmtGreek(a.delta);
+  const td = tds.oi_change;
+  if (a.oi_change === null || a.oi_change === undefined) {
+    td.replaceChildren(DASH);
+    return;
+  }
+  // A signed bar under the number: its width against the largest change in the chain (set by the caller).
+  const scale = state.chain && state.chain.oiScale ? state.chain.oiScale : Math.abs(a.oi_change) || 1;
+  const width = Math.min(100, (100 * Math.abs(a.oi_change)) / scale);
+  const kind = a.oi_change >= 0 ? "pos" : "neg";
+  td.replaceChildren(el("i", { className: `bar ${kind}`, style: `width:${width}%` }), el("span", { text: fmtInt(a.oi_change) }));
+  td.dataset.v = String(a.oi_change);
+}
+
+function fmtYears(years) {
+  const days = years * 365;
+  return days >= 1 ? `${days.toFixed(1)} d` : `${(days * 24).toFixed(1)} h`;
+}
+
+// The server's analytics of the chain on screen (the REST answer, then each push recomputation).
+function applyAnalytics(msg) {
+  const chain = state.chain;
+  if (!chain) return;
+  const a = msg.analytics;
+  chain.analytics = a;
+  chain.oiScale = Math.max(1, ...msg.legs.map((l) => Math.abs(l.oi_change || 0)));
+  for (const leg of msg.legs) {
+    const target = chain.cells.get(leg.key);
+    if (target) fillAnalytics(target.tds, leg);
+  }
+  $("chain-analytics").hidden = false;
+  $("an-spot").textContent = a.spot === null ? DASH : fmtPrice(a.spot);
+  $("an-forward").textContent = a.forward === null ? DASH : `${fmtPrice(a.forward)} (${a.forward_source})`;
+  $("an-atm-iv").textContent = fmtIv(a.atm_iv);
+  $("an-pcr").textContent = a.pcr_oi === null ? DASH : a.pcr_oi.toFixed(2);
+  $("an-max-pain").textContent = a.max_pain === null ? DASH : `${fmtStrike(a.max_pain)} (${a.max_pain_strikes} strikes)`;
+  $("an-rr").textContent = a.risk_reversal_25d === null ? DASH : `${(100 * a.risk_reversal_25d).toFixed(2)} pts`;
+  $("an-expiry").textContent = fmtYears(a.years_to_expiry);
+  drawCharts(chain, msg.legs, a);
+}
+
+const charts = { oi: null, smile: null };
+
+function chartData(chain, legs, a) {
+  const strikes = chain.rows.map((r) => r.strike);
+  const by = new Map(legs.map((l) => [l.key, l]));
+  const pick = (side, field) => chain.rows.map((r) => {
+    const leg = r[side] && by.get(r[side].key);
+    return leg && leg[field] !== null && leg[field] !== undefined ? leg[field] : null;
+  });
+  const oi = (side) => chain.rows.map((r) => {
+    const q = r[side] && chain.cells.get(r[side].key);
+    const v = q && q.tds.oi.dataset.v;
+    return v === undefined ? null : Number(v);
+  });
+  const marker = (strike) => strikes.map((s) => (s === strike ? 0 : null));
+  return {
+    oi: [strikes, oi("ce"), oi("pe"), pick("ce", "oi_change"), pick("pe", "oi_change"), marker(a.max_pain), marker(a.atm_strike)],
+    smile: [strikes, pick("ce", "iv").map((v) => (v === null ? null : 100 * v)), pick("pe", "iv").map((v) => (v === null ? null : 100 * v))],
+  };
+}
+
+function drawCharts(chain, legs, a) {
+  const box = $("charts");
+  box.hidden = false;
+  const data = chartData(chain, legs, a);
+  const width = Math.max(280, Math.floor(box.clientWidth / 2) - 16);
+  if (charts.oi && charts.oi.chainId === chain.id) {
+    charts.oi.setData(data.oi);
+    charts.smile.setData(data.smile);
+    return;
+  }
+  if (charts.oi) charts.oi.destroy();
+  if (charts.smile) charts.smile.destroy();
+  const bars = uPlot.paths.bars({ size: [0.4, 40] });
+  const x = { label: "strike" };
+  charts.oi = new uPlot(
+    {
+      width,
+      height: 220,
+      scales: { x: { time: false } },
+      axes: [x, { label: "OI" }],
+      series: [
+        {},
+        { label: "Call OI", stroke: "#3fb950", fill: "rgba(63,185,80,0.35)", paths: bars },
+        { label: "Put OI", stroke: "#f85149", fill: "rgba(248,81,73,0.35)", paths: bars },
+        { label: "Call OI chg", stroke: "#7ee787", width: 2 },
+        { label: "Put OI chg", stroke: "#ffa198", width: 2 },
+        { label: "Max pain", stroke: "#d29922", points: { size: 12, fill: "#d29922" }, paths: () => null },
+        { label: "ATM", stroke: "#58a6ff", points: { size: 12, fill: "#58a6ff" }, paths: () => null },
+      ],
+    },
+    data.oi,
+    $("oi-chart"),
+  );
+  charts.smile = new uPlot(
+    {
+      width,
+      height: 220,
+      scales: { x: { time: false } },
+      axes: [x, { label: "IV %" }],
+      series: [
+        {},
+        { label: "Call IV", stroke: "#3fb950", width: 2, points: { size: 5 } },
+        { label: "Put IV", stroke: "#f85149", width: 2, points: { size: 5 } },
+      ],
+    },
+    data.smile,
+    $("smile-chart"),
+  );
+  charts.oi.chainId = chain.id;
+}
+
 function applyQuotes(quotes) {
   const chain = state.chain;
   if (!chain) return;
@@ -602,7 +800,7 @@ function connectPush() {
   ws.addEventListener("open", () => {
     state.wsBackoff = 500;
     setPill($("push-state"), "push live", "ok");
-    if (state.wsItem) ws.send(JSON.stringify({ subscribe: [state.wsItem] }));
+    if (state.wsItem) ws.send(JSON.stringify({ subscribe: state.wsItem }));
   });
   ws.addEventListener("message", (ev) => {
     let msg;
@@ -612,6 +810,17 @@ function connectPush() {
       return;
     }
     if (msg.type === "quotes") applyQuotes(msg.quotes);
+    else if (msg.type === "analytics") {
+      if (state.chain && msg.chain === state.chain.id) {
+        const cols = msg.legs; // columns: {key: [...], iv: [...], ...}
+        const legs = cols.key.map((key, i) => {
+          const leg = { key };
+          for (const [name, values] of Object.entries(cols)) leg[name] = values[i];
+          return leg;
+        });
+        applyAnalytics({ analytics: msg.analytics, legs });
+      }
+    }
     else if (msg.type === "subscribed" && msg.rejected && msg.rejected.length) {
       for (const r of msg.rejected) addEvent("warn", `live updates refused for ${r.item}: ${r.reason}`);
     }
@@ -631,13 +840,14 @@ function connectPush() {
   });
 }
 
-function pushSubscribe(item) {
+function pushSubscribe(items) {
+  // items: the push items of the chain on screen (its quotes and its analytics), or null for none.
   const ws = state.ws;
   const open = ws && ws.readyState === WebSocket.OPEN;
-  if (item === state.wsItem) return;
-  if (open && state.wsItem) ws.send(JSON.stringify({ unsubscribe: [state.wsItem] }));
-  state.wsItem = item;
-  if (open && item) ws.send(JSON.stringify({ subscribe: [item] }));
+  if (JSON.stringify(items) === JSON.stringify(state.wsItem)) return;
+  if (open && state.wsItem) ws.send(JSON.stringify({ unsubscribe: state.wsItem }));
+  state.wsItem = items;
+  if (open && items) ws.send(JSON.stringify({ subscribe: items }));
 }
 
 // -- events, banner, toasts ----------------------------------------------------------------------------
