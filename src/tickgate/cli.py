@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tickgate import __version__
-from tickgate.api.cli import accounts_app, eod, gateway, serve, users_app
+from tickgate.api.cli import accounts_app, api, eod, gateway, serve, users_app
 from tickgate.chains.cli import tierb_app
 from tickgate.instruments.cli import instruments_app
 
@@ -24,6 +24,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(accounts_app, name="accounts")
 app.command()(serve)
 app.command()(gateway)
+app.command()(api)
 app.command()(eod)
 
 

@@ -352,6 +352,12 @@ class Settings(BaseSettings):
     bus_prefix: str = Field(
         "", description="Prefix of the broker subjects: several deployments (or test runs) on one broker."
     )
+    command_patience_s: float = Field(
+        20.0,
+        gt=0,
+        description="How long an API replica keeps retrying a command (a write) before answering 503: longer"
+        " than a failover (the lease's ttl plus a gateway's start), so a write sent meanwhile is answered.",
+    )
     accounts_file: Path | None = Field(
         None,
         description="Several Dhan accounts pooled by one planner: a TOML file of [[accounts]] name,"

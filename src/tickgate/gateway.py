@@ -52,7 +52,9 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     """Wait on the lease; while holding it, run the service, its publisher and its command server."""
     import nats
 
+    from tickgate.api.app import create_app
     from tickgate.api.commands import CommandServer
+    from tickgate.bus.plan import PlanPublisher
     from tickgate.instruments import InstrumentRegistry
     from tickgate.service import TickgateService
     from tickgate.service.app import resolve_master
@@ -79,13 +81,22 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
     async def acquired(epoch: int) -> None:
         svc = TickgateService(settings, registry=registry, clock=clock)
         await svc.start()
-        server = CommandServer(svc, nc, prefix=settings.bus_prefix)
+        # The app is never served here: the replicas' forwarded requests run through it in process.
+        server = CommandServer(svc, nc, prefix=settings.bus_prefix, app=create_app(svc))
         await server.start()
-        running.update(service=svc, commands=server)
+        plan = PlanPublisher(svc, nc, prefix=settings.bus_prefix)
+        await plan.start()
+        running.update(service=svc, commands=server, plan=plan)
         print(f"GATEWAY ACTIVE {holder} epoch {epoch}", flush=True)
 
     async def lost() -> None:
-        server, svc = running.pop("commands", None), running.pop("service", None)
+        server, svc, plan = (
+            running.pop("commands", None),
+            running.pop("service", None),
+            running.pop("plan", None),
+        )
+        if plan is not None:
+            await plan.stop()
         if server is not None:
             await server.stop()
         if svc is not None:

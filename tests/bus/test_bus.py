@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import pinned
+from proxies import Proxy
 from tickgate.bus.codec import (
     BusFormatError,
     Fill,
@@ -140,43 +141,6 @@ def test_the_codec_round_trips_ticks_fills_and_snapshots() -> None:
         decode(b"TGT1" + bytes(12) + b"\xff\xff\xff\x00", gw.store)  # a frame runs past the end
     with pytest.raises(BusFormatError):
         decode(b"XXXX", gw.store)
-
-
-class Proxy:
-    """A TCP proxy to NATS the test can cut (connections reset, new ones refused) and restore."""
-
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.open: list[asyncio.StreamWriter] = []
-
-    async def start(self, port: int = 0) -> None:
-        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 4222)
-        self.open += [writer, up_writer]
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-        for w in self.open:
-            w.close()
-        self.open = []
-
-    async def restore(self) -> None:
-        await self.start(self.port)
 
 
 async def test_a_late_replica_takes_a_snapshot_then_the_deltas_and_survives_a_cut() -> None:

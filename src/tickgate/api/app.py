@@ -127,6 +127,10 @@ def create_app(service: TickgateService | None = None, settings: Settings | None
         return metrics.render()
 
     app.add_middleware(FastPaths, service=service, auth=app.state.auth, cache=app.state.chains)
+    if service.replica:  # outside the fast paths: a replica's writes go to the gateway, not to its plan
+        from tickgate.api.forward import GatewayForward
+
+        app.add_middleware(GatewayForward, client=lambda: getattr(svc, "commands", None))
     if settings.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -84,6 +84,34 @@ def gateway(
     asyncio.run(run_gateway(settings))
 
 
+def api(
+    *,
+    host: Annotated[str | None, typer.Option(help="Interface (default TICKGATE_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default TICKGATE_PORT, 8000).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Serve the REST API, the push channel and the dashboard as a stateless replica: quotes and the plan
+    from the active gateway over the broker (TICKGATE_BUS_URL), users' data from PostgreSQL, writes sent
+    to the gateway. Run as many as the screens need."""
+    import asyncio
+    import logging
+
+    from tickgate.api.logs import configure_logging
+    from tickgate.config import get_settings
+    from tickgate.gateway import SplitModeError, check_split_mode
+    from tickgate.replica import run_api
+
+    settings = get_settings()
+    try:
+        check_split_mode(settings, "api")
+    except SplitModeError as exc:
+        typer.echo(f"tickgate api: {exc}", err=True)
+        raise typer.Exit(2) from None
+    updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    configure_logging(getattr(logging, log_level.upper(), logging.INFO))
+    asyncio.run(run_api(settings.model_copy(update=updates)))
+
+
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="User name (unique).")],

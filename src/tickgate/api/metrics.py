@@ -69,7 +69,7 @@ class EventCounter:
 
 class ServiceCollector(Collector):
     @staticmethod
-    def _background_failures(svc: TickgateService, feed: FeedManager) -> CounterMetricFamily:
+    def _background_failures(svc: TickgateService, feed: FeedManager | None) -> CounterMetricFamily:
         """Every background loop logs its exceptions and goes on; this counts them, so a loop that keeps
         failing shows on a dashboard instead of only in the log."""
         c = CounterMetricFamily(
@@ -77,7 +77,8 @@ class ServiceCollector(Collector):
         )
         counts: Counter[str] = Counter()
         counts.update(svc.loop_failures)
-        counts.update(feed.metrics.loop_failures)
+        if feed is not None:  # None: a replica's (it has no feed)
+            counts.update(feed.metrics.loop_failures)
         counts.update({f"subscriber:{k}": n for k, n in svc.orchestrator.subscriber_failures.items()})
         if svc.eod is not None:
             counts.update({f"job:{k}": n for k, n in svc.eod.failures.items()})
@@ -95,6 +96,9 @@ class ServiceCollector(Collector):
         yield from self._push()
         yield from self._events()
         if svc.started_at is None:
+            return
+        if svc.replica:
+            yield from self._replica()
             return
         try:
             feed = svc.feed
@@ -289,6 +293,28 @@ class ServiceCollector(Collector):
             "reason",
             self.events.down_reasons,
         )
+
+    def _replica(self) -> Iterator[Metric]:
+        """An API replica's own: how it follows the gateway (quotes, plan) and what it forwards."""
+        from tickgate.replica import ReplicaService
+
+        svc = self.service
+        assert isinstance(svc, ReplicaService)
+        f = svc.follower
+        yield GaugeMetricFamily(
+            "tickgate_replica_live", "Quotes follow a gateway live (1) or not", value=f.live
+        )
+        for name, text, value in (
+            ("tickgate_replica_snapshots", "Snapshots taken from the gateway", f.snapshots),
+            ("tickgate_replica_gaps", "Gaps in the gateway's deltas (each means a snapshot)", f.gaps),
+            ("tickgate_replica_broker_disconnects", "Broker connections lost", f.disconnects),
+            ("tickgate_replica_deltas", "Deltas applied", f.applied),
+            ("tickgate_replica_unreadable", "Unreadable broker messages skipped", f.unreadable),
+            ("tickgate_replica_plan_digests", "Plan digests applied", svc.plan.applied if svc.plan else 0),
+            ("tickgate_replica_touches_sent", "Chain uses sent to the gateway", svc.touches_sent),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        yield self._background_failures(svc, None)
 
     def _push(self) -> Iterator[Metric]:
         p = self.push

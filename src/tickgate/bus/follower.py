@@ -55,7 +55,9 @@ class QuoteFollower:
         self._resync_task: asyncio.Task[None] | None = None
         self.snapshots = self.gaps = self.disconnects = self.applied = self.unreadable = 0
 
-    async def start(self) -> None:
+    async def start(self, *, wait: bool = True) -> None:
+        """Connect and subscribe; with ``wait``, return once the first snapshot is in, else take it in the
+        background (a replica may start before any gateway holds the lease)."""
         self._nc = await nats.connect(
             self.url,
             max_reconnect_attempts=-1,
@@ -65,7 +67,10 @@ class QuoteFollower:
             name="tickgate-replica",
         )
         await self._nc.subscribe(self.subject, cb=self._on_delta)
-        await self._resync()
+        if wait:
+            await self._resync()
+        else:
+            self._schedule_resync()
 
     async def stop(self) -> None:
         if self._resync_task is not None:
@@ -88,6 +93,12 @@ class QuoteFollower:
         log.info("broker back: taking a snapshot")
         self._schedule_resync()
 
+    def resync(self) -> None:
+        """The source changed (a new gateway) or went silent: every live price is stale until a snapshot."""
+        self.live = False
+        self.store.mark_stale()
+        self._schedule_resync()
+
     def _schedule_resync(self) -> None:
         if self._resync_task is None or self._resync_task.done():
             self._resync_task = asyncio.get_running_loop().create_task(self._resync(), name="bus-resync")
@@ -106,7 +117,12 @@ class QuoteFollower:
         if self._syncing:
             self._waiting.append(delta)
             return
-        if delta.seq <= self.last_seq:
+        if delta.seq < self.last_seq:  # numbers only go back when another gateway took over
+            log.warning("delta %d after %d: a new gateway; taking a snapshot", delta.seq, self.last_seq)
+            self._waiting.append(delta)
+            self.resync()
+            return
+        if delta.seq == self.last_seq:
             return
         if delta.seq != self.last_seq + 1:
             self.gaps += 1

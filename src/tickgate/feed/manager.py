@@ -82,6 +82,26 @@ def _events_to(callback: Callable[[list[PlannerEvent]], None]) -> Callable[[Plan
     return forward
 
 
+class SessionMask:
+    """A bool per segment code: trading now (see :meth:`QuoteStore.apply`); worked out once a second. The
+    gateway's feed and a replica's follower ask it for every batch they apply, so both mark the same
+    quotes as traded in session."""
+
+    def __init__(self, trading: Callable[[], frozenset[Market]]) -> None:
+        self.trading = trading
+        self._mask: tuple[int, Array] | None = None
+
+    def __call__(self) -> Array:
+        second = int(time.monotonic())
+        if self._mask is None or self._mask[0] != second:
+            trading = self.trading()
+            mask = np.zeros(256, dtype=bool)
+            for segment, market in SEGMENT_MARKET.items():
+                mask[int(segment)] = market in trading
+            self._mask = (second, mask)
+        return self._mask[1]
+
+
 class FeedManager:
     """Executes the planner's actions on one :class:`FeedPool` per account and folds received frames into a
     store. The planner's connection ids are global; each maps to (its account's pool, the pool's socket)."""
@@ -124,7 +144,7 @@ class FeedManager:
         # the watchdog (a socket whose markets are all closed must never be recycled as stale).
         self.recycle_log: deque[tuple[float, int, frozenset[Market]]] = deque(maxlen=1_000)
         self._market_seconds = market_seconds
-        self._session_mask: tuple[int, Array] | None = None
+        self._in_session = SessionMask(trading)
         self._on_batch = on_batch  # after each batch is in the store: push fan-out, benchmarks
         # The frames of each batch, told right after the store applied them (the gateway's publisher numbers
         # them in that same step: tickgate.bus).
@@ -414,17 +434,6 @@ class FeedManager:
         lag = (now - oldest) / 1e9
         m.decode_lag_last_s = lag
         m.decode_lag_max_s = max(m.decode_lag_max_s, lag)
-
-    def _in_session(self) -> Array:
-        """A bool per segment code: trading now (see :meth:`QuoteStore.apply`); worked out once a second."""
-        second = int(time.monotonic())
-        if self._session_mask is None or self._session_mask[0] != second:
-            trading = self.trading()
-            mask = np.zeros(256, dtype=bool)
-            for segment, market in SEGMENT_MARKET.items():
-                mask[int(segment)] = market in trading
-            self._session_mask = (second, mask)
-        return self._session_mask[1]
 
     # -- watchdog ----------------------------------------------------------------------------------------
 

@@ -157,6 +157,8 @@ def _static(client_id: str, token: SecretStr | None) -> CredentialsProvider:
 class TickgateService:
     """Owns every part; the API layer calls into it. ``start()``/``stop()`` bracket its life."""
 
+    replica = False  # an API replica's service (tickgate.replica) holds no socket and no plan of its own
+
     def __init__(
         self,
         settings: Settings,

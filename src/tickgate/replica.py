@@ -1,0 +1,188 @@
+"""``tickgate api``: a stateless API replica (issue 20).
+
+It serves the same REST API, push channel and dashboard as ``tickgate serve``, from the same code, over a
+service that holds no Dhan socket and no plan of its own:
+
+- **quotes** follow the active gateway's store over the broker (:class:`~tickgate.bus.follower.QuoteFollower`:
+  snapshot, then deltas; stale the moment the broker or the gateway goes);
+- **the plan** is the gateway's digest (:class:`~tickgate.bus.plan.PlanMirror`), and each watched chain's
+  window is rebuilt from it with the replica's own registry;
+- **analytics** are computed here, from those quotes, by the same engine: it is lazy (only the chains the
+  replica's clients look at, at most at the push rate), so each replica computes what its own clients
+  need; decision 0008 says why this is not published by the gateway;
+- **users' reads** (API keys, watchlists, the audit log) come from PostgreSQL;
+- **everything else** (writes, status of the sockets) goes to the gateway as a command
+  (:mod:`tickgate.api.forward`), and the chains users look at are sent to it as uses (its planner's LRU).
+
+Nothing here is kept that a restart could not rebuild from the broker and the database, so replicas come
+and go freely, and any number run behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import nats
+
+from tickgate.api.commands import CommandClient, CommandTimeoutError
+from tickgate.bus.follower import QuoteFollower
+from tickgate.bus.plan import HEARTBEAT_S, PlanFollower, PlanMirror, WindowSpec
+from tickgate.chains.atm import AtmEngine
+from tickgate.chains.tracker import ChainTracker
+from tickgate.config import Settings
+from tickgate.feed.manager import SessionMask
+from tickgate.instruments import InstrumentRegistry
+from tickgate.orchestrator import Orchestrator
+from tickgate.service.app import TickgateService, resolve_master
+from tickgate.store import Store
+
+log = logging.getLogger(__name__)
+
+TOUCH_EVERY_S = 2.0  # how often the chains looked at here are sent to the gateway as uses
+SNAPSHOT_WAIT_S = 10.0  # how long a start waits for the first snapshot before serving without quotes
+
+
+class ReplicaService(TickgateService):
+    """The service an API replica's app runs over (see the module docstring)."""
+
+    replica = True
+
+    def __init__(self, settings: Settings, *, registry: InstrumentRegistry | None = None) -> None:
+        if settings.bus_url is None:
+            raise ValueError("an API replica needs a broker (TICKGATE_BUS_URL)")
+        super().__init__(settings, registry=registry, scheduler=False)
+        self.bus_url: str = settings.bus_url
+        self.planner = PlanMirror(settings.limits)
+        self.orchestrator = Orchestrator(self.planner)  # never applied to: the API's subscribers attach here
+        self.follower = QuoteFollower(
+            self.quotes,
+            self.bus_url,
+            prefix=settings.bus_prefix,
+            in_session=SessionMask(self.trading_markets),
+        )
+        self.commands: CommandClient | None = None
+        self.plan: PlanFollower | None = None
+        self._nc: Any = None
+        self._boot: str | None = None
+        self._silent = False
+        self.touches_sent = self.touch_failures = 0
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        if self._registry is None:
+            path = await asyncio.to_thread(resolve_master, self.settings, self.today())
+            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
+            self.master_path = path
+        self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
+        self._tracker = ChainTracker(self._atm, self.settings.chains)
+        if self._store is None:
+            self._store = await Store.from_settings(self.settings, clock=self.clock)
+        self._nc = await nats.connect(
+            self.bus_url, max_reconnect_attempts=-1, reconnect_time_wait=0.3, name="tickgate-api"
+        )
+        prefix = self.settings.bus_prefix
+        self.commands = CommandClient(self._nc, prefix=prefix, patience_s=self.settings.command_patience_s)
+        mirror = self.planner
+        assert isinstance(mirror, PlanMirror)
+        self.plan = PlanFollower(mirror, self._nc, self._rebuild_window, self._forget_window, prefix=prefix)
+        await self.plan.start()
+        await self.follower.start(wait=False)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SNAPSHOT_WAIT_S):
+                while not self.follower.live:
+                    await asyncio.sleep(0.05)
+        self._tasks = [
+            asyncio.create_task(self._touch_loop(), name="replica-touches"),
+            asyncio.create_task(self._gateway_watch(), name="replica-gateway-watch"),
+        ]
+        self.started_at = self.clock.utcnow()
+        self._started_mono = time.monotonic()
+        log.info("tickgate api replica started in %.2fs", time.perf_counter() - started)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.follower.stop()
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        self.started_at = None
+
+    # -- the plan's windows ----------------------------------------------------------------------------
+
+    def _rebuild_window(self, group: str, spec: WindowSpec) -> None:
+        _s, _e, _d, _keys, window = self.watchlists.build(
+            spec.symbol, spec.expiry, spec.strikes, exchange=spec.exchange, ltp=spec.ltp
+        )
+        if window is not None:
+            self.tracker.track(group, window, self.clock.timestamp())
+
+    def _forget_window(self, group: str) -> None:
+        self.tracker.untrack(group)
+        self.watchlists.forget([group])
+
+    # -- loops -------------------------------------------------------------------------------------------
+
+    async def _touch_loop(self) -> None:
+        """The chains looked at here, sent to the gateway as uses (its planner keeps the LRU)."""
+        mirror = self.planner
+        assert isinstance(mirror, PlanMirror)
+        assert self.commands is not None
+        while True:
+            await asyncio.sleep(TOUCH_EVERY_S)
+            if not mirror.touched:
+                continue
+            groups, mirror.touched = list(mirror.touched), {}
+            try:
+                await self.commands.call("touch", None, {"groups": groups}, key="")
+                self.touches_sent += len(groups)
+            except CommandTimeoutError:
+                self.touch_failures += 1
+                self.loop_failures["replica-touches"] += 1
+                log.warning("no gateway took %d chain uses; they are dropped", len(groups))
+            except Exception:
+                self.loop_failures["replica-touches"] += 1
+                log.exception("sending chain uses failed")
+
+    async def _gateway_watch(self) -> None:
+        """A new gateway (failover) means a new snapshot; a gateway silent for three heartbeats means every
+        live price turns stale: never a quote served as live from a gateway that is gone."""
+        assert self.plan is not None
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                digest = self.planner.digest if isinstance(self.planner, PlanMirror) else None
+                if digest is not None and digest.boot != self._boot:
+                    if self._boot is not None:
+                        log.warning("a new gateway (%s): taking a snapshot", digest.boot)
+                        self.follower.resync()
+                    self._boot = digest.boot
+                silent = time.monotonic() - self.plan.received_at > 3 * HEARTBEAT_S
+                if silent and not self._silent:
+                    log.warning("no gateway heard for %.0f s: live prices are stale", 3 * HEARTBEAT_S)
+                    self.follower.resync()
+                self._silent = silent
+            except Exception:
+                self.loop_failures["replica-gateway-watch"] += 1
+                log.exception("watching the gateway failed")
+
+
+async def run_api(settings: Settings) -> None:
+    """Serve the replica's app (uvicorn) until stopped."""
+    import uvicorn
+
+    from tickgate.api.app import create_app, uvicorn_config
+    from tickgate.gateway import check_split_mode
+
+    check_split_mode(settings, "api")
+    app = create_app(ReplicaService(settings))
+    await uvicorn.Server(uvicorn_config(app, settings)).serve()

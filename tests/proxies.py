@@ -1,0 +1,45 @@
+"""A TCP proxy to a local service that a test can cut and restore (the broker, for the replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Proxy:
+    """A TCP proxy to ``upstream`` (NATS by default) the test can cut (connections reset, new ones refused)
+    and restore."""
+
+    def __init__(self, upstream: int = 4222) -> None:
+        self.upstream = upstream
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.open: list[asyncio.StreamWriter] = []
+
+    async def start(self, port: int = 0) -> None:
+        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        self.open += [writer, up_writer]
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for w in self.open:
+            w.close()
+        self.open = []
+
+    async def restore(self) -> None:
+        await self.start(self.port)
