@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint typecheck pytest browser promtool demo bench fuzz chaos week bad-input clean
+.PHONY: test lint typecheck pytest browser promtool demo bench fuzz chaos week cluster bad-input clean
 
 $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # none, or half-made
@@ -36,7 +36,7 @@ demo: $(STAMP)
 # Every bench at its default (issue-target) size, then docs/PERFORMANCE.md from their results. A failing bench
 # does not stop the others; the report is written from what ran (a failed bench shows as failed, never with
 # figures) and then make fails naming it.
-BENCHES := decode registry planner ingest api cli backfill analytics accounts
+BENCHES := decode registry planner ingest api cli backfill analytics accounts cluster
 
 bench: $(STAMP)
 	@scripts/ensure-deb wrk wrk "the option-chain load generator"
@@ -59,6 +59,11 @@ chaos: $(STAMP)
 # form runs in `make test`). Prints a summary table and writes it to tests/week/out/.
 week: $(STAMP)
 	TICKGATE_WEEK_DAYS=5 $(BIN)/pytest -q -s -p no:logging tests/week
+
+# The split mode's multi-process tests (tests/gateway; their short form runs in `make test`) with the fault
+# rounds repeated and 20 push clients per replica: gateways, standby, replicas on hosts of their own.
+cluster: $(STAMP)
+	TICKGATE_CLUSTER_ROUNDS=3 $(BIN)/pytest -q -s tests/gateway tests/bus tests/store/test_lease.py
 
 bad-input: $(STAMP)  # long bad-input runs: schemathesis >= 1,000 cases, decoder fuzz >= 1,000,000 frames
 	TICKGATE_SCHEMATHESIS_EXAMPLES=100 TICKGATE_SCHEMATHESIS_MIN_CASES=1000 $(BIN)/pytest -q -s tests/api/test_schemathesis.py

@@ -144,6 +144,21 @@ BENCHES = (
         "75,000 ≤ 4 s; ≥ 400,000 packets/s on 15 sockets with no loop stall ≥ 50 ms.",
         ".venv/bin/python bench/accounts.py   # options: --ops, --repeat, --window, --no-feed",
     ),
+    Bench(
+        "cluster",
+        "Split mode: the broker hop, push through a replica, failover",
+        20,
+        "the simulator in its own process at 50,000 packets/s over 25,000 instruments. The hop: a gateway "
+        "(feed manager, quote store, bus publisher) in the bench process and 1, 2, 4 follower processes over "
+        "NATS; tick→store latency in each and CPU per delivered message. Push: 100 WebSocket clients on a "
+        "NIFTY chain of a `tickgate api` replica fed by a `tickgate gateway` process (PostgreSQL, NATS). "
+        "Failover: two gateway processes, kill -9 of the active one.",
+        "the gateway's own store (the in-process bus) for the hop, and `tickgate serve` with the same 100 "
+        "clients for push, same run.",
+        "push tick→client p99 through the broker ≤ 50 ms; the hop adds ≤ 5 ms p99; failover ≤ 10 s; CPU "
+        "per message for 1, 2, 4 replicas printed.",
+        ".venv/bin/python bench/cluster.py   # options: --replicas, --seconds, --clients, --push-seconds",
+    ),
 )
 
 

@@ -10,14 +10,15 @@ class Proxy:
     """A TCP proxy to ``upstream`` (NATS by default) the test can cut (connections reset, new ones refused)
     and restore."""
 
-    def __init__(self, upstream: int = 4222) -> None:
+    def __init__(self, upstream: int = 4222, host: str = "127.0.0.1") -> None:
         self.upstream = upstream
+        self.host = host  # where it listens: another network namespace reaches it on a veth's address
         self.server: asyncio.Server | None = None
         self.port = 0
         self.open: list[asyncio.StreamWriter] = []
 
     async def start(self, port: int = 0) -> None:
-        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", port)
+        self.server = await asyncio.start_server(self._pipe, self.host, port)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -61,9 +61,9 @@ def test_saved_tables_and_figures_are_what_the_report_shows(results: Path) -> No
     assert "`--packets 1000`" in text
     # benches without results are named as such and get no figures
     assert "| ingest | **failed** |" in text
-    for name in ("registry", "planner", "api", "cli", "backfill", "analytics", "accounts"):
+    for name in ("registry", "planner", "api", "cli", "backfill", "analytics", "accounts", "cluster"):
         assert f"| {name} | **not run** |" in text
-    assert text.count("No figures are reported for it.") == 8
+    assert text.count("No figures are reported for it.") == 9
 
 
 def test_no_results_at_all_invents_nothing() -> None:

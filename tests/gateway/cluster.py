@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import shutil
 import signal
 import socket
 import sys
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from proxies import Proxy
 from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
 
 PG = os.environ.get("TICKGATE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -57,19 +60,73 @@ def split_env(sim: Simulator, master: Path, tmp_path: Path, schema: str, ttl: fl
     }
 
 
+class Host:
+    """A host of its own for a process: a network namespace joined to this one by a veth pair. The
+    machine's PostgreSQL and NATS listen on 127.0.0.1 only, so the host reaches them through relays this
+    test runs on the veth's near address (:class:`Proxy`); it shares nothing else with the others. The
+    broker relay is also where a test cuts the host off from the broker."""
+
+    def __init__(self, name: str) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.ns = f"tg{name}{tag}"[:15]
+        self.near_if, self.far_if = f"tgn{tag}"[:15], f"tgf{tag}"[:15]
+        a, b = random.randrange(100, 250), random.randrange(0, 64) * 4
+        self.near, self.far = f"10.{a}.{b // 256}.{b % 256 + 1}", f"10.{a}.{b // 256}.{b % 256 + 2}"
+        self.broker = Proxy(4222, host=self.near)
+        self.database = Proxy(5432, host=self.near)
+
+    @staticmethod
+    def available() -> bool:
+        """Root and iproute2: else the processes run on this host (the tests say which)."""
+        return os.geteuid() == 0 and shutil.which("ip") is not None
+
+    async def create(self) -> None:
+        for cmd in (
+            f"ip netns add {self.ns}",
+            f"ip link add {self.near_if} type veth peer name {self.far_if}",
+            f"ip link set {self.far_if} netns {self.ns}",
+            f"ip addr add {self.near}/30 dev {self.near_if}",
+            f"ip link set {self.near_if} up",
+            f"ip netns exec {self.ns} ip addr add {self.far}/30 dev {self.far_if}",
+            f"ip netns exec {self.ns} ip link set {self.far_if} up",
+            f"ip netns exec {self.ns} ip link set lo up",
+        ):
+            proc = await asyncio.create_subprocess_exec(*cmd.split(), stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            assert proc.returncode == 0, f"{cmd}: {err.decode()}"
+        await self.broker.start(4222)
+        await self.database.start(5432)
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with the broker and the database reached through this host's relays."""
+        db = env["TICKGATE_DB_URL"].replace("@127.0.0.1:", f"@{self.near}:")
+        return {**env, "TICKGATE_DB_URL": db, "TICKGATE_BUS_URL": f"nats://{self.near}:4222"}
+
+    async def destroy(self) -> None:
+        await self.broker.cut()
+        await self.database.cut()
+        for cmd in (f"ip netns del {self.ns}", f"ip link del {self.near_if}"):
+            proc = await asyncio.create_subprocess_exec(
+                *cmd.split(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            )
+            await proc.wait()
+
+
 class Proc:
     """One ``python -m tickgate <args>`` process and the lines it printed."""
 
-    def __init__(self, name: str, env: dict[str, str], *args: str) -> None:
+    def __init__(self, name: str, env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> None:
         self.name = name
         self.env = env
         self.args = args
+        self.prefix = prefix  # e.g. ``ip netns exec <ns>``: run on another host
         self.lines: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
+            *self.prefix,
             sys.executable,
             "-m",
             "tickgate",
@@ -109,13 +166,18 @@ class Gateway(Proc):
 
 
 class Replica(Proc):
-    """A ``tickgate api`` process on a port of its own."""
+    """A ``tickgate api`` process on a port of its own, on a host of its own when given one."""
 
-    def __init__(self, name: str, env: dict[str, str], **settings: str) -> None:
+    def __init__(self, name: str, env: dict[str, str], host: Host | None = None, **settings: str) -> None:
         self.port = free_port()
+        self.host = host
+        self.address = "127.0.0.1" if host is None else host.far
         extra = {f"TICKGATE_{k.upper()}": v for k, v in settings.items()}
-        super().__init__(name, {**env, **extra}, "api", "--port", str(self.port), "--log-level", "warning")
-        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**env, **extra} if host is None else host.env({**env, **extra})
+        args = ("api", "--host", self.address, "--port", str(self.port), "--log-level", "warning")
+        prefix = () if host is None else ("ip", "netns", "exec", host.ns)
+        super().__init__(name, env, *args, prefix=prefix)
+        self.url = f"http://{self.address}:{self.port}"
 
     async def ready(self, timeout: float = 60.0) -> None:
         """Wait until it answers HTTP (it has its registry, its database and the broker)."""

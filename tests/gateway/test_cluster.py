@@ -37,7 +37,7 @@ from tickgate.instruments import InstrumentRegistry
 from tickgate.sim import DEFAULT_CLIENT_ID, RegistryUniverse, Simulator
 from waiting import until
 
-from .cluster import Gateway, Replica, add_user, split_env
+from .cluster import Gateway, Host, Replica, add_user, split_env
 
 TTL = 2.0
 ROUNDS = int(os.environ.get("TICKGATE_CLUSTER_ROUNDS", "1"))
@@ -81,17 +81,17 @@ class Watcher:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def never_reading_client(port: int, key: str, items: list[str]) -> socket.socket:
+async def never_reading_client(address: str, port: int, key: str, items: list[str]) -> socket.socket:
     """A push client that subscribes and then never reads: a small receive buffer, a handshake by hand,
     one masked frame, and silence."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_connect(sock, (address, port))
     nonce = base64.b64encode(os.urandom(16)).decode()
     request = (
-        f"GET /api/v2/stream?key={key} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"GET /api/v2/stream?key={key} HTTP/1.1\r\nHost: {address}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     await loop.sock_sendall(sock, request.encode())
@@ -124,20 +124,24 @@ async def test_gateway_standby_and_two_replicas_through_every_fault(
     )
     await sim.start()
     env = split_env(sim, master, tmp_path, schema, TTL)
-    proxy = Proxy()
-    await proxy.start()
+    # Each replica on a host of its own (a network namespace) where this machine allows it; else both here,
+    # the second one's broker connection through a relay the test can cut.
+    hosts = [Host("r1"), Host("r2")] if Host.available() else []
+    for host in hosts:
+        await host.create()
+    proxy = hosts[1].broker if hosts else Proxy()
+    if not hosts:
+        await proxy.start()
     gateways = [Gateway(name, {**env, "TICKGATE_DATA_DIR": str(tmp_path / name)}) for name in ("g1", "g2")]
     replica_env = {"api__push_send_timeout_s": "1"}
-    r1 = Replica("r1", {**env, "TICKGATE_DATA_DIR": str(tmp_path / "r1")}, **replica_env)
-    r2 = Replica(
-        "r2",
-        {
-            **env,
-            "TICKGATE_DATA_DIR": str(tmp_path / "r2"),
-            "TICKGATE_BUS_URL": f"nats://127.0.0.1:{proxy.port}",
-        },
-        **replica_env,
+    r1 = Replica(
+        "r1", {**env, "TICKGATE_DATA_DIR": str(tmp_path / "r1")}, hosts[0] if hosts else None, **replica_env
     )
+    r2_env = {**env, "TICKGATE_DATA_DIR": str(tmp_path / "r2")}
+    if not hosts:
+        r2_env["TICKGATE_BUS_URL"] = f"nats://127.0.0.1:{proxy.port}"
+    r2 = Replica("r2", r2_env, hosts[1] if hosts else None, **replica_env)
+    print(f"replicas on {'hosts of their own: ' + ', '.join(h.ns for h in hosts) if hosts else 'this host'}")
     peak = 0
     watching = True
 
@@ -214,7 +218,7 @@ async def test_gateway_standby_and_two_replicas_through_every_fault(
                 slow_items = [entry["stream_id"], *streamed[:2000]]
                 before = metric((await http.get(f"{r2.url}/metrics")).text, "tickgate_push_dropped")
                 slow_since = time.monotonic()
-                slow = await never_reading_client(r2.port, key, slow_items)
+                slow = await never_reading_client(r2.address, r2.port, key, slow_items)
                 deadline = time.monotonic() + 60
                 while metric((await http.get(f"{r2.url}/metrics")).text, "tickgate_push_dropped") <= before:
                     assert time.monotonic() < deadline, "the slow client was never dropped"
@@ -293,6 +297,8 @@ async def test_gateway_standby_and_two_replicas_through_every_fault(
             with contextlib.suppress(Exception):
                 await proc.terminate()
         await proxy.cut()
+        for host in hosts:
+            await host.destroy()
         await sim.close()
     assert peak <= 5, f"the client id held {peak} sockets at once"
     assert not sim.breaches, sim.breaches[:3]
