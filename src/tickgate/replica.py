@@ -30,7 +30,7 @@ import nats
 
 from tickgate.api.commands import CommandClient, CommandTimeoutError
 from tickgate.bus.follower import QuoteFollower
-from tickgate.bus.plan import HEARTBEAT_S, PlanFollower, PlanMirror, WindowSpec
+from tickgate.bus.plan import HEARTBEAT_S, PlanFollower, PlanMirror, WindowSpec, rebuild_window
 from tickgate.chains.atm import AtmEngine
 from tickgate.chains.tracker import ChainTracker
 from tickgate.config import Settings
@@ -120,11 +120,7 @@ class ReplicaService(TickgateService):
     # -- the plan's windows ----------------------------------------------------------------------------
 
     def _rebuild_window(self, group: str, spec: WindowSpec) -> None:
-        _s, _e, _d, _keys, window = self.watchlists.build(
-            spec.symbol, spec.expiry, spec.strikes, exchange=spec.exchange, ltp=spec.ltp
-        )
-        if window is not None:
-            self.tracker.track(group, window, self.clock.timestamp())
+        self.tracker.track(group, rebuild_window(self.atm, spec, self.today()), self.clock.timestamp())
 
     def _forget_window(self, group: str) -> None:
         self.tracker.untrack(group)

@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tickgate.chains.atm import AtmEngine, ChainWindow
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey
 from tickgate.planner import Planner, Tier
@@ -56,6 +57,20 @@ class WindowSpec:
     ltp: float
 
 
+def rebuild_window(atm: AtmEngine, spec: WindowSpec, today: dt.date) -> ChainWindow:
+    """The gateway's window, exactly: centred on the price the gateway centred it on, not on this
+    process's live price (which the gateway's hysteresis may not have followed yet)."""
+    return atm.window(
+        spec.symbol,
+        spec.expiry,
+        spec.strikes,
+        ltp=spec.ltp,
+        quotes=lambda _key: None,
+        exchange=spec.exchange,
+        today=today,
+    )
+
+
 @dataclasses.dataclass
 class PlanDigest:
     boot: str
@@ -66,13 +81,13 @@ class PlanDigest:
     windows: dict[GroupId, WindowSpec]
 
 
-def encode_digest(svc: TickgateService, boot: str, number: int) -> bytes:
+def encode_digest(
+    planner: Planner, window_of: Callable[[GroupId], ChainWindow | None], boot: str, number: int
+) -> bytes:
     """The gateway's plan now, compressed JSON (see the module docstring)."""
-    planner = svc.planner
     groups = planner.groups()
     keys: dict[str, list[int]] = {}
     windows: dict[str, list[Any]] = {}
-    tracker = svc.tracker
     for g in groups:
         if g.tier is not Tier.A:
             continue
@@ -80,7 +95,7 @@ def encode_digest(svc: TickgateService, boot: str, number: int) -> bytes:
         for k in planner.group_keys(g.group):
             flat += (int(k.segment), k.security_id)
         keys[g.group] = flat
-        w = tracker.window(g.group)
+        w = window_of(g.group)
         if w is not None:
             windows[g.group] = [w.symbol, w.exchange, w.expiry.date.isoformat(), w.requested, w.ltp]
     doc = {
@@ -157,7 +172,7 @@ class PlanPublisher:
 
     def digest(self) -> bytes:
         self.number += 1
-        return encode_digest(self.service, self.boot, self.number)
+        return encode_digest(self.service.planner, self.service.tracker.window, self.boot, self.number)
 
     async def _on_get(self, msg: Any) -> None:
         await msg.respond(self.digest())
