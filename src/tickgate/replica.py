@@ -31,13 +31,11 @@ import nats
 from tickgate.api.commands import CommandClient, CommandTimeoutError
 from tickgate.bus.follower import QuoteFollower
 from tickgate.bus.plan import HEARTBEAT_S, PlanFollower, PlanMirror, WindowSpec, rebuild_window
-from tickgate.chains.atm import AtmEngine
-from tickgate.chains.tracker import ChainTracker
 from tickgate.config import Settings
 from tickgate.feed.manager import SessionMask
 from tickgate.instruments import InstrumentRegistry
 from tickgate.orchestrator import Orchestrator
-from tickgate.service.app import TickgateService, resolve_master
+from tickgate.service.app import TickgateService
 from tickgate.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,12 +71,7 @@ class ReplicaService(TickgateService):
 
     async def start(self) -> None:
         started = time.perf_counter()
-        if self._registry is None:
-            path = await asyncio.to_thread(resolve_master, self.settings, self.today())
-            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
-            self.master_path = path
-        self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
-        self._tracker = ChainTracker(self._atm, self.settings.chains)
+        await self._load_chains()
         if self._store is None:
             self._store = await Store.from_settings(self.settings, clock=self.clock)
         self._nc = await nats.connect(
@@ -149,6 +142,19 @@ class ReplicaService(TickgateService):
                 self.loop_failures["replica-touches"] += 1
                 log.exception("sending chain uses failed")
 
+    def _check_master(self, gateways: str) -> None:
+        """The registry must be the gateway's: the same security ids. A replica set up with another master
+        (a generated one beside a gateway on Dhan's) is an operator's error, said loudly and counted."""
+        mine = self.master_path.name if self.master_path else ""
+        if gateways and mine and gateways != mine:
+            self.loop_failures["replica-master-mismatch"] += 1
+            log.error(
+                "this replica loaded the scrip master %s but the gateway runs on %s: set TICKGATE_INSTRUMENTS"
+                " (and TICKGATE_FEED_URL) as on the gateway",
+                mine,
+                gateways,
+            )
+
     async def _gateway_watch(self) -> None:
         """A new gateway (failover) means a new snapshot; a gateway silent for three heartbeats means every
         live price turns stale: never a quote served as live from a gateway that is gone."""
@@ -158,6 +164,7 @@ class ReplicaService(TickgateService):
             try:
                 digest = self.planner.digest if isinstance(self.planner, PlanMirror) else None
                 if digest is not None and digest.boot != self._boot:
+                    self._check_master(digest.master)
                     if self._boot is not None:
                         log.warning("a new gateway (%s): taking a snapshot", digest.boot)
                         self.follower.resync()

@@ -46,8 +46,8 @@ def gateway_plan(engine: AtmEngine) -> tuple[Planner, dict[str, ChainWindow]]:
 
 def test_a_digest_carries_the_gateway_s_answers_exactly(engine: AtmEngine) -> None:
     planner, windows = gateway_plan(engine)
-    digest = decode_digest(encode_digest(planner, windows.get, "boot1", 7))
-    assert (digest.boot, digest.number) == ("boot1", 7)
+    digest = decode_digest(encode_digest(planner, windows.get, "boot1", 7, "master-x.csv"))
+    assert (digest.boot, digest.number, digest.master) == ("boot1", 7, "master-x.csv")
     assert list(digest.groups.values()) == planner.groups()
     assert digest.capacity == planner.plan_capacity()
     assert set(digest.keys) == {"u1:INFY", "u2:TCS"}, "keys of Tier A chains only (what push clients watch)"

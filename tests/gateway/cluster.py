@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 
+import pinned
 from proxies import Proxy
-from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, Simulator
+from tickgate.instruments import InstrumentRegistry
+from tickgate.sim import DEFAULT_CLIENT_ID, DEFAULT_TOKEN, RegistryUniverse, Simulator
 
 PG = os.environ.get("TICKGATE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 NATS = "nats://127.0.0.1:4222"
@@ -30,6 +32,14 @@ symbol = "NIFTY"
 exchange = "NSE"
 expiries = "next 2 weekly"
 """
+
+
+async def start_simulator(registry: InstrumentRegistry, master: Path, rate: float) -> Simulator:
+    sim = Simulator(
+        universe=RegistryUniverse(registry, pinned.TODAY), master=master, today=pinned.TODAY, rate=rate
+    )
+    await sim.start()
+    return sim
 
 
 def free_port() -> int:

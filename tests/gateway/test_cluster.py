@@ -31,13 +31,12 @@ from pathlib import Path
 import httpx
 import websockets
 
-import pinned
 from proxies import Proxy
 from tickgate.instruments import InstrumentRegistry
-from tickgate.sim import DEFAULT_CLIENT_ID, RegistryUniverse, Simulator
+from tickgate.sim import DEFAULT_CLIENT_ID
 from waiting import until
 
-from .cluster import Gateway, Host, Replica, add_user, split_env
+from .cluster import Gateway, Host, Replica, add_user, split_env, start_simulator
 
 TTL = 2.0
 ROUNDS = int(os.environ.get("TICKGATE_CLUSTER_ROUNDS", "1"))
@@ -119,10 +118,7 @@ def metric(text: str, name: str) -> float:
 async def test_gateway_standby_and_two_replicas_through_every_fault(
     master: Path, registry: InstrumentRegistry, tmp_path: Path, schema: str
 ) -> None:
-    sim = Simulator(
-        universe=RegistryUniverse(registry, pinned.TODAY), master=master, today=pinned.TODAY, rate=4_000.0
-    )
-    await sim.start()
+    sim = await start_simulator(registry, master, 4_000.0)
     env = split_env(sim, master, tmp_path, schema, TTL)
     # Each replica on a host of its own (a network namespace) where this machine allows it; else both here,
     # the second one's broker connection through a relay the test can cut.

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-import pinned
 from tickgate.instruments import InstrumentRegistry
-from tickgate.sim import DEFAULT_CLIENT_ID, RegistryUniverse, Simulator
+from tickgate.sim import DEFAULT_CLIENT_ID
 from waiting import until
 
-from .cluster import NATS, PG, Gateway, split_env
+from .cluster import NATS, PG, Gateway, split_env, start_simulator
 
 TTL = 2.0
 
@@ -26,10 +25,7 @@ TTL = 2.0
 async def test_kill_9_of_the_active_gateway_and_the_standby_takes_over(
     master: Path, registry: InstrumentRegistry, tmp_path: Path, schema: str
 ) -> None:
-    sim = Simulator(
-        universe=RegistryUniverse(registry, pinned.TODAY), master=master, today=pinned.TODAY, rate=1_000.0
-    )
-    await sim.start()
+    sim = await start_simulator(registry, master, 1_000.0)
     base = split_env(sim, master, tmp_path, schema, TTL)
     a = Gateway("a", {**base, "TICKGATE_DATA_DIR": str(tmp_path / "a")})
     b = Gateway("b", {**base, "TICKGATE_DATA_DIR": str(tmp_path / "b")})

@@ -71,17 +71,25 @@ def gateway(
     import logging
 
     from tickgate.api.logs import configure_logging
+    from tickgate.gateway import run_gateway
+
+    settings = _split_settings_or_exit("gateway")
+    configure_logging(getattr(logging, log_level.upper(), logging.INFO))
+    asyncio.run(run_gateway(settings))
+
+
+def _split_settings_or_exit(role: str) -> Settings:
+    """The settings, when they can run the split mode's ``role``; else exit 2 saying what is missing."""
     from tickgate.config import get_settings
-    from tickgate.gateway import SplitModeError, check_split_mode, run_gateway
+    from tickgate.gateway import SplitModeError, check_split_mode
 
     settings = get_settings()
     try:
-        check_split_mode(settings, "gateway")
+        check_split_mode(settings, role)
     except SplitModeError as exc:
-        typer.echo(f"tickgate gateway: {exc}", err=True)
+        typer.echo(f"tickgate {role}: {exc}", err=True)
         raise typer.Exit(2) from None
-    configure_logging(getattr(logging, log_level.upper(), logging.INFO))
-    asyncio.run(run_gateway(settings))
+    return settings
 
 
 def api(
@@ -97,16 +105,9 @@ def api(
     import logging
 
     from tickgate.api.logs import configure_logging
-    from tickgate.config import get_settings
-    from tickgate.gateway import SplitModeError, check_split_mode
     from tickgate.replica import run_api
 
-    settings = get_settings()
-    try:
-        check_split_mode(settings, "api")
-    except SplitModeError as exc:
-        typer.echo(f"tickgate api: {exc}", err=True)
-        raise typer.Exit(2) from None
+    settings = _split_settings_or_exit("api")
     updates = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     configure_logging(getattr(logging, log_level.upper(), logging.INFO))
     asyncio.run(run_api(settings.model_copy(update=updates)))

@@ -79,10 +79,15 @@ class PlanDigest:
     groups: dict[GroupId, GroupInfo]
     keys: dict[GroupId, tuple[InstrumentKey, ...]]
     windows: dict[GroupId, WindowSpec]
+    master: str = ""  # the scrip master the gateway loaded (its file name): a replica's must be the same
 
 
 def encode_digest(
-    planner: Planner, window_of: Callable[[GroupId], ChainWindow | None], boot: str, number: int
+    planner: Planner,
+    window_of: Callable[[GroupId], ChainWindow | None],
+    boot: str,
+    number: int,
+    master: str = "",
 ) -> bytes:
     """The gateway's plan now, compressed JSON (see the module docstring)."""
     groups = planner.groups()
@@ -101,6 +106,7 @@ def encode_digest(
     doc = {
         "boot": boot,
         "n": number,
+        "master": master,
         "capacity": dataclasses.asdict(planner.plan_capacity()),
         "groups": [
             [g.group, g.tier.value, g.owner, g.mode.name, g.size, g.pinned, g.suspended, *_times(g)]
@@ -133,7 +139,13 @@ def decode_digest(data: bytes) -> PlanDigest:
             for gid, w in doc["windows"].items()
         }
         return PlanDigest(
-            str(doc["boot"]), int(doc["n"]), CapacityPlan(**doc["capacity"]), groups, keys, windows
+            str(doc["boot"]),
+            int(doc["n"]),
+            CapacityPlan(**doc["capacity"]),
+            groups,
+            keys,
+            windows,
+            str(doc.get("master", "")),
         )
     except (zlib.error, KeyError, IndexError, TypeError, ValueError) as exc:
         raise ValueError(f"not a plan digest: {type(exc).__name__}: {exc}") from None
@@ -172,7 +184,9 @@ class PlanPublisher:
 
     def digest(self) -> bytes:
         self.number += 1
-        return encode_digest(self.service.planner, self.service.tracker.window, self.boot, self.number)
+        svc = self.service
+        master = svc.master_path.name if svc.master_path else ""
+        return encode_digest(svc.planner, svc.tracker.window, self.boot, self.number, master)
 
     async def _on_get(self, msg: Any) -> None:
         await msg.respond(self.digest())

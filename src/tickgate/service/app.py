@@ -270,14 +270,7 @@ class TickgateService:
     async def start(self) -> None:
         started = time.perf_counter()
         self.settings.check_clock_for(self._feed_url or self.settings.feed_url, self.clock)
-        if self._registry is None:
-            path = await asyncio.to_thread(
-                resolve_master, self.settings, self.today(), feed_url=self._feed_url
-            )
-            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
-            self.master_path = path
-        self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
-        self._tracker = ChainTracker(self._atm, self.settings.chains)
+        await self._load_chains()
         if self._store is None:
             self._store = await Store.from_settings(self.settings, clock=self.clock)
         self._feed = FeedManager(
@@ -335,6 +328,18 @@ class TickgateService:
         self.started_at = self.clock.utcnow()
         self._started_mono = time.monotonic()
         log.info("tickgate started in %.2fs", time.perf_counter() - started)
+
+    async def _load_chains(self) -> None:
+        """The registry (today's master, unless one was handed in), and the ATM engine and chain tracker
+        over it and the live quotes."""
+        if self._registry is None:
+            path = await asyncio.to_thread(
+                resolve_master, self.settings, self.today(), feed_url=self._feed_url
+            )
+            self._registry = await asyncio.to_thread(InstrumentRegistry.load, path, clock=self.clock)
+            self.master_path = path
+        self._atm = AtmEngine(self.registry, self.settings.chains, quotes=self.quotes.get)
+        self._tracker = ChainTracker(self._atm, self.settings.chains)
 
     def uptime_s(self) -> float | None:
         """Real seconds since start (process health, not market time), ``None`` while stopped."""
