@@ -156,8 +156,8 @@ class ReplicaService(TickgateService):
             )
 
     async def _gateway_watch(self) -> None:
-        """A new gateway (failover) means a new snapshot; a gateway silent for three heartbeats means every
-        live price turns stale: never a quote served as live from a gateway that is gone."""
+        """A new gateway (failover) means a new snapshot; a gateway silent for three heartbeats (seconds)
+        means every live price turns stale: never a quote served as live from a gateway that is gone."""
         assert self.plan is not None
         while True:
             await asyncio.sleep(0.5)

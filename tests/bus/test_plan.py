@@ -11,6 +11,7 @@ import pytest
 
 import pinned
 from tickgate.bus.plan import (
+    HEARTBEAT,
     PlanFollower,
     PlanMirror,
     WindowSpec,
@@ -103,6 +104,20 @@ def test_newer_digests_win_and_a_new_gateway_always_does(engine: AtmEngine) -> N
 class Live:
     ltp: float | None
     prev_close: float | None = None
+
+
+def test_a_heartbeat_says_the_gateway_lives_and_which_digest_to_hold(engine: AtmEngine) -> None:
+    planner, windows = gateway_plan(engine)
+    mirror = PlanMirror(FeedLimits())
+    follower = PlanFollower(mirror, None, lambda _g, _s: None, lambda _g: None)
+    assert follower.heard(HEARTBEAT + b'["b1", 3]'), "nothing held: ask"
+    assert follower.received_at > 0
+    follower.apply(encode_digest(planner, windows.get, "b1", 3))
+    assert not follower.heard(HEARTBEAT + b'["b1", 3]'), "held: nothing to ask"
+    assert follower.heard(HEARTBEAT + b'["b1", 4]'), "a digest missed"
+    assert follower.heard(HEARTBEAT + b'["b2", 1]'), "a new gateway"
+    assert not follower.heard(HEARTBEAT + b"garbage")
+    assert follower.unreadable == 1
 
 
 def test_a_replica_rebuilds_the_gateway_s_window_not_one_around_its_own_price(engine: AtmEngine) -> None:

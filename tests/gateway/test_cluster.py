@@ -262,6 +262,10 @@ async def test_gateway_standby_and_two_replicas_through_every_fault(
                     await standby.start()
                     await until(lambda g=standby: g.said("GATEWAY WAITING"), 60, "standby waiting")
                 standby.lines.clear()
+                snapshots = {
+                    r.name: metric((await http.get(f"{r.url}/metrics")).text, "tickgate_replica_snapshots")
+                    for r in (r1, r2)
+                }
                 killed = time.monotonic()
                 await active.kill()
                 add2 = {"symbol": "TCS", "strikes": 5}
@@ -272,9 +276,12 @@ async def test_gateway_standby_and_two_replicas_through_every_fault(
                 repeat = await http.post(f"{r1.url}/api/v2/watchlist", json=add2, headers=k2)
                 assert repeat.json() == during.json()
                 deadline = time.monotonic() + 20
-                while await sources(r2) != {"feed"} or await sources(r1) != {"feed"}:
-                    assert time.monotonic() < deadline, "quotes not live again after the failover"
-                    await asyncio.sleep(0.2)
+                for r in (r1, r2):  # from the new gateway: a snapshot taken from it, and its quotes live
+                    while metric(
+                        (await http.get(f"{r.url}/metrics")).text, "tickgate_replica_snapshots"
+                    ) <= snapshots[r.name] or await sources(r) != {"feed"}:
+                        assert time.monotonic() < deadline, f"{r.name}: no snapshot from the new gateway"
+                        await asyncio.sleep(0.2)
                 print(
                     f"round {rnd}: gateway killed → replicas live again in {time.monotonic() - killed:.2f} s"
                 )

@@ -94,10 +94,13 @@ class QuoteFollower:
         self._schedule_resync()
 
     def resync(self) -> None:
-        """The source changed (a new gateway) or went silent: every live price is stale until a snapshot."""
+        """The source changed (a new gateway) or went silent: every live price is stale until a snapshot,
+        asked for now (a request still waiting on the old gateway is dropped)."""
         self.live = False
         self.store.mark_stale()
-        self._schedule_resync()
+        if self._resync_task is not None and not self._resync_task.done():
+            self._resync_task.cancel()
+        self._resync_task = asyncio.get_running_loop().create_task(self._resync(), name="bus-resync")
 
     def _schedule_resync(self) -> None:
         if self._resync_task is None or self._resync_task.done():
@@ -117,12 +120,10 @@ class QuoteFollower:
         if self._syncing:
             self._waiting.append(delta)
             return
-        if delta.seq < self.last_seq:  # numbers only go back when another gateway took over
-            log.warning("delta %d after %d: a new gateway; taking a snapshot", delta.seq, self.last_seq)
-            self._waiting.append(delta)
-            self.resync()
-            return
-        if delta.seq == self.last_seq:
+        if delta.seq <= self.last_seq:
+            # Already in the snapshot: a snapshot is sent at once, while deltas wait in the gateway's
+            # queue, so a snapshot overtakes the deltas it holds. (A new gateway, whose numbers start
+            # again, is told by its plan digest: tickgate.replica takes a snapshot from it then.)
             return
         if delta.seq != self.last_seq + 1:
             self.gaps += 1
@@ -196,6 +197,9 @@ class QuoteFollower:
         try:
             await self._nc.publish(self.snapshot_subject, b"", reply=inbox)
             await asyncio.wait_for(done.wait(), self._timeout)
+        except TimeoutError:
+            of = f"{len({c.chunk for c in got})} of {got[0].chunks}" if got else "none"
+            raise TimeoutError(f"snapshot chunks received in {self._timeout:g} s: {of}") from None
         finally:
             await sub.unsubscribe()
         if len({c.seq for c in got}) != 1:

@@ -13,7 +13,10 @@ each tracked chain's window as (symbol, exchange, expiry, strikes, the price it 
 replica rebuilds with its own registry: the same listing and the same price give the same strikes.
 
 Digests are ordered by (boot, number): a new gateway (failover) starts a new boot, and its first digest
-replaces whatever the replica held.
+replaces whatever the replica held. Between changes the gateway sends a heartbeat every second (a few
+bytes: its boot and the number of its last digest, not the digest again): a replica that has not heard
+one for three seconds knows the gateway is gone, and one that hears of a digest it does not hold asks for
+it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ log = logging.getLogger(__name__)
 
 PLAN = "tg.plan"
 PLAN_GET = "tg.plan.get"
-HEARTBEAT_S = 5.0  # a digest even without a change: a replica that missed the last one is not stale long
+HEARTBEAT_S = 1.0  # "alive, at digest N" without a change: how fast a replica notices a gateway is gone
+HEARTBEAT = b"tgHB"  # a heartbeat's first bytes (a digest is zlib, whose first byte is 0x78)
 COALESCE_S = 0.2  # changes within this are one digest
 
 
@@ -191,6 +195,9 @@ class PlanPublisher:
     async def _on_get(self, msg: Any) -> None:
         await msg.respond(self.digest())
 
+    def heartbeat(self) -> bytes:
+        return HEARTBEAT + json.dumps([self.boot, self.number]).encode()
+
     async def _loop(self) -> None:
         while True:
             try:
@@ -198,7 +205,8 @@ class PlanPublisher:
                     await asyncio.wait_for(self._dirty.wait(), HEARTBEAT_S)
                     await asyncio.sleep(COALESCE_S)
                 except TimeoutError:
-                    pass
+                    await self._nc.publish(self.subject, self.heartbeat())
+                    continue
                 self._dirty.clear()
                 await self._nc.publish(self.subject, self.digest())
                 self.published += 1
@@ -287,7 +295,23 @@ class PlanFollower:
         return True
 
     async def _on_digest(self, msg: Any) -> None:
+        if msg.data.startswith(HEARTBEAT):
+            if self.heard(msg.data):
+                await self.refresh()
+            return
         self.apply(msg.data)
+
+    def heard(self, beat: bytes) -> bool:
+        """A heartbeat: the gateway is alive. True when it speaks of a digest this replica does not hold
+        (a new gateway, or a digest missed): then ask for it."""
+        self.received_at = time.monotonic()
+        try:
+            boot, number = json.loads(beat[len(HEARTBEAT) :])
+        except ValueError:
+            self.unreadable += 1
+            return False
+        held = self.mirror.digest
+        return held is None or held.boot != boot or held.number < int(number)
 
     def apply(self, data: bytes) -> None:
         try:
