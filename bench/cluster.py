@@ -249,17 +249,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             ]
             for p in procs:
                 p.start()
-            for r in readies:
-                r.wait(60)
+            for r in readies:  # waited off the loop: the gateway on it must answer their snapshot requests
+                if not await asyncio.to_thread(r.wait, 60):
+                    raise TimeoutError(f"a replica had no snapshot in 60 s ({publisher.snapshots} served)")
             await asyncio.sleep(args.warmup)
             probe.take()
             probe.enabled = True
             await asyncio.sleep(args.seconds)
             probe.enabled = False
             own = probe.take()
-            results = [out.get(timeout=60) for _ in procs]
+            results = [await asyncio.to_thread(out.get, True, 60) for _ in procs]
             for p in procs:
-                p.join(20)
+                await asyncio.to_thread(p.join, 20)
             gw_p99 = float(np.percentile(own, 99)) if len(own) else float("nan")
             rows.append(
                 {

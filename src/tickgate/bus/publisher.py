@@ -44,11 +44,17 @@ class TickPublisher:
         self._wake = asyncio.Event()
         self._nc: Any = None
         self._task: asyncio.Task[None] | None = None
-        self.published = self.dropped = self.snapshots = self.failures = 0
+        self.published = self.dropped = self.snapshots = self.failures = self.disconnects = 0
 
     async def start(self) -> None:
         self._nc = await nats.connect(
-            self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5, name="tickgate-gateway"
+            self.url,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            name="tickgate-gateway",
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error,
         )
         await self._nc.subscribe(self.snapshot_subject, cb=self._on_snapshot_request)
         self.store.on_fill = self.fill
@@ -64,6 +70,17 @@ class TickPublisher:
         if self._nc is not None:
             await self._nc.drain()
             self._nc = None
+
+    async def _on_disconnected(self) -> None:
+        self.disconnects += 1
+        log.warning("the gateway lost the broker: replicas see a gap and take a snapshot when it is back")
+
+    async def _on_reconnected(self) -> None:
+        log.info("the gateway is back on the broker")
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.failures += 1
+        log.warning("broker error: %s: %s", type(exc).__name__, exc)
 
     # -- deltas, in the order they were applied ------------------------------------------------------------
 
