@@ -144,8 +144,9 @@ async def push_rounds(master: Path, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-async def failover_round(master: Path) -> float:
-    """Seconds from kill -9 of the active gateway to the plan carried again at the simulator."""
+async def failover_round(master: Path) -> tuple[float, int]:
+    """Seconds from kill -9 of the active gateway to the plan carried again at the simulator, and the
+    plan's size (the default Tier B)."""
     sim, sim_url, control = start_simulator(master, 2_000)
     schema = f"tgbench_{uuid.uuid4().hex[:10]}"
     await pg_schema(True, schema)
@@ -161,19 +162,22 @@ async def failover_round(master: Path) -> float:
 
     try:
         deadline = time.monotonic() + 120
-        while len(plan := await carried()) < 20_000:  # the Tier B plan, placed
+        plan: set[str] = set()
+        while not plan or len(plan) != len(await carried()):  # the Tier B plan, placed and settled for 3 s
             assert time.monotonic() < deadline, "the first gateway never streamed"
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(2.0)
-        plan = await carried()
+            plan = await carried()
+            await asyncio.sleep(3.0)
         second = spawn({**env, "TICKGATE_DATA_DIR": str(data_dir / "b")}, "gateway")
         await asyncio.sleep(15.0)  # the standby loads its registry and waits on the lease
         killed = time.monotonic()
         first.kill()
-        while await carried() != plan:
+        while len(await carried()) >= len(plan):  # the simulator sees the dead gateway's sockets close
+            assert time.monotonic() - killed < 10, "the killed gateway's sockets stayed open"
+            await asyncio.sleep(0.01)
+        while len(await carried()) < len(plan):  # as many keys (a window may have recentred meanwhile)
             assert time.monotonic() - killed < 60, "the standby never restored the plan"
             await asyncio.sleep(0.05)
-        return time.monotonic() - killed
+        return time.monotonic() - killed, len(plan)
     finally:
         await http.aclose()
         stop(first, *([second] if second else []))
@@ -300,7 +304,7 @@ def main() -> None:
     rows = asyncio.run(run(args))
     master = ingest.OUT / "master-bench.csv"
     push = asyncio.run(push_rounds(master, args))
-    failover = asyncio.run(failover_round(master))
+    failover, planned = asyncio.run(failover_round(master))
     print_table(
         f"Broker hop: {args.instruments:,} instruments at {args.rate:,} packets/s, gateway → NATS → replicas"
         f" — {machine()}",
@@ -372,7 +376,8 @@ def main() -> None:
             ),
             Figure("replica CPU per delivered message, by replicas (scaling table above)", scaling),
             Figure(
-                "failover: kill -9 of the active gateway → plan carried again at the simulator (25,000 keys)",
+                f"failover: kill -9 of the active gateway → plan carried again at the simulator ({planned:,}"
+                " keys, lease ttl 2 s)",
                 f"{failover:.2f} s",
                 "≤ 10 s",
                 failover <= 10,
