@@ -1,4 +1,4 @@
-"""A TCP proxy to a local service that a test can cut and restore (the broker, for the replicas)."""
+"""A TCP proxy to a local service that a test can cut, partition and restore (the broker, the database)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import contextlib
 
 class Proxy:
     """A TCP proxy to ``upstream`` (NATS by default) the test can cut (connections reset, new ones refused)
-    and restore."""
+    and restore, or partition (``partitioned = True``: nothing passes either way, nothing is closed, as
+    when a network drops packets)."""
 
     def __init__(self, upstream: int = 4222, host: str = "127.0.0.1") -> None:
         self.upstream = upstream
         self.host = host  # where it listens: another network namespace reaches it on a veth's address
+        self.partitioned = False
         self.server: asyncio.Server | None = None
         self.port = 0
         self.open: list[asyncio.StreamWriter] = []
@@ -28,6 +30,8 @@ class Proxy:
         async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(Exception):
                 while data := await src.read(65536):
+                    while self.partitioned:  # hold everything, close nothing
+                        await asyncio.sleep(0.05)
                     dst.write(data)
                     await dst.drain()
             dst.close()

@@ -5,7 +5,6 @@ controls) stops using its sockets before the standby takes over; a replaced hold
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxies import Proxy
 from tickgate.store import Store
 from tickgate.store.engine import normalize_url, pg_engine
 from tickgate.store.lease import LeaseKeeper, LeaseTimer
@@ -39,37 +39,6 @@ def test_the_timer_steps_down_before_the_row_can_expire() -> None:
     assert not timer.holding
     with pytest.raises(ValueError, match="before the row expires"):
         LeaseTimer(5.0, step_down=1.0)
-
-
-class Proxy:
-    """A TCP proxy to PostgreSQL that the test can cut (a partition: nothing passes, nothing is closed)."""
-
-    def __init__(self, port: int) -> None:
-        self.target = port
-        self.cut = False
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    while self.cut:  # partitioned: hold everything, close nothing
-                        await asyncio.sleep(0.05)
-                    dst.write(data)
-                    await dst.drain()
-
-        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
 
 
 @pytest.fixture
@@ -159,7 +128,7 @@ async def test_a_holder_cut_off_from_the_database_stops_before_the_standby_start
         await until(lambda: a.holding, 5)
         b.keeper.start()
         await asyncio.sleep(TTL)
-        proxy.cut = True  # a can neither renew nor hear back; b still reaches the database
+        proxy.partitioned = True  # a can neither renew nor hear back; b still reaches the database
         await until(lambda: b.holding, 6 * TTL)
         lost_at = next(t for t, what in a.events if what == "lost")
         acquired_at = next(t for t, what in b.events if what.startswith("acquired"))
@@ -169,6 +138,6 @@ async def test_a_holder_cut_off_from_the_database_stops_before_the_standby_start
     finally:
         await a.keeper.stop(release=False)
         await b.keeper.stop()
-        proxy.cut = False
-        await proxy.close()
+        proxy.partitioned = False
+        await proxy.cut()
         await cut_engine.dispose()
