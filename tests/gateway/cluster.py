@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -86,9 +88,16 @@ class Host:
         self.database = Proxy(5432, host=self.near)
 
     @staticmethod
+    @functools.cache
     def available() -> bool:
-        """Root and iproute2: else the processes run on this host (the tests say which)."""
-        return os.geteuid() == 0 and shutil.which("ip") is not None
+        """Whether this machine lets a test make network namespaces (root, iproute2, the capability: tried
+        once); else the processes run on this host (the tests say which)."""
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            return False
+        probe = f"tgprobe{os.getpid()}"[:15]
+        made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+        return made.returncode == 0
 
     async def create(self) -> None:
         for cmd in (
