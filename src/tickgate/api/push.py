@@ -137,12 +137,14 @@ class PushClient:
         else:
             await self.send_raw(json.dumps(message, separators=(",", ":")).encode())
 
-    async def send_raw(self, body: bytes) -> None:
-        """Send an encoded message (msgpack bytes, or UTF-8 JSON sent as a text frame)."""
+    async def send_raw(self, body: bytes | str) -> None:
+        """Send an encoded message (msgpack bytes, or JSON, as UTF-8 bytes or text, sent as a text frame)."""
         timeout = self.settings.push_send_timeout_s
         try:
             async with asyncio.timeout(timeout):  # a timer, not a task per send as wait_for would make
-                if self.binary:
+                if isinstance(body, str):
+                    await self.ws.send_text(body)
+                elif self.binary:
                     await self.ws.send_bytes(body)
                 else:
                     await self.ws.send_text(body.decode())
@@ -205,11 +207,11 @@ class PushClient:
             if self._analytics_sent.get(wid) == computed.version:
                 continue
             self._analytics_sent[wid] = computed.version
-            body = self.renderer.analytics_body(computed, svc.analytics.rate)
+            text = self.renderer.analytics_text(wid, computed, svc.analytics.rate)
             if self.binary:
-                await self.send(json.loads(b'{"type":"analytics","chain":%d,%s}' % (wid, body)))
+                await self.send(json.loads(text))
             else:
-                await self.send_raw(b'{"type":"analytics","chain":%d,%s}' % (wid, body))
+                await self.send_raw(text)
             self.hub.analytics_sent += 1
 
     # -- receiving -----------------------------------------------------------------------------------------

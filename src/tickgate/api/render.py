@@ -63,6 +63,7 @@ class QuoteRenderer:
         self._json: dict[int, tuple[int, int, bytes]] = {}
         self._msgpack: dict[int, tuple[int, int, bytes]] = {}
         self._analytics: dict[int, bytes] = {}  # analytics version -> rendered push body
+        self._analytics_text: dict[tuple[int, int], str] = {}  # (chain id, version) -> the whole message
         self.generation = 0
         self.rendered = 0
         self.reused = 0
@@ -131,6 +132,20 @@ class QuoteRenderer:
             self._analytics.pop(next(iter(self._analytics)))
         self._analytics[computed.version] = body
         return body
+
+    def analytics_text(self, chain: int, computed: Computed, rate: float) -> str:
+        """The whole push message of a chain's analytics, as the text frame sends it: made once per chain
+        and version, and shared by every client of that chain (a desk's screens of one watchlist entry),
+        so a send costs no formatting or decoding of its own."""
+        key = (chain, computed.version)
+        hit = self._analytics_text.get(key)
+        if hit is None:
+            body = self.analytics_body(computed, rate)
+            hit = (b'{"type":"analytics","chain":%d,%s}' % (chain, body)).decode()
+            if len(self._analytics_text) >= 512:
+                self._analytics_text.pop(next(iter(self._analytics_text)))
+            self._analytics_text[key] = hit
+        return hit
 
     def quote(self, key: InstrumentKey) -> bytes:
         """The key's quote as JSON, ``null`` when the store has never heard of it."""
