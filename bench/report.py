@@ -437,6 +437,13 @@ def robustness_section() -> list[str]:
          "rows) are in its own summary table, printed by `make chaos`, not in this report."
          + ("" if chaos else " (tests/chaos/ did not exist yet when this report was generated)"),
          "`tests/chaos/`, `make chaos`"),
+        ("Split mode: gateway and replica faults",
+         "two gateways and two `tickgate api` replicas as processes (replicas in network namespaces of their "
+         "own): kill -9 of a replica, of the active gateway (a write sent meanwhile answered once), the "
+         "broker cut at a replica (quotes `stale`, never live while cut), a never-reading push client "
+         "dropped, the gateway partitioned from PostgreSQL; never more than 5 sockets at the simulator. "
+         "A short run in `make test`, three rounds as `make cluster`.",
+         "`tests/gateway/`, `make cluster`"),
     ]  # fmt: skip
     return [
         "## Bad input and robustness",
