@@ -188,6 +188,18 @@ async def test_gateway_standby_and_two_replicas_through_every_fault(
             assert status.json()["groups"], status.text
             unknown = await http.get(f"{r1.url}/api/v2/option-chain/NOSUCHSYMBOL", headers=h)
             assert unknown.status_code == 404, unknown.text
+            assert "NOSUCHSYMBOL" in unknown.text, "the 404 names what was not found"
+            page = await http.get(f"{r2.url}/")  # the dashboard, served by the replica
+            assert page.status_code == 200
+            assert "app.js" in page.text
+            assert (await http.get(f"{r2.url}/app.js")).status_code == 200
+            chain = await http.get(
+                f"{r2.url}/api/v2/option-chain/INFY",
+                params={"expiry": entry["expiry"], "strikes": 9, "analytics": "true"},
+                headers=h,
+            )
+            assert chain.status_code == 200, chain.text
+            assert chain.json()["watchlist_id"] == entry["id"], "the replica knows the chain is watched"
 
             async def sources(replica: Replica) -> set[str]:
                 got = await http.get(
