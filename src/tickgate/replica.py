@@ -54,7 +54,8 @@ class ReplicaService(TickgateService):
             raise ValueError("an API replica needs a broker (TICKGATE_BUS_URL)")
         super().__init__(settings, registry=registry, scheduler=False)
         self.bus_url: str = settings.bus_url
-        self.planner = PlanMirror(settings.limits)
+        self.mirror = PlanMirror(settings.limits)
+        self.planner = self.mirror  # what the routes and the push channel read
         self.orchestrator = Orchestrator(self.planner)  # never applied to: the API's subscribers attach here
         self.follower = QuoteFollower(
             self.quotes,
@@ -67,7 +68,7 @@ class ReplicaService(TickgateService):
         self._nc: Any = None
         self._boot: str | None = None
         self._silent = False
-        self.touches_sent = self.touch_failures = 0
+        self.touches_sent = 0
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -79,9 +80,9 @@ class ReplicaService(TickgateService):
         )
         prefix = self.settings.bus_prefix
         self.commands = CommandClient(self._nc, prefix=prefix, patience_s=self.settings.command_patience_s)
-        mirror = self.planner
-        assert isinstance(mirror, PlanMirror)
-        self.plan = PlanFollower(mirror, self._nc, self._rebuild_window, self._forget_window, prefix=prefix)
+        self.plan = PlanFollower(
+            self.mirror, self._nc, self._rebuild_window, self._forget_window, prefix=prefix
+        )
         await self.plan.start()
         await self.follower.start(wait=False)
         with contextlib.suppress(TimeoutError):
@@ -123,8 +124,7 @@ class ReplicaService(TickgateService):
 
     async def _touch_loop(self) -> None:
         """The chains looked at here, sent to the gateway as uses (its planner keeps the LRU)."""
-        mirror = self.planner
-        assert isinstance(mirror, PlanMirror)
+        mirror = self.mirror
         assert self.commands is not None
         while True:
             await asyncio.sleep(TOUCH_EVERY_S)
@@ -135,7 +135,6 @@ class ReplicaService(TickgateService):
                 await self.commands.call("touch", None, {"groups": groups}, key="")
                 self.touches_sent += len(groups)
             except CommandTimeoutError:
-                self.touch_failures += 1
                 self.loop_failures["replica-touches"] += 1
                 log.warning("no gateway took %d chain uses; they are dropped", len(groups))
             except Exception:
@@ -162,7 +161,7 @@ class ReplicaService(TickgateService):
         while True:
             await asyncio.sleep(0.5)
             try:
-                digest = self.planner.digest if isinstance(self.planner, PlanMirror) else None
+                digest = self.mirror.digest
                 if digest is not None and digest.boot != self._boot:
                     self._check_master(digest.master)
                     if self._boot is not None:

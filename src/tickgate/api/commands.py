@@ -70,6 +70,7 @@ class CommandServer:
         self.service = service
         self._nc = nc
         self._app = app  # the gateway's ASGI app: what an ``http`` command runs through
+        self._http_client: Any = None  # an httpx client over it, made at the first ``http`` command
         self.subject = prefix + COMMANDS
         self._sub: Any = None
         self.answered = self.repeats = self.failures = 0
@@ -82,6 +83,9 @@ class CommandServer:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+        if self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
 
     async def _on_request(self, msg: Any) -> None:
         try:
@@ -151,15 +155,16 @@ class CommandServer:
 
         if self._app is None:
             return 501, {"error": "not_forwardable", "message": "this gateway serves no app"}
-        transport = httpx.ASGITransport(app=self._app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            response = await client.request(
-                str(args["method"]),
-                str(args["path"]),
-                params=str(args.get("query") or ""),
-                headers={str(k): str(v) for k, v in (args.get("headers") or {}).items()},
-                content=base64.b64decode(args.get("body") or ""),
-            )
+        if self._http_client is None:  # one client for every forwarded request, not one each
+            transport = httpx.ASGITransport(app=self._app)
+            self._http_client = httpx.AsyncClient(transport=transport, base_url="http://gateway")
+        response = await self._http_client.request(
+            str(args["method"]),
+            str(args["path"]),
+            params=str(args.get("query") or ""),
+            headers={str(k): str(v) for k, v in (args.get("headers") or {}).items()},
+            content=base64.b64decode(args.get("body") or ""),
+        )
         return response.status_code, {
             "content_type": response.headers.get("content-type", "application/json"),
             "body": base64.b64encode(response.content).decode(),
