@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 
+import pinned
+from tickgate.clock import IST
 from tickgate.config import FeedLimits
 from tickgate.dhan.protocol import ExchangeSegment, FeedMode, InstrumentKey, PrevClose
 from tickgate.sim import Simulator, StaticUniverse
@@ -61,6 +64,27 @@ async def test_sockets_are_counted_per_client_id(universe, open_client) -> None:
         assert not b.closed.is_set()
         assert not a2.closed.is_set()
         assert sim.stats.max_sockets_per_client == {"A": 2, "B": 1}
+
+
+async def test_another_program_s_time_is_up_at_its_instant_not_at_the_next_watchdog_tick(
+    universe, open_client
+) -> None:
+    """A foreign program lives ``seconds`` of the market clock: a socket opened the moment it is over must
+    not be counted against it (the watchdog's once-a-second sweep has not run yet; CI met exactly that)."""
+    clock = pinned.frozen(dt.datetime.combine(pinned.TODAY, dt.time(10, 0), IST))
+    async with Simulator(universe=universe, clock=clock, limits=REAL_LIMITS) as sim:  # type: ignore[arg-type]
+        own = []
+        for _ in range(4):
+            own.append(await open_client(sim.feed_url()))
+            await sim.wait_for(lambda: len(sim.open_sockets()) == len(own))
+        sim.add_foreign(sim.client_id, 1, seconds=60.0)
+        clock.advance(60.0)
+        own.append(await open_client(sim.feed_url()))
+        await sim.wait_for(lambda: len(sim.open_sockets()) == 5)
+        await asyncio.sleep(0.3)
+        assert [c.disconnects for c in own] == [[]] * 5
+        assert sim.stats.foreign_805s == sim.stats.foreign_dropped == 0
+        assert sim.foreign == {}
 
 
 async def test_101_instruments_in_one_message_gets_804_and_close(sim: Simulator, open_client) -> None:

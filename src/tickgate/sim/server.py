@@ -540,6 +540,7 @@ class Simulator:
         """Dhan's rule once a socket of ``cid`` opened: past the limit, the oldest go with 805, whether they
         are ours to see (:class:`SimSocket`) or another program's (foreign, dropped and reconnecting)."""
         peers = [s for s in self.live(cid) if s is not newcomer]
+        self.expire_foreign()  # judged at this instant of the market clock, not at the watchdog's next tick
         foreign = self.foreign.get(cid, [])
         count = len(peers) + len(foreign) + (newcomer is not None)
         stats = self.stats
