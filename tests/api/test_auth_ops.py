@@ -189,6 +189,30 @@ def test_metrics(api: Api) -> None:
     assert other.state.metrics.registry is not api.app.state.metrics.registry
 
 
+def test_a_failing_metrics_section_is_counted_and_the_rest_still_served(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in one section of the scrape (here the planner's totals) must not take the whole of /metrics
+    with it: Prometheus would see the service as down and lose every other figure."""
+
+    def broken() -> None:
+        raise RuntimeError("totals bug")
+
+    monkeypatch.setattr(api.service.planner, "totals", broken)
+    first = api.client.get("/metrics")
+    second = api.client.get("/metrics")
+    assert first.status_code == second.status_code == 200
+    for name in ("tickgate_push_clients", "tickgate_planner_events_total", "tickgate_feed_sockets{account="):
+        assert name in second.text, name
+    assert "tickgate_capacity{" not in second.text  # the broken section's figures are left out, not made up
+    assert 'tickgate_metrics_failures_total{section="service"} 2.0' in second.text
+    assert "totals bug" in caplog.text
+    monkeypatch.undo()
+    healed = api.client.get("/metrics").text
+    assert 'tickgate_capacity{kind="total"} 25000.0' in healed
+    assert 'tickgate_metrics_failures_total{section="service"} 2.0' in healed
+
+
 def test_cli_users_add_and_serve_refuses_without_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -446,8 +446,13 @@ async def test_a_week_without_a_person(week_master: Path, tmp_path: Path) -> Non
         handler.setLevel(max(level, logging.INFO))
     root.addHandler(watch)
     root.setLevel(logging.DEBUG)
-    for noisy in ("websockets", "tickgate.dhan.ws", "tickgate.sim", "aiosqlite", "httpcore", "sqlalchemy"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG)
+    noisy = [
+        logging.getLogger(name)
+        for name in ("websockets", "tickgate.dhan.ws", "tickgate.sim", "aiosqlite", "httpcore", "sqlalchemy")
+    ]
+    noisy_levels = [(logger, logger.level) for logger in noisy]
+    for logger in noisy:
+        logger.setLevel(logging.DEBUG)
     settings = week_settings(tmp_path, sim)
     svc = TickgateService(settings, feed_url=sim.url, rest_url=sim.rest_url, clock=clock, scheduler=True)
     answers: list[str] = []
@@ -490,6 +495,8 @@ async def test_a_week_without_a_person(week_master: Path, tmp_path: Path) -> Non
         root.setLevel(old_level)
         for handler, level in quieted:
             handler.setLevel(level)
+        for logger, level in noisy_levels:  # else later tests' threads log at DEBUG into closed captures
+            logger.setLevel(level)
     for text in answers:
         for secret in secrets():
             if secret in text:

@@ -9,6 +9,7 @@ planner-event counts (evictions, suspensions, reconnects by reason) are accumula
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import time
 from collections import Counter
@@ -31,6 +32,9 @@ from tickgate.service.errors import NotReady
 
 if TYPE_CHECKING:
     from tickgate.api.push import PushHub
+    from tickgate.store import Store
+
+log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -90,21 +94,43 @@ class ServiceCollector(Collector):
         self.service = service
         self.events = events
         self.push = push
+        self.failures: Counter[str] = Counter()  # sections that raised, over the process's life
 
     def collect(self) -> Iterator[Metric]:
+        """Every section on its own: one that raises (a bug, a half-built service) is logged and counted,
+        and the scrape still carries every other section, instead of failing whole."""
+        for section, metrics in self._sections():
+            try:
+                yield from metrics()
+            except Exception:
+                self.failures[section] += 1
+                log.exception("the %s section of /metrics failed; the others are served", section)
+        yield _by_label(
+            CounterMetricFamily,
+            "tickgate_metrics_failures",
+            "Sections of /metrics that raised, left out of their scrape",
+            "section",
+            self.failures,
+        )
+
+    def _sections(self) -> Iterator[tuple[str, Callable[[], Iterator[Metric]]]]:
+        yield "push", self._push
+        yield "events", self._events
         svc = self.service
-        yield from self._push()
-        yield from self._events()
         if svc.started_at is None:
             return
         if svc.replica:
-            yield from self._replica()
+            yield "replica", self._replica
             return
         try:
             feed = svc.feed
             store = svc.store
         except NotReady:
             return
+        yield "service", lambda: self._service(svc, feed, store)
+        yield "accounts", lambda: self._account(svc, feed)
+
+    def _service(self, svc: TickgateService, feed: FeedManager, store: Store) -> Iterator[Metric]:
         yield self._background_failures(svc, feed)
         planner = svc.planner
         totals, cap = planner.totals(), planner.plan_capacity()
@@ -195,7 +221,6 @@ class ServiceCollector(Collector):
         yield CounterMetricFamily(
             "tickgate_recentres", "ATM recentres of tracked chains", value=svc.recentres
         )
-        yield from self._account(svc, feed)
 
     @staticmethod
     def _account(svc: TickgateService, feed: FeedManager) -> Iterator[Metric]:
