@@ -182,6 +182,8 @@ def test_metrics(api: Api) -> None:
         'tickgate_connection_up{account="default",connection=',
         'tickgate_background_failures_total{loop="recentre"} 0.0',
         'tickgate_background_failures_total{loop="decoder"} 0.0',
+        'tickgate_metrics_failures_total{section="service"} 0.0',
+        'tickgate_metrics_failures_total{section="accounts"} 0.0',
     ):
         assert name in text, name
     # two apps in one process: each has its own registry, no clash

@@ -72,6 +72,32 @@ async def test_a_token_expires_on_the_clock_and_renews(universe: StaticUniverse)
         await sim.close()
 
 
+async def test_a_token_is_refused_the_instant_its_lifetime_is_over(universe: StaticUniverse) -> None:
+    """The simulator's sweep of expired tokens runs once a second (real time); a client that acts the
+    moment its token's hour is up must be refused all the same, on the socket and on REST, and its live
+    socket gets its 807 then too."""
+    clock = frozen(START)
+    sim = Simulator(universe=universe, clock=clock, token_lifetime_s=3_600.0)  # type: ignore[arg-type]
+    await sim.start()
+    live = await FeedClient.open(sim.feed_url())
+    try:
+        headers = {"access-token": DEFAULT_TOKEN, "dhanClientId": DEFAULT_CLIENT_ID}
+        async with httpx.AsyncClient(base_url=sim.rest_url, timeout=5) as http:
+            clock.advance(3_600.0)
+            r = await http.get("/v2/RenewToken", headers=headers)
+            assert (r.status_code, r.json()["errorCode"]) == (401, "DH-901"), r.text
+            assert "expired" in r.json()["errorMessage"]
+        late = await FeedClient.open(sim.feed_url(DEFAULT_TOKEN))
+        await late.wait_closed()
+        assert late.disconnects == [807]
+        await live.wait_closed()
+        assert live.disconnects == [807]
+        await late.close()
+    finally:
+        await live.close()
+        await sim.close()
+
+
 async def test_headless_generation_checks_the_pin_and_the_totp(universe: StaticUniverse) -> None:
     sim = Simulator(universe=universe, logins={DEFAULT_CLIENT_ID: (PIN, SECRET)}, **FAST)  # type: ignore[arg-type]
     await sim.start()

@@ -99,18 +99,20 @@ class ServiceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every section on its own: one that raises (a bug, a half-built service) is logged and counted,
         and the scrape still carries every other section, instead of failing whole."""
+        failures = self.failures
         for section, metrics in self._sections():
             try:
                 yield from metrics()
             except Exception:
-                self.failures[section] += 1
+                failures[section] += 1
                 log.exception("the %s section of /metrics failed; the others are served", section)
+            failures.setdefault(section, 0)  # a zero from the start, so a rate can be taken of it
         yield _by_label(
             CounterMetricFamily,
             "tickgate_metrics_failures",
             "Sections of /metrics that raised, left out of their scrape",
             "section",
-            self.failures,
+            failures,
         )
 
     def _sections(self) -> Iterator[tuple[str, Callable[[], Iterator[Metric]]]]:

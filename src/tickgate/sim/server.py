@@ -494,6 +494,7 @@ class Simulator:
     def _authenticate(self, request: Request) -> tuple[str, str, int | None]:
         """(client id, token, Disconnect reason or None)."""
         query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        self.expire_due_tokens()  # at this instant of the market clock, not at the next sweep
         return self.tokens.check(query)
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -795,6 +796,7 @@ class Simulator:
 
     def _rest_request(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
         path = target.split("?", 1)[0]
+        self.expire_due_tokens()  # a token is refused the moment its lifetime is over, not a sweep later
         if path in AUTH_PATHS:  # tokens live on the market clock
             return self.auth_api.handle(method, target, headers, self.clock.timestamp())
         # real-time: Dhan's rate limit is per second of wall time, whatever the market clock says
@@ -803,7 +805,9 @@ class Simulator:
         return self.quote_api.handle(method, path, headers, body, time.monotonic() * self.clock.speed)
 
     def expire_due_tokens(self) -> list[str]:
-        """Tokens whose lifetime ran out on the clock: expired, and their live sockets closed with 807."""
+        """Tokens whose lifetime ran out on the clock: expired, and their live sockets closed with 807.
+        Run by the watchdog's sweep and before every handshake and REST request, so a token is judged at
+        the instant it is used."""
         gone = self.tokens.due(self.clock.timestamp())
         if gone:
             dead = set(gone)
