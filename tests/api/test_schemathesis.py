@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
-import pkgutil
 from typing import Any
 
-import hypothesis.internal
-import hypothesis.strategies
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -20,21 +15,6 @@ from .test_push import live  # the real uvicorn server fixture
 
 __all__ = ["live"]
 
-
-def _import_everything(package: Any) -> None:
-    """schemathesis and hypothesis import many of their modules lazily, deep inside a test's stack; pytest
-    rewrites their asserts (both are pytest plugins, so every module of theirs is rewritten) with
-    `ast.parse`, which on CPython 3.11.7 randomly fails that deep ("AST constructor recursion depth
-    mismatch", gh-106905: CI failed on a lazy import of hypothesis's). Imported here, at collection: it does
-    not fail."""
-    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        with contextlib.suppress(Exception):  # optional extras (CLI, other frameworks) may not import
-            importlib.import_module(info.name)
-
-
-_import_everything(schemathesis)
-_import_everything(hypothesis.internal)
-_import_everything(hypothesis.strategies)
 
 pytestmark = pytest.mark.timeout(300)
 

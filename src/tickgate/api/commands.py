@@ -34,6 +34,8 @@ from tickgate.api.errors import KNOWN_ERRORS, known_error
 from tickgate.api.models import WatchlistAdd, WatchlistRemoveResponse
 
 if TYPE_CHECKING:
+    import httpx
+
     from tickgate.service import TickgateService
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class CommandServer:
         self.service = service
         self._nc = nc
         self._app = app  # the gateway's ASGI app: what an ``http`` command runs through
-        self._http_client: Any = None  # an httpx client over it, made at the first ``http`` command
+        self._http_client: httpx.AsyncClient | None = None  # over the app, made at the first ``http`` command
         self.subject = prefix + COMMANDS
         self._sub: Any = None
         self.answered = self.repeats = self.failures = 0
