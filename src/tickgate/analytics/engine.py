@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tickgate.analytics.black76 import Reason
+from tickgate.analytics.black76 import Reason, prepare
 from tickgate.analytics.chain import SECONDS_PER_YEAR, ChainAnalytics, Legs, analyse
 from tickgate.chains.atm import ChainWindow
 from tickgate.clock import Clock
@@ -53,6 +53,7 @@ class AnalyticsEngine:
         self.rate = rate
         self.min_interval_s = min_interval_s
         self._future_of = future_of
+        prepare()
         # window -> (the legs' update stamp, when last looked at, the result)
         self._cache: dict[tuple[str, str, dt.date, tuple[float, ...]], tuple[float, float, Computed]] = {}
         self._versions = 0
