@@ -102,6 +102,8 @@ def test_a_malformed_value_loses_that_value_and_a_malformed_answer_fails_clearly
         parse_quotes(b"<html>502 Bad Gateway</html>")
     with pytest.raises(ValueError, match="malformed"):
         parse_quotes(b'{"data": {"NSE_FNO": [1, 2]}}')
+    with pytest.raises(ValueError, match="malformed at NSE_FNO 8"):  # each quote is read as it is taken
+        parse_quotes(b'{"data": {"NSE_FNO": {"7": {"oi": 5}, "8": [1, 2]}}}')
     with pytest.raises(ValueError, match="without a data object"):
         parse_quotes(b'{"status": "failure"}')
 

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 PRIORITY_USER, PRIORITY_TIER_B, PRIORITY_OTHER = 0, 1, 2
 QUOTE_PATH = "/v2/marketfeed/quote"
-FILL_SLICE = 200  # quotes built and stored between two turns of the event loop
+FILL_SLICE = 100  # quotes decoded, built and stored between two turns of the event loop
+TAKE_SLICE = 250  # keys taken from the queue between two turns of the event loop
 
 
 class BackfillQueue:
@@ -134,10 +135,11 @@ class _Quote(msgspec.Struct):
 
 
 class _Answer(msgspec.Struct):
-    data: dict[str, dict[str, _Quote]] | None = None
+    data: dict[str, dict[str, msgspec.Raw]] | None = None
 
 
 _DECODER = msgspec.json.Decoder(_Answer)
+_QUOTE_DECODER = msgspec.json.Decoder(_Quote)
 
 
 def parse_quotes(content: bytes) -> list[RestQuote]:
@@ -147,12 +149,13 @@ def parse_quotes(content: bytes) -> list[RestQuote]:
 
 
 def iter_quotes(content: bytes) -> Iterator[RestQuote]:
-    """:func:`parse_quotes`, lazily: the answer is decoded at the first step, the quotes built as they are
-    taken, so that the event loop can take them a slice at a time.
+    """:func:`parse_quotes`, lazily, so that the event loop can take the quotes a slice at a time: the
+    answer's outline is read at the first step (each quote left as raw bytes), and each quote is decoded and
+    built as it is taken.
 
-    Decoded by ``msgspec`` into the few fields kept: a 1,000-quote answer carries five levels of depth a
-    side, and building all of it as Python objects held the interpreter (and so the feed) for many times as
-    long."""
+    Decoded by ``msgspec`` into the few fields kept: a 1,000-quote answer is most of a megabyte, with five
+    levels of depth a side, and building all of it as Python objects held the interpreter (and so the feed)
+    for many times as long; decoding it whole in one step held it for a millisecond or more."""
     try:
         data = _DECODER.decode(content).data
     except msgspec.DecodeError as exc:  # a malformed answer fails its request (retried), not the backfill
@@ -161,7 +164,11 @@ def iter_quotes(content: bytes) -> Iterator[RestQuote]:
         raise ValueError("market quote answer without a data object")
     for segment_name, by_id in data.items():
         segment = ExchangeSegment.from_name(segment_name)
-        for sid, q in by_id.items():
+        for sid, raw in by_id.items():
+            try:
+                q = _QUOTE_DECODER.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"market quote answer malformed at {segment_name} {sid}: {exc}") from None
             ohlc = q.ohlc if isinstance(q.ohlc, Mapping) else {}
             yield RestQuote(
                 key=InstrumentKey(segment, int(sid)),
@@ -329,11 +336,16 @@ class Backfiller:
                 await asyncio.sleep(wait)
             urgent = list(self._urgent)[: self._per_request]
             waiting = {key: self._urgent.pop(key) for key in urgent}
-            keys = urgent + [k for k in self.queue.take(self._per_request - len(urgent)) if k not in waiting]
-            if not keys:
-                continue
+            keys = list(urgent)
             try:
+                await self._take_into(keys, waiting)
+                if not keys:
+                    continue
                 quotes = await self._request(keys)
+            except asyncio.CancelledError:  # stopped: what was taken waits in the queue for a restart
+                self.queue.retry([k for k in keys if k not in waiting])
+                self._answer(waiting, [])
+                raise
             except RateLimitedError:
                 self.queue.retry(keys)
                 self._answer(waiting, [])
@@ -349,6 +361,16 @@ class Backfiller:
                 self._count_startup()
                 self._answer(waiting, quotes)
                 backoff = self._interval
+
+    async def _take_into(self, keys: list[InstrumentKey], waiting: Mapping[InstrumentKey, object]) -> None:
+        """Fill ``keys`` up to a request's worth from the queue, a slice at a time with the loop free between
+        (a heap of a start-up's 25,000 keys gives up a thousand in about a millisecond)."""
+        while len(keys) < self._per_request:
+            taken = self.queue.take(min(TAKE_SLICE, self._per_request - len(keys)))
+            if not taken:
+                return
+            keys += [k for k in taken if k not in waiting]
+            await asyncio.sleep(0)
 
     @staticmethod
     def _answer(
@@ -385,9 +407,10 @@ class Backfiller:
             raise RateLimitedError("market quote answered 429")
         if response.status_code != 200:
             raise BackfillError(f"market quote answered {response.status_code}: {_error_text(response)}")
-        # 1,000 quotes: decoded at once (the fields kept only), then built and stored a slice at a time with
-        # the loop free between slices, so the feed, pushes and the API wait at most one slice. (A thread
-        # would hold the interpreter for whole switch intervals instead.)
+        # 1,000 quotes: outlined at once, then decoded, built and stored a slice at a time with the loop free
+        # between slices (and after the answer's last read), so the feed, pushes and the API wait at most one
+        # slice. (A thread would hold the interpreter for whole switch intervals instead.)
+        await asyncio.sleep(0)
         quotes: list[RestQuote] = []
         taking = iter_quotes(response.content)
         while chunk := list(itertools.islice(taking, FILL_SLICE)):
