@@ -513,7 +513,11 @@ def main() -> None:
     parser.add_argument("--push-rate", type=int, default=50_000)
     parser.add_argument("--push-seconds", type=float, default=10.0)
     parser.add_argument(
-        "--analytics-rounds", type=int, default=4, help="alternating rounds with/without analytics"
+        "--analytics-rounds",
+        type=int,
+        default=12,
+        help="alternating rounds with/without analytics (their differences spread by several ms either way"
+        " here: four rounds' median moved by more than the 1 ms judged from one run to the next)",
     )
     parser.add_argument("--measuring-clients", type=int, default=10)
     parser.add_argument("--push-only", action="store_true", help="Tier B only, no add/chain timing")

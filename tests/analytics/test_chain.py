@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tickgate.analytics.black76 import Reason, price
-from tickgate.analytics.chain import Legs, analyse, max_pain
+from tickgate.analytics.chain import Legs, analyse, forward_of, max_pain
 
 RATE = 0.065
 FORWARD = 24_113.0
@@ -120,3 +120,32 @@ def test_max_pain_is_the_cheapest_settlement_for_option_writers(
     best = min(payout(s) for s in candidates)
     assert pain in candidates
     assert payout(pain) == pytest.approx(best)
+
+
+@given(
+    strikes=st.lists(st.integers(1, 40), min_size=1, max_size=30, unique=True),
+    prices=st.lists(st.one_of(st.floats(0.05, 500.0), st.just(0.0), st.just(float("nan"))), min_size=60),
+    calls_first=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_the_parity_forward_is_taken_at_the_strike_where_call_and_put_are_closest(
+    strikes: list[int], prices: list[float], calls_first: bool, seed: int
+) -> None:
+    """Against the plain reading of the rule, in any order of legs, with legs unpriced on either side."""
+    k = np.array([s * 50.0 for s in strikes] * 2)
+    is_call = np.arange(k.size) < len(strikes)
+    if not calls_first:
+        is_call = ~is_call
+    premium = np.array(prices[: k.size])
+    order = np.random.default_rng(seed).permutation(k.size)
+    k, is_call, premium = k[order], is_call[order], premium[order]
+    calls = {float(s): p for s, p, c in zip(k, premium, is_call, strict=True) if c and p > 0}
+    puts = {float(s): p for s, p, c in zip(k, premium, is_call, strict=True) if not c and p > 0}
+    pairs = sorted((abs(calls[s] - puts[s]), s) for s in calls.keys() & puts.keys())
+    forward, source = forward_of(k, is_call, premium, years=YEARS, rate=RATE, future=None)
+    if not pairs:
+        assert (source, np.isnan(forward)) == ("none", True)
+    else:
+        s = pairs[0][1]
+        assert source == "parity"
+        assert forward == pytest.approx(s + (calls[s] - puts[s]) * np.exp(RATE * YEARS), rel=1e-12)

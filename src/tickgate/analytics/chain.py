@@ -79,13 +79,16 @@ def forward_of(
     """The forward of the expiry: the future's price, else put-call parity nearest the money."""
     if future is not None and future > 0:
         return float(future), "future"
-    calls = {float(k): p for k, p, c in zip(strike, premium, is_call, strict=True) if c and p > 0}
-    puts = {float(k): p for k, p, c in zip(strike, premium, is_call, strict=True) if not c and p > 0}
-    pairs = [(abs(calls[k] - puts[k]), k) for k in calls.keys() & puts.keys()]
-    if not pairs or not years > 0:
+    priced = premium > 0
+    calls, puts = priced & is_call, priced & ~is_call
+    # The strikes priced on both sides (a chain lists each strike once a side), ascending: the first of the
+    # smallest gaps is the lowest such strike, whatever order the legs came in.
+    both, at_call, at_put = np.intersect1d(strike[calls], strike[puts], return_indices=True)
+    if not both.size or not years > 0:
         return float("nan"), "none"
-    _gap, k = min(pairs)
-    return k + (calls[k] - puts[k]) * float(np.exp(rate * years)), "parity"
+    call, put = premium[calls][at_call], premium[puts][at_put]
+    i = int(np.argmin(np.abs(call - put)))
+    return float(both[i] + (call[i] - put[i]) * np.exp(rate * years)), "parity"
 
 
 def analyse(legs: Legs, *, years: float, rate: float, future: float | None = None) -> ChainAnalytics:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+import msgspec
+import numpy as np
 
 from tickgate.analytics.black76 import Reason
 from tickgate.analytics.engine import Computed
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 NULL = b"null"
 _PACKER = msgpack.Packer(use_bin_type=True)
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encode = msgspec.json.Encoder().encode  # NaN and infinities as null
 
 
 def request_key(scope: Scope) -> tuple[str, bytes]:
@@ -124,10 +127,13 @@ class QuoteRenderer:
         if hit is not None:
             return hit
         have = [i for i, key in enumerate(computed.keys) if key is not None]
-        legs = {"key": [str(computed.keys[i]) for i in have]}
-        legs.update({name: [values[i] for i in have] for name, values in leg_columns(computed).items()})
-        chain = _dumps(chain_analytics_dict(computed, rate)).encode()
-        body = b'"analytics":%s,"legs":%s' % (chain, _dumps(legs).encode())
+        take = np.array(have, dtype=np.intp)
+        legs: dict[str, list[Any]] = {"key": [str(computed.keys[i]) for i in have]}
+        # Straight from the arrays to JSON by msgspec (NaN as null): the push renders this at every
+        # recomputation of a chain, on the event loop, and the json module took several times as long.
+        legs.update({name: values[take].tolist() for name, values in _leg_arrays(computed).items()})
+        legs["reason"] = [_REASON_NAMES[r] for r in computed.analytics.reason[take].tolist()]
+        body = b'"analytics":%s,"legs":%s' % (_encode(chain_analytics_dict(computed, rate)), _encode(legs))
         if len(self._analytics) >= 512:
             self._analytics.pop(next(iter(self._analytics)))
         self._analytics[computed.version] = body
@@ -189,23 +195,31 @@ def chain_analytics_dict(computed: Computed, rate: float) -> dict[str, Any]:
     }
 
 
-def leg_columns(computed: Computed) -> dict[str, list[Any]]:
-    """Every leg's :class:`~tickgate.api.models.LegAnalyticsOut` fields, one list per field, in the engine's
-    leg order (NaN as null): what the REST chain and the push channel both render."""
+_REASON_NAMES = {int(r): r.name for r in Reason}
+
+
+def _leg_arrays(computed: Computed) -> dict[str, np.ndarray]:
+    """The per-leg analytics, by :class:`~tickgate.api.models.LegAnalyticsOut` field, in the engine's leg
+    order."""
     a = computed.analytics
     g = a.greeks
-    columns: dict[str, list[Any]] = {
-        name: [_num(float(v)) for v in values]
-        for name, values in (
-            ("iv", a.iv),
-            ("delta", g.delta),
-            ("gamma", g.gamma),
-            ("theta", g.theta),
-            ("vega", g.vega),
-            ("oi_change", a.oi_change),
-        )
+    return {
+        "iv": a.iv,
+        "delta": g.delta,
+        "gamma": g.gamma,
+        "theta": g.theta,
+        "vega": g.vega,
+        "oi_change": a.oi_change,
     }
-    columns["reason"] = [Reason(int(r)).name for r in a.reason]
+
+
+def leg_columns(computed: Computed) -> dict[str, list[Any]]:
+    """Every leg's :class:`~tickgate.api.models.LegAnalyticsOut` fields, one list per field, in the engine's
+    leg order (NaN as null)."""
+    columns: dict[str, list[Any]] = {
+        name: [_num(v) for v in values.tolist()] for name, values in _leg_arrays(computed).items()
+    }
+    columns["reason"] = [_REASON_NAMES[r] for r in computed.analytics.reason.tolist()]
     return columns
 
 
