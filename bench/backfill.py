@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=50, help="adds at capacity timed in each phase")
     parser.add_argument("--seconds", type=float, default=4.0, help="chain GET sampling per phase")
     parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--push-seconds", type=float, default=4.0)
+    parser.add_argument("--push-seconds", type=float, default=8.0)
     parser.add_argument("--push-rate", type=int, default=20_000)
     asyncio.run(run(parser.parse_args()))
 
