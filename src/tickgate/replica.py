@@ -11,6 +11,10 @@ service that holds no Dhan socket and no plan of its own:
   replica's clients look at, at most at the push rate), so each replica computes what its own clients
   need; decision 0008 says why this is not published by the gateway;
 - **users' reads** (API keys, watchlists, the audit log) come from PostgreSQL;
+- **the process** runs under the same latency policy as the gateway's
+  (:class:`~tickgate.service.runtime.RuntimePolicy`: what start-up built frozen out of the cyclic GC's
+  walks, 1 ms GIL slices), with the one full walk of everything at each session's close that the gateway
+  makes at its end of day;
 - **everything else** (writes, status of the sockets) goes to the gateway as a command
   (:mod:`tickgate.api.forward`), and the chains users look at are sent to it as uses (its planner's LRU).
 
@@ -35,6 +39,7 @@ from tickgate.config import Settings
 from tickgate.feed.manager import SessionMask
 from tickgate.instruments import InstrumentRegistry
 from tickgate.orchestrator import Orchestrator
+from tickgate.schedule.eod import EodScheduler
 from tickgate.service.app import TickgateService
 from tickgate.store import Store
 
@@ -65,6 +70,7 @@ class ReplicaService(TickgateService):
         )
         self.commands: CommandClient | None = None
         self.plan: PlanFollower | None = None
+        self._collector: EodScheduler | None = None
         self._nc: Any = None
         self._boot: str | None = None
         self._silent = False
@@ -93,11 +99,22 @@ class ReplicaService(TickgateService):
             asyncio.create_task(self._touch_loop(), name="replica-touches"),
             asyncio.create_task(self._gateway_watch(), name="replica-gateway-watch"),
         ]
+        # The registry, the store and the windows live for the process: out of the cyclic GC's walks, as in
+        # the gateway (a full walk of them was a pause every push client and request waited through). What
+        # freezing keeps from the collector is walked once a day, at each session's close, when the
+        # gateway's Tier A (and so most of the windows rebuilt here) has just gone.
+        self.runtime.install()
+        self._collector = EodScheduler(self.calendar, self._collect_at_close, _no_pre_open, clock=self.clock)
+        self._collector.start()
         self.started_at = self.clock.utcnow()
         self._started_mono = time.monotonic()
         log.info("tickgate api replica started in %.2fs", time.perf_counter() - started)
 
     async def stop(self) -> None:
+        if self._collector is not None:
+            self._collector.shutdown()
+            self._collector = None
+        self.runtime.uninstall()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -110,6 +127,10 @@ class ReplicaService(TickgateService):
             await self._store.close()
             self._store = None
         self.started_at = None
+
+    async def _collect_at_close(self, session: str, _exchanges: object, _close: object) -> None:
+        freed = self.runtime.collect_all()
+        log.info("%s closed: a full collection freed %d objects", session, freed)
 
     # -- the plan's windows ----------------------------------------------------------------------------
 
@@ -176,6 +197,10 @@ class ReplicaService(TickgateService):
             except Exception:
                 self.loop_failures["replica-gateway-watch"] += 1
                 log.exception("watching the gateway failed")
+
+
+async def _no_pre_open(_day: object) -> None:
+    """A replica has nothing to do before the open: the gateway rolls the plan, and its digest follows."""
 
 
 async def run_api(settings: Settings) -> None:
