@@ -223,11 +223,13 @@ class AnalyticsSettings(BaseModel, frozen=True):
         " (6.5 %: close to Indian short rates, and the simulator's cost of carry).",
     )
     min_interval_s: float = Field(
-        0.1,
+        0.5,
         gt=0,
         le=10,
         description="A chain's analytics are recomputed at most this often (and only when a leg moved),"
-        " however many REST callers and push clients read them.",
+        " however many REST callers and push clients read them. The push sends them at most"
+        " api.push_analytics_hz (2) a second: recomputing more often than that is work no client receives,"
+        " done on the event loop between the quotes' sends.",
     )
 
 
