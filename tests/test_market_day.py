@@ -2,7 +2,8 @@
 clock (one clock, shared), on a normal day and on an NSE holiday with an MCX evening session, under both of
 Dhan's described previous-close behaviours. Measured at the simulator:
 
-* no socket recycled while its exchanges are closed (no recycle at all: nothing is stale);
+* no socket recycled as stale while every exchange it carries is closed (one silent while a peer carrying the
+  same trading exchange receives data is stale by definition, as the issue has it);
 * no Dhan limit breached, no REST request beyond one a second;
 * every subscribed leg has a price and a previous close soon after its subscribe;
 * change% right on a sample of legs of each segment;
@@ -106,6 +107,18 @@ async def _priced(svc: TickgateService, keys: list[InstrumentKey], within: float
     )
 
 
+def _recycled_while_shut(svc: TickgateService, clock: VirtualClock, sim: Simulator) -> list[str]:
+    """Each stale recycle of a socket none of whose markets was in continuous session at that moment."""
+    sessions = sim.sessions
+    assert sessions is not None
+    shut = []
+    for when, sid, markets in svc.feed.recycle_log:
+        moment = clock.now() - dt.timedelta(seconds=clock.monotonic() - when)
+        if not markets & set(sessions.continuous(moment)):
+            shut.append(f"socket {sid} at {moment:%H:%M} with {sorted(markets)} shut")
+    return shut
+
+
 def _check_change(svc: TickgateService, sim: Simulator, keys: list[InstrumentKey]) -> int:
     """change% is measured from the simulator's previous close; returns how many legs were checked."""
     checked = 0
@@ -177,8 +190,11 @@ async def test_a_virtual_market_day(
         assert not [g for g in restarted.planner.groups() if g.tier is Tier.A], (
             "Tier A left after the last close"
         )
-        assert restarted.feed.metrics.stale_recycles == 0
-        assert svc.feed.metrics.stale_recycles == 0
+        # The issue's criterion, as the week test checks it: no socket recycled as stale while every market
+        # it carried was shut. (A socket silent while a peer carrying the same trading market receives data
+        # is stale by definition: in a thin evening market that can be a socket holding only far strikes.)
+        assert _recycled_while_shut(svc, clock, sim) == []
+        assert _recycled_while_shut(restarted, clock, sim) == []
         state = sim.state(subscriptions=False, history=True)
         assert state["breaches"] == []
         assert state["rest"]["rate_limited"] == 0
