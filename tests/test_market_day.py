@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from recycles import recycled_while_shut
 from tickgate.clock import IST, VirtualClock
 from tickgate.config import FeedClientSettings, Settings
 from tickgate.dhan.client import Credentials
@@ -107,18 +108,6 @@ async def _priced(svc: TickgateService, keys: list[InstrumentKey], within: float
     )
 
 
-def _recycled_while_shut(svc: TickgateService, clock: VirtualClock, sim: Simulator) -> list[str]:
-    """Each stale recycle of a socket none of whose markets was in continuous session at that moment."""
-    sessions = sim.sessions
-    assert sessions is not None
-    shut = []
-    for when, sid, markets in svc.feed.recycle_log:
-        moment = clock.now() - dt.timedelta(seconds=clock.monotonic() - when)
-        if not markets & set(sessions.continuous(moment)):
-            shut.append(f"socket {sid} at {moment:%H:%M} with {sorted(markets)} shut")
-    return shut
-
-
 def _check_change(svc: TickgateService, sim: Simulator, keys: list[InstrumentKey]) -> int:
     """change% is measured from the simulator's previous close; returns how many legs were checked."""
     checked = 0
@@ -193,8 +182,8 @@ async def test_a_virtual_market_day(
         # The issue's criterion, as the week test checks it: no socket recycled as stale while every market
         # it carried was shut. (A socket silent while a peer carrying the same trading market receives data
         # is stale by definition: in a thin evening market that can be a socket holding only far strikes.)
-        assert _recycled_while_shut(svc, clock, sim) == []
-        assert _recycled_while_shut(restarted, clock, sim) == []
+        assert recycled_while_shut(svc.feed, clock, sim.sessions) == []
+        assert recycled_while_shut(restarted.feed, clock, sim.sessions) == []
         state = sim.state(subscriptions=False, history=True)
         assert state["breaches"] == []
         assert state["rest"]["rate_limited"] == 0

@@ -43,13 +43,13 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from recycles import recycled_while_shut
 from tickgate.api.app import create_app
 from tickgate.clock import IST, VirtualClock
 from tickgate.config import FeedClientSettings, MasterSettings, Settings
 from tickgate.dhan.client import ConnectionState
 from tickgate.instruments import InstrumentRegistry, generate_master
 from tickgate.planner import Tier
-from tickgate.schedule.sessions import Market
 from tickgate.service import TickgateService
 from tickgate.service.account import account_view, master_day
 from tickgate.service.errors import InvalidInput, NotFound
@@ -568,15 +568,8 @@ def check_rows_and_audit(week: Week, db: Path) -> None:
 
 def check_recycles(week: Week) -> None:
     """No socket recycled as stale while every market it carried was closed (the simulator's sessions)."""
-    feed, clock, sessions = week.svc.feed, week.clock, week.sim.sessions
-    assert sessions is not None
-    for when, sid, markets in feed.recycle_log:
-        moment = clock.now() - dt.timedelta(seconds=clock.monotonic() - when)
-        trading: set[Market] = set(sessions.continuous(moment))
-        if not markets & trading:
-            week.tally.fail(
-                f"socket {sid} recycled as stale at {moment:%a %H:%M} with {sorted(markets)} shut"
-            )
+    for finding in recycled_while_shut(week.svc.feed, week.clock, week.sim.sessions):
+        week.tally.fail(finding)
 
 
 def summarise(week: Week, sim: Simulator, svc: TickgateService, elapsed: float) -> str:
