@@ -87,8 +87,9 @@ BENCHES = (
         "a `tickgate serve` process (one uvicorn worker) with 25,000 instruments live from the simulator: "
         "`GET /option-chain/NIFTY?strikes=101` under load (`wrk`; a Python client is the fallback and then "
         "the bottleneck), the same with `?analytics=true`, watchlist adds at capacity (each evicts), 100 "
-        "push clients at 50k packets/s, then the same clients also taking the chain's analytics.",
-        "the chain GET without analytics and the push run without them, same run (issue 18's figures).",
+        "push clients at 50k packets/s, then the same clients taking the chain's analytics every other 4 s.",
+        "the chain GET without analytics, same run; the push p99 in the phases without analytics between "
+        "those with (issue 18's figures).",
         "option chain ≥ 3,000 req/s, with analytics too; watchlist add p99 ≤ 10 ms; push tick→client p99 "
         "≤ 50 ms; analytics add ≤ 1 ms to the push p99.",
         ".venv/bin/python bench/api.py   # needs wrk; options: --seconds, --connections, --clients, …",

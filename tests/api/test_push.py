@@ -18,6 +18,7 @@ import websockets
 from starlette.websockets import WebSocketDisconnect
 
 from tickgate.api import create_app
+from tickgate.api.push import PushHub
 from tickgate.config import ApiSettings
 from tickgate.instruments import InstrumentRegistry
 from tickgate.sim import Simulator
@@ -253,3 +254,30 @@ def test_real_websocket_coalesced_at_max_rate(live: tuple[str, Any]) -> None:
 def _loop_of(service: Any) -> asyncio.AbstractEventLoop:
     loop: asyncio.AbstractEventLoop = service.feed._tasks[0].get_loop()
     return loop
+
+
+def test_the_late_half_of_a_tick_comes_after_every_clients_quotes() -> None:
+    """Analytics wait for the tick's late half: a client that has them to send goes on only once every
+    client woken by the tick has taken its turn, and before the next tick (so nothing skips a tick)."""
+    events: list[tuple[str, int]] = []
+
+    async def run() -> None:
+        hub = PushHub(max_hz=200.0)
+        hub.clients = 5
+
+        async def client(i: int) -> None:
+            for tick in range(1, 7):  # the tick-th tick this client woke on
+                await hub.next_tick()
+                events.append(("quotes", tick))
+                if i % 2 == 0:  # these have analytics due every tick
+                    await hub.late_half()
+                    events.append(("analytics", tick))
+
+        await asyncio.gather(*(client(i) for i in range(hub.clients)))
+        hub.clients = 0
+
+    asyncio.run(run())
+    for tick in range(1, 7):
+        order = [kind for kind, t in events if t == tick]
+        assert order == ["quotes"] * 5 + ["analytics"] * 3, f"tick {tick}: {order}"
+    assert [t for _, t in events] == sorted(t for _, t in events), "an analytics send slipped into a later tick"

@@ -70,7 +70,12 @@ class PushHub:
 
     Every client sends on the same ticks (``api.push_max_hz``), so a quote that changed is rendered once
     per tick for all of them (:class:`QuoteRenderer` keeps one rendering per quote per tick) instead of once
-    per client at a hundred scattered moments."""
+    per client at a hundred scattered moments.
+
+    Half an interval after each tick comes its *late* half, for what is not a quote: a chain's analytics
+    (kilobytes a message, and a recomputation now and then) go out there, once every client's quotes of
+    the tick are on their way, instead of in front of the quotes of the clients the loop serves after
+    them. Whatever arrives from the feed meanwhile waits for the next tick in any case."""
 
     def __init__(self, max_hz: float = 100.0, renderer: QuoteRenderer | None = None) -> None:
         self.interval = 1.0 / max_hz
@@ -83,6 +88,7 @@ class PushHub:
         self.analytics_sent = 0  # analytics messages (one per chain recomputation per client taking it)
         self.dropped: Counter[str] = Counter()
         self._tick: asyncio.Future[None] | None = None
+        self._late: asyncio.Future[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     async def next_tick(self) -> None:
@@ -93,9 +99,20 @@ class PushHub:
             self._ticker = asyncio.ensure_future(self._run())
         await asyncio.shield(self._tick)
 
+    async def late_half(self) -> None:
+        """Return at the late half of the current tick (see the class docstring); called after
+        :meth:`next_tick`, whose ticker also runs the late halves."""
+        if self._late is None or self._late.done():
+            self._late = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._late)
+
     async def _run(self) -> None:
         while self.clients > 0:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.interval / 2)
+            late, self._late = self._late, None
+            if late is not None and not late.done():
+                late.set_result(None)
+            await asyncio.sleep(self.interval / 2)
             if self.renderer is not None:
                 self.renderer.next_generation()
             tick, self._tick = self._tick, None
@@ -193,6 +210,7 @@ class PushClient:
                 last_sent = started
             if self.analytics and started - last_analytics >= analytics_interval:
                 last_analytics = started
+                await self.hub.late_half()  # after every client's quotes of this tick
                 await self._send_analytics()
 
     async def _send_analytics(self) -> None:
