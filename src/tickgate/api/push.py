@@ -107,17 +107,21 @@ class PushHub:
         await asyncio.shield(self._late)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while self.clients > 0:
-            await asyncio.sleep(self.interval / 2)
-            late, self._late = self._late, None
-            if late is not None and not late.done():
-                late.set_result(None)
-            await asyncio.sleep(self.interval / 2)
+            await asyncio.sleep(self.interval)
             if self.renderer is not None:
                 self.renderer.next_generation()
             tick, self._tick = self._tick, None
             if tick is not None and not tick.done():
                 tick.set_result(None)
+            # a timer of its own: the ticks keep their cadence however long a tick's sends take
+            loop.call_later(self.interval / 2, self._end_late_wait)
+
+    def _end_late_wait(self) -> None:
+        late, self._late = self._late, None
+        if late is not None and not late.done():
+            late.set_result(None)
 
 
 class PushClient:
