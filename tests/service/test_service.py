@@ -387,7 +387,8 @@ async def test_a_restart_after_the_close_shows_the_day_s_last_prices(make_servic
         if quote.source == "saved":  # (the simulator, on its own clock, may still be sending)
             assert quote.ltp == pytest.approx(last[key], rel=1e-6)
     assert sum(1 for k in keys if svc2.quotes.get(k).source in ("saved", "feed")) == len(keys)  # type: ignore[union-attr]
-    await svc2.stop()
+    await svc2.stop()  # after the close: it saves the last prices it held (the simulator may have moved them)
+    last = {k: svc2.quotes.get(k).ltp for k in keys}  # type: ignore[union-attr]
 
     next_morning = evening + dt.timedelta(days=1 if evening.weekday() < 4 else 7 - evening.weekday())
     svc3 = await make_service(clock=frozen(next_morning.replace(hour=9, minute=0)))

@@ -40,7 +40,7 @@ from tickgate.instruments import InstrumentRegistry
 from tickgate.orchestrator import Orchestrator, PlanChange
 from tickgate.planner import Planner, Tier
 from tickgate.schedule.calendar import EXCHANGES, Exchange, TradingCalendar
-from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions
+from tickgate.schedule.eod import SESSIONS, EodScheduler, missed_sessions, session_close
 from tickgate.schedule.sessions import SEGMENT_MARKET, Market, MarketSessions
 from tickgate.service.account import master_day
 from tickgate.service.errors import InvalidInput, NotConfigured, NotReady
@@ -367,6 +367,7 @@ class TickgateService:
             self.publisher = None
         await self.pins.flush()
         if self._store is not None:
+            await self._save_shut_sessions_quotes()
             self.snapshot_subscriptions()
             await self._store.close()
         self.runtime.uninstall()
@@ -597,6 +598,16 @@ class TickgateService:
             self.loop_failures["last_quotes"] += 1
             log.exception("saving the last quotes of %s failed", ", ".join(exchanges))
             return 0
+
+    async def _save_shut_sessions_quotes(self) -> None:
+        """At a stop after a session's close (the same day): its last quotes again, as they are now. The
+        save at the close can miss a trade that was still in flight then, and a restart would show the
+        price before it."""
+        now = self.clock.now()
+        for session, exchanges in SESSIONS.items():
+            close = session_close(self.calendar, session, now.astimezone(IST).date())
+            if close is not None and close <= now:
+                await self._save_last_quotes(exchanges, close.astimezone(IST).date())
 
     async def _restore_last_quotes(self) -> None:
         """At start: the last saved quotes price the store (``saved``) until the feed or backfill does."""
